@@ -1,0 +1,86 @@
+"""Built-in sub-commands ``run`` and ``plugins``, registered as a plugin."""
+
+from __future__ import annotations
+
+import sys
+
+from vidur.hookspecs import hookimpl
+
+
+def _run(args) -> int:
+    from vidur.engine.runner import default_out_dir, run_scenario
+    from vidur.scenario import load_scenario
+
+    settings = [(k, v) for k, v in (args.set or [])]
+    scenario = load_scenario(
+        args.scenario,
+        scheduler=args.scheduler,
+        global_scheduler=args.global_scheduler,
+        settings=settings,
+        seed=args.seed,
+    )
+    if args.chrome_trace or args.plots or args.no_progress:
+        import attrs
+
+        m, s = scenario.metrics, scenario.simulation
+        scenario = scenario.replace(
+            metrics=attrs.evolve(m, chrome_trace=m.chrome_trace or args.chrome_trace, plots=m.plots or args.plots),
+            simulation=attrs.evolve(s, progress=s.progress and not args.no_progress),
+        )
+    if args.print_config:
+        sys.stdout.write(scenario.to_yaml())
+        return 0
+    out = None if args.no_output else (args.out or default_out_dir(args.scenario))
+    result, summary = run_scenario(scenario, out, step_mode=args.step, overwrite=args.overwrite)
+    from vidur.metrics.report import format_summary_table
+
+    print(format_summary_table(summary))
+    if out is not None:
+        print(f"run directory: {out}")
+    return 0
+
+
+def _plugins(args) -> int:
+    from vidur.plugins import KINDS, get_host
+
+    host = get_host()
+    regs = host.registries
+    by_plugin: dict[str, dict[str, list[str]]] = {}
+    dists: dict[str, str] = {}
+    for kind, table in regs.items():
+        for name, entry in table.items():
+            by_plugin.setdefault(entry.plugin, {}).setdefault(kind, []).append(name)
+            dists[entry.plugin] = entry.distribution
+    for plugin in host.pm.get_plugins():
+        pname = host.pm.get_name(plugin)
+        dists.setdefault(pname, host.distribution_of(plugin))
+        by_plugin.setdefault(pname, {})
+    for pname in sorted(by_plugin, key=lambda p: (not p.startswith("vidur."), p)):
+        print(f"{pname}  [{dists[pname]}]")
+        for kind in sorted(by_plugin[pname]):
+            print(f"    {kind:<22} {', '.join(sorted(by_plugin[pname][kind]))}")
+    del KINDS
+    return 0
+
+
+@hookimpl
+def vidur_register_commands(cli):
+    p = cli.add_parser("run", help="simulate a scenario YAML", description="Simulate a scenario and write a run directory.")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--scheduler", help="replica scheduler plugin name (e.g. sarathi, vllm)")
+    p.add_argument("--global-scheduler", help="global scheduler plugin name (round_robin, random, lor)")
+    p.add_argument("-s", "--set", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="override a scenario key, e.g. -s replica_scheduler.chunk_size 1024 (repeatable)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--out", help="run directory (default runs/<scenario>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--no-output", action="store_true", help="print the summary only, write no files")
+    p.add_argument("--print-config", action="store_true", help="print the resolved scenario and exit")
+    p.add_argument("--chrome-trace", action="store_true", help="also write trace.json (chrome://tracing, Perfetto)")
+    p.add_argument("--plots", action="store_true", help="also write CDF plots (needs the plot extra)")
+    p.add_argument("--step", action="store_true", help="step every iteration (no fast-forward); same results, slower")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+    p = cli.add_parser("plugins", help="list installed plugins and what they register")
+    p.set_defaults(func=_plugins)

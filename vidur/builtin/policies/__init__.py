@@ -1,0 +1,1 @@
+"""Built-in replica and global scheduling policies, one short file each."""

@@ -1,0 +1,55 @@
+"""The ``vidur`` command line. Sub-commands come from plugins (built-ins too)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from vidur import __version__
+from vidur.errors import VidurError
+
+
+def build_parser(host=None) -> argparse.ArgumentParser:
+    """The root parser with every plugin's sub-commands."""
+    from vidur.plugins import get_host
+
+    host = host or get_host()
+    parser = argparse.ArgumentParser(
+        prog="vidur",
+        description="Simulate LLM inference serving: deployments, schedulers and workloads, on a CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"vidur {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for impl in reversed(host.pm.hook.vidur_register_commands.get_hookimpls()):
+        try:
+            impl.function(cli=sub)
+        except Exception as exc:
+            dist = host.distribution_of(impl.plugin)
+            raise VidurError(
+                f"plugin {impl.plugin_name!r} ({dist}) failed in vidur_register_commands: {type(exc).__name__}: {exc}"
+            ) from None
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line to stderr and exit 2."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except VidurError as exc:
+        print(f"vidur: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidur: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

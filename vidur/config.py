@@ -1,0 +1,126 @@
+"""YAML -> frozen attrs objects via cattrs, with one-line errors.
+
+Unknown keys are rejected with their dotted path and the closest valid key;
+wrong types name the path and the expected type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+import yaml
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from vidur.errors import VidurError
+from vidur.plugins import suggest
+
+converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+
+
+def _path_from_notes(exc: BaseException) -> list[str]:
+    out = []
+    for note in getattr(exc, "__notes__", []) or []:
+        note = str(note)
+        if "@ attribute " in note:
+            out.append(note.rsplit("@ attribute ", 1)[1].strip())
+        elif "@ key " in note:
+            out.append(note.rsplit("@ key ", 1)[1].strip())
+        elif "@ index " in note:
+            out.append(note.rsplit("@ index ", 1)[1].strip())
+    return out
+
+
+def _first_error(exc: BaseException, path: list[str]) -> tuple[list[str], BaseException]:
+    """Descend a cattrs exception group to the first leaf error and its path."""
+    if isinstance(exc, (ClassValidationError, IterableValidationError)) or (
+        isinstance(exc, BaseExceptionGroup) and not isinstance(exc, ForbiddenExtraKeysError)
+    ):
+        for sub in exc.exceptions:
+            return _first_error(sub, path + _path_from_notes(sub))
+    return path, exc
+
+
+def explain(exc: BaseException, root: str = "") -> str:
+    """One line describing a structuring failure."""
+    path, leaf = _first_error(exc, _path_from_notes(exc) if not isinstance(exc, ClassValidationError) else [])
+    where = ".".join(p for p in [root, *path] if p)
+    if isinstance(leaf, ForbiddenExtraKeysError):
+        valid = [a.name for a in attrs.fields(leaf.cl)] if attrs.has(leaf.cl) else []
+        key = sorted(leaf.extra_fields)[0]
+        full = f"{where}.{key}" if where else key
+        return f"unknown key '{full}'{suggest(key, valid)}; valid keys here: {', '.join(valid) or 'none'}"
+    if isinstance(leaf, VidurError):
+        msg = str(leaf)
+        return f"{where}: {msg}" if where and not msg.startswith(where) else msg
+    if isinstance(leaf, KeyError):
+        return f"missing required key '{where + '.' if where else ''}{leaf.args[0] if leaf.args else ''}'".replace("'.", "'")
+    return f"invalid value for '{where or root}': {leaf}"
+
+
+def structure(data: Any, cls: type, root: str = "") -> Any:
+    """Structure ``data`` into ``cls``; any failure becomes a one-line VidurError."""
+    if data is None:
+        data = {}
+    if attrs.has(cls) and not isinstance(data, dict):
+        raise VidurError(f"'{root or 'scenario'}' must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return converter.structure(data, cls)
+    except VidurError as exc:
+        raise VidurError(f"{root}: {exc}" if root else str(exc)) from None
+    except Exception as exc:  # cattrs wraps everything in exception groups
+        raise VidurError(explain(exc, root)) from None
+
+
+def unstructure(obj: Any) -> Any:
+    return converter.unstructure(obj)
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; unreadable or invalid files are one-line errors."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise VidurError(f"file not found: {p}") from None
+    except OSError as exc:
+        raise VidurError(f"cannot read {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise VidurError(f"{p}{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise VidurError(f"{p}: expected a mapping of keys to values at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``-s key value`` override value as YAML (so 1, 0.5, true, [1,2] work)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """``data['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise VidurError(f"invalid override key '{dotted}': use a dotted path like replica_scheduler.chunk_size")
+    node = data
+    for i, k in enumerate(keys[:-1]):
+        nxt = node.get(k)
+        if nxt is None or (not isinstance(nxt, dict) and isinstance(nxt, str) and k in ("arrival", "lengths")):
+            nxt = {} if nxt is None else {"name": nxt}
+            node[k] = nxt
+        if not isinstance(nxt, dict):
+            raise VidurError(f"cannot set '{dotted}': '{'.'.join(keys[: i + 1])}' is a value, not a mapping")
+        node = nxt
+    node[keys[-1]] = value

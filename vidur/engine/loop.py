@@ -1,0 +1,302 @@
+"""The discrete-event loop: arrivals -> global scheduler -> replicas -> stages.
+
+Arrivals are a pre-generated sorted array merged with a heap of
+(time, priority, seq, kind, replica, batch, repeats) events; at equal times
+arrivals come first, then batch ends, then stage-0-free events, then by
+creation order (the per-loop counter). Pure-decode runs that would repeat
+identically are fast-forwarded in one vectorised step; ``step_mode`` turns
+that off so the tests can check the two give identical results.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vidur.engine.log import BatchLog, ITLLog
+from vidur.entities.batch import Batch
+from vidur.entities.request import INF, Request
+from vidur.estimate.base import RuntimeEstimator
+from vidur.scheduler.base import ReplicaScheduler
+from vidur.scheduler.global_base import GlobalScheduler
+
+BATCH_END = 1
+STAGE0_FREE = 2
+WAKE = 3  # an idle replica got work: schedule once all same-time arrivals are in
+
+
+class ReplicaState:
+    """Engine-side state of one replica: its scheduler, estimator and pipeline."""
+
+    __slots__ = ("index", "scheduler", "estimator", "pp", "stage_layers", "stage_free", "busy", "wake_pending")
+
+    def __init__(self, index: int, scheduler: ReplicaScheduler, estimator: RuntimeEstimator, num_layers: int, pp: int):
+        self.index = index
+        self.scheduler = scheduler
+        self.estimator = estimator
+        self.pp = pp
+        base, extra = divmod(num_layers, pp)
+        self.stage_layers = [base + (1 if s < extra else 0) for s in range(pp)]
+        self.stage_free = [0.0] * pp
+        self.busy = False  # pp == 1: a batch is in flight; pp > 1: stage 0 is busy
+        self.wake_pending = False
+
+
+class EventLoop:
+    """Runs requests through replicas until every request finishes (or max_time)."""
+
+    def __init__(
+        self,
+        requests: Sequence[Request],
+        replicas: list[ReplicaState],
+        router: GlobalScheduler,
+        *,
+        fast_forward: bool = True,
+        max_time: float | None = None,
+        record_spans: bool = False,
+        on_complete: Callable[[int], None] | None = None,
+    ):
+        self.requests = requests
+        self.replicas = replicas
+        self.router = router
+        self.fast_forward = fast_forward and not router.needs_live_state
+        self.max_time = math.inf if max_time is None else max_time
+        self.record_spans = record_spans or any(r.pp > 1 for r in replicas)
+        self.on_complete = on_complete
+        self.batches = BatchLog()
+        self.itl = ITLLog()
+        self.heap: list[tuple] = []
+        self.seq = 0
+        self.now = 0.0
+        self.next_arrival = math.inf
+        self.completed = 0
+
+    # -- main loop ---------------------------------------------------------
+    def run(self) -> float:
+        """Process every event; returns the time of the last one."""
+        heap, reqs = self.heap, self.requests
+        n = len(reqs)
+        arrivals = [r.arrival for r in reqs]
+        ptr = 0
+        max_time = self.max_time
+        pop = heapq.heappop
+        while True:
+            ta = arrivals[ptr] if ptr < n else math.inf
+            if heap and heap[0][0] < ta:
+                t, _, _, kind, rep, batch, repeats = pop(heap)
+                if t > max_time:
+                    break
+                self.now = t
+                if kind == BATCH_END:
+                    self._batch_end(rep, batch, repeats, t)
+                elif kind == WAKE:
+                    rep.wake_pending = False
+                    self._try_start(rep, t)
+                else:
+                    rep.busy = False
+                    self._try_start(rep, t)
+            elif ptr < n:
+                if ta > max_time:
+                    break
+                self.now = ta
+                req = reqs[ptr]
+                ptr += 1
+                self.next_arrival = arrivals[ptr] if ptr < n else math.inf
+                rep = self.replicas[self.router.route(req)]
+                req.replica = rep.index
+                rep.scheduler.add_request(req)
+                if not rep.busy and not rep.wake_pending:
+                    rep.wake_pending = True
+                    self._push(ta, 0, WAKE, rep, None, 0)
+            else:
+                break
+        return self.now
+
+    def _push(self, t: float, prio: int, kind: int, rep: ReplicaState, batch, repeats: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, prio, self.seq, kind, rep, batch, repeats))
+
+    # -- forming and pricing batches ------------------------------------------
+    def _try_start(self, rep: ReplicaState, now: float) -> None:
+        sched = rep.scheduler
+        if rep.busy or sched.num_in_flight >= rep.pp:
+            return
+        sched.now = now
+        batch = sched.schedule()
+        if batch is None:
+            return
+        sched.num_in_flight += 1
+        batch.start = now
+        if rep.pp == 1:
+            self._start_single_stage(rep, batch, now)
+        else:
+            self._start_pipelined(rep, batch, now)
+
+    def _start_single_stage(self, rep: ReplicaState, batch: Batch, now: float) -> None:
+        est, sched, shape = rep.estimator, rep.scheduler, batch.shape
+        rep.busy = True
+        if shape.num_prefill:
+            end = now + (est.forward_time(shape) + est.cpu_overhead(shape.num_seqs))
+            self._log_row(rep, batch, now, end)
+            self._push(end, 1, BATCH_END, rep, batch, 1)
+            return
+        if self.fast_forward and sched.is_steady(batch):
+            self._fast_forward(rep, batch, now)
+            return
+        d = est.decode_iteration_times(shape.num_decode, np.array([shape.decode_kv], dtype=np.float64))
+        end = now + float(d[0])
+        self._log_row(rep, batch, now, end)
+        self._push(end, 1, BATCH_END, rep, batch, 1)
+
+    def _log_row(self, rep: ReplicaState, batch: Batch, start: float, end: float) -> None:
+        s = batch.shape
+        self.batches.rows.append(
+            (
+                rep.index, start, end, s.num_seqs, s.num_prefill, s.prefill_tokens,
+                s.prefill_work, s.num_decode, s.decode_kv, rep.scheduler.kv.used,
+            )
+        )
+
+    def _fast_forward(self, rep: ReplicaState, batch: Batch, now: float) -> None:
+        """Run the steady decode batch ``k`` times at once, ``k`` bounded by the
+        first completion, KV capacity, the next arrival and max_time."""
+        sched, kv, est = rep.scheduler, rep.scheduler.kv, rep.estimator
+        reqs = batch.requests
+        n = len(reqs)
+        k = min(r.output - r.generated for r in reqs)
+        ctx = np.fromiter((r.kv_len for r in reqs), dtype=np.int64, count=n)
+        if k > 1:
+            held = np.fromiter((r.blocks for r in reqs), dtype=np.int64, count=n)
+            bs = kv.block_size
+            free = kv.num_blocks - kv.used
+
+            def extra(steps: int) -> int:
+                need = -(-(ctx + steps) // bs) - held
+                return int(need[need > 0].sum())
+
+            if extra(k) > free:  # memory binds before a completion: largest k that fits
+                lo, hi = 1, k
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if extra(mid) <= free:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                k = lo
+        kv0 = batch.shape.decode_kv
+        d = est.decode_iteration_times(n, kv0 + n * np.arange(k, dtype=np.float64))
+        t = np.cumsum(np.concatenate(([now], d)))
+        bound = min(self.next_arrival, self.max_time)
+        if t[k - 1] >= bound:
+            k = max(1, int(np.searchsorted(t[:k], bound, side="left")))
+            t = t[: k + 1]
+            d = d[:k]
+        if k > 1:
+            sched.on_repeat(k - 1)
+            held = np.fromiter((r.blocks for r in reqs), dtype=np.int64, count=n)
+            used0 = kv.used
+            steps = np.arange(1, k + 1, dtype=np.int64)
+            need = -(-(ctx[:, None] + steps[None, :]) // kv.block_size) - held[:, None]
+            used = used0 + np.maximum(need, 0).sum(axis=0)
+            for r in reqs:
+                kv.ensure(r, r.kv_len + k)
+        else:
+            used = np.array([kv.used], dtype=np.int64)
+        self.batches.blocks.append(
+            {
+                "replica": np.full(k, rep.index, dtype=np.int64),
+                "start": t[:k],
+                "end": t[1:],
+                "num_seqs": np.full(k, n, dtype=np.int64),
+                "num_prefill": np.zeros(k, dtype=np.int64),
+                "prefill_tokens": np.zeros(k, dtype=np.int64),
+                "prefill_work": np.zeros(k),
+                "num_decode": np.full(k, n, dtype=np.int64),
+                "decode_kv": kv0 + n * np.arange(k, dtype=np.int64),
+                "kv_blocks_used": used,
+            }
+        )
+        if k > 1:
+            self.itl.block_values.append(np.diff(t[1:]))
+            self.itl.block_counts.append(np.full(k - 1, n, dtype=np.int64))
+            batch.end = float(t[1])  # end of the first repetition, for ITL bookkeeping
+        self._push(float(t[k]), 1, BATCH_END, rep, batch, k)
+
+    def _start_pipelined(self, rep: ReplicaState, batch: Batch, now: float) -> None:
+        est, shape, sched = rep.estimator, batch.shape, rep.scheduler
+        for r in batch.requests:
+            r.in_flight = True
+        lt = est.layer_time(shape)
+        xfer = est.pp_transfer_time(shape.num_tokens)
+        pp, free = rep.pp, rep.stage_free
+        t = now
+        end0 = 0.0
+        for s in range(pp):
+            st = rep.stage_layers[s] * lt
+            if s == 0:
+                st += est.embed_time(shape.num_tokens) + est.cpu_overhead(shape.num_seqs)
+                start = now
+            else:
+                start = max(t + xfer, free[s])
+            if s == pp - 1:
+                st += est.head_time(shape.num_seqs)
+            t = start + st
+            free[s] = t
+            if s == 0:
+                end0 = t
+            self.batches.spans.append((rep.index, s, start, t, len(self.batches.rows)))
+        rep.busy = True
+        self._log_row(rep, batch, now, t)
+        self._push(end0, 2, STAGE0_FREE, rep, None, 0)
+        self._push(t, 1, BATCH_END, rep, batch, 1)
+
+    # -- applying a finished batch --------------------------------------------
+    def _batch_end(self, rep: ReplicaState, batch: Batch, repeats: int, now: float) -> None:
+        sched = rep.scheduler
+        sched.num_in_flight -= 1
+        start = batch.start
+        first_end = batch.end if repeats > 1 else now
+        same = 0
+        itl_vals = self.itl.values
+        done = None
+        for req, q in zip(batch.requests, batch.tokens):
+            req.in_flight = False
+            if req.kv_len < req.prefill_target:
+                req.kv_len += q
+                if req.kv_len < req.prefill_target:
+                    continue
+                req.generated += 1
+                if req.first_token == INF:
+                    req.first_token = now
+                else:  # first token after a recompute: the gap is an inter-token latency
+                    itl_vals.append(now - req.last_token)
+                    self.itl.counts.append(1)
+                req.last_token = now
+            else:
+                req.kv_len += repeats
+                req.generated += repeats
+                if req.last_token == start:
+                    same += 1
+                else:
+                    itl_vals.append(first_end - req.last_token)
+                    self.itl.counts.append(1)
+                req.last_token = now
+            if req.generated >= req.output:
+                req.completion = now
+                sched.finish(req)
+                if done is None:
+                    done = []
+                done.append(req)
+        if same:
+            itl_vals.append(first_end - start)
+            self.itl.counts.append(same)
+        if done is not None:
+            self.completed += len(done)
+            if self.on_complete is not None:
+                self.on_complete(len(done))
+        if rep.pp == 1:
+            rep.busy = False
+        self._try_start(rep, now)

@@ -1,0 +1,215 @@
+"""Build a simulation from a scenario and run it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+import numpy as np
+
+from vidur.engine.loop import EventLoop, ReplicaState
+from vidur.entities.request import Request
+from vidur.errors import VidurError
+from vidur.metrics.records import REQUEST_COLUMNS, ReplicaInfo, RunRecords
+from vidur.plugins import PluginHost, get_host
+from vidur.scenario import Policy, Scenario
+from vidur.scheduler.kv import KVBlockManager
+from vidur.workload.workload import RequestTable, build_requests
+
+
+@attrs.define
+class SimulationResult:
+    """What ``Simulation.run`` returns: the raw records and the scenario."""
+
+    scenario: Scenario
+    records: RunRecords
+    estimator: str
+    requests: list[Request]
+
+
+def resolve_estimator_name(scenario: Scenario, model_name: str, device: str, tp: int) -> str:
+    """``auto`` -> ``profile`` when a profile exists for (device, model, tp), else ``roofline``."""
+    name = scenario.runtime_estimator.name
+    if name != "auto":
+        return name
+    try:
+        from vidur.estimate.profiles import find_profile
+    except ImportError:
+        return "roofline"
+    try:
+        return "profile" if find_profile(device, model_name, tp) is not None else "roofline"
+    except VidurError:
+        return "roofline"
+
+
+class Simulation:
+    """One scenario made concrete: model, hardware, replicas, workload, router.
+
+    Build it (validates everything and raises one-line VidurErrors), then
+    :meth:`run`. ``requests`` may be given to replay a fixed request table.
+    """
+
+    def __init__(self, scenario: Scenario, host: PluginHost | None = None, requests: RequestTable | None = None):
+        from vidur.model.catalog import check_parallelism, load_model
+
+        self.scenario = sc = scenario
+        self.host = host = host or get_host()
+        self.rng = np.random.default_rng(sc.seed)
+        cl = sc.cluster
+        self.model = load_model(sc.model, host)
+        self.device = host.get("device", cl.device)
+        if cl.node is not None:
+            self.node = host.get("node", cl.node)
+        else:
+            from vidur.hardware.catalog import default_node
+
+            self.node = default_node(cl.device)
+        tp, pp = cl.tensor_parallel, cl.pipeline_parallel
+        check_parallelism(self.model, tp, pp, self.node)
+
+        planner_cls = host.get("memory_planner", sc.memory_planner.name)
+        self.memory = planner_cls(sc.memory_planner.config).plan(self.model, self.device, tp, pp)
+
+        est_name = resolve_estimator_name(sc, self.model.name, cl.device, tp)
+        est_cls = host.get("runtime_estimator", est_name)
+        est_cfg = sc.runtime_estimator.config if sc.runtime_estimator.name == est_name else est_cls.Config()
+        self.estimator = est_cls(est_cfg, self.model, self.device, self.node, tp, pp)
+        self.estimator_name = est_name
+
+        if requests is None:
+            arrival = host.get("workload.arrival", sc.workload.arrival.name)(sc.workload.arrival.config)
+            lengths = host.get("workload.length", sc.workload.lengths.name)(sc.workload.lengths.config)
+            requests = build_requests(arrival, lengths, self.rng, sc.workload.num_requests, sc.workload.duration)
+        if len(requests) == 0:
+            raise VidurError("the workload produced no requests; raise workload.duration or set num_requests")
+        self.table = requests
+
+        sched_cls = host.get("replica_scheduler", sc.replica_scheduler.name)
+        self.replica_states: list[ReplicaState] = []
+        schedulers = []
+        for i in range(cl.num_replicas):
+            bs = sched_cls.kv_block_size or self.memory.block_size
+            num_blocks = self.memory.num_blocks * self.memory.block_size // bs
+            sched = sched_cls(sc.replica_scheduler.config, KVBlockManager(num_blocks, bs), i, pp)
+            schedulers.append(sched)
+            self.replica_states.append(ReplicaState(i, sched, self.estimator, self.model.num_layers, pp))
+        self._check_requests_fit(schedulers[0])
+        router_cls = host.get("global_scheduler", sc.global_scheduler.name)
+        self.router = router_cls(sc.global_scheduler.config, schedulers, self.rng)
+
+    def _check_requests_fit(self, sched) -> None:
+        t = self.table
+        worst = int(np.argmax(t.prompt + t.output))
+        probe = Request(worst, 0.0, int(t.prompt[worst]), int(t.output[worst]))
+        need = sched.kv.blocks_for(sched.reserved_tokens(probe))
+        if need > sched.kv.num_blocks:
+            cap = sched.kv.num_blocks * sched.kv.block_size
+            raise VidurError(
+                f"request {worst} needs {sched.reserved_tokens(probe)} tokens of KV cache but one replica holds "
+                f"{cap}; clip lengths with workload.lengths.max_tokens or add GPUs (tensor/pipeline parallel)"
+            )
+        max_pos = self.model.max_position_embeddings
+        longest = int((t.prompt + t.output).max())
+        if longest > max_pos:
+            raise VidurError(
+                f"request {worst} has {longest} tokens but {self.model.name} supports {max_pos}; "
+                f"set workload.lengths.max_tokens: {max_pos}"
+            )
+
+    def make_requests(self) -> list[Request]:
+        t = self.table
+        return [
+            Request(i, a, p, o)
+            for i, (a, p, o) in enumerate(zip(t.arrival.tolist(), t.prompt.tolist(), t.output.tolist()))
+        ]
+
+    def run(self, *, step_mode: bool = False, progress: bool | None = None) -> SimulationResult:
+        """Run the event loop to completion; ``step_mode`` disables fast-forward."""
+        sc = self.scenario
+        reqs = self.make_requests()
+        bar = None
+        show = sc.simulation.progress if progress is None else progress
+        on_complete = None
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(reqs), unit="req", delay=2.0, leave=False, mininterval=0.5)
+            on_complete = bar.update
+        loop = EventLoop(
+            reqs,
+            self.replica_states,
+            self.router,
+            fast_forward=sc.simulation.fast_forward and not step_mode,
+            max_time=sc.simulation.max_time,
+            record_spans=sc.metrics.chrome_trace,
+            on_complete=on_complete,
+        )
+        self.host.call_observer("vidur_simulation_start", sim=self)
+        t0 = time.perf_counter()
+        try:
+            makespan = loop.run()
+        finally:
+            if bar is not None:
+                bar.close()
+        wall = time.perf_counter() - t0
+        records = self._records(reqs, loop, makespan, wall)
+        result = SimulationResult(sc, records, self.estimator.describe(), reqs)
+        self.host.call_observer("vidur_simulation_end", sim=self, result=result)
+        return result
+
+    def _records(self, reqs: list[Request], loop: EventLoop, makespan: float, wall: float) -> RunRecords:
+        nan = float("nan")
+
+        def col(attr, dtype=np.float64):
+            vals = [getattr(r, attr) for r in reqs]
+            arr = np.array(vals, dtype=dtype)
+            if dtype is np.float64:
+                arr[np.isinf(arr)] = nan
+            return arr
+
+        requests = {
+            "request_id": col("id", np.int64),
+            "replica": col("replica", np.int64),
+            "arrival": col("arrival"),
+            "prompt_tokens": col("prompt", np.int64),
+            "output_tokens": col("output", np.int64),
+            "first_scheduled": col("first_scheduled"),
+            "first_token": col("first_token"),
+            "completion": col("completion"),
+            "preemptions": col("preemptions", np.int64),
+            "recomputed_tokens": col("recomputed", np.int64),
+        }
+        assert tuple(requests) == REQUEST_COLUMNS
+        batches, spans = loop.batches.to_columns()
+        itl_v, itl_c = loop.itl.to_arrays()
+        cl = self.scenario.cluster
+        infos = [
+            ReplicaInfo(
+                replica=r.index,
+                device=self.device.name,
+                num_gpus=cl.tensor_parallel * cl.pipeline_parallel,
+                tp=cl.tensor_parallel,
+                pp=cl.pipeline_parallel,
+                kv_blocks=r.scheduler.kv.num_blocks,
+                block_size=r.scheduler.kv.block_size,
+                peak_flops=self.device.peak_flops,
+                memory_bandwidth=self.device.memory_bandwidth,
+            )
+            for r in self.replica_states
+        ]
+        return RunRecords(
+            requests=requests,
+            batches=batches,
+            itl_values=itl_v,
+            itl_counts=itl_c,
+            replicas=infos,
+            makespan=makespan,
+            wall_seconds=wall,
+            stage_spans=spans,
+        )
+
+
+def simulate(scenario: Scenario, host: PluginHost | None = None, **run_kwargs: Any) -> SimulationResult:
+    """Build and run ``scenario`` in one call."""
+    return Simulation(scenario, host).run(**run_kwargs)

@@ -1,0 +1,26 @@
+"""Metrics: raw run records -> summaries, tables, traces, plots, terminal report."""
+
+from vidur.metrics.records import BATCH_COLUMNS, REQUEST_COLUMNS, ReplicaInfo, RunRecords
+from vidur.metrics.report import format_summary_table
+from vidur.metrics.summary import (
+    SLO_METRICS,
+    request_metrics,
+    slo_report,
+    summarize,
+    weighted_percentile,
+)
+from vidur.metrics.outputs import write_run_dir
+
+__all__ = [
+    "BATCH_COLUMNS",
+    "REQUEST_COLUMNS",
+    "ReplicaInfo",
+    "RunRecords",
+    "SLO_METRICS",
+    "format_summary_table",
+    "request_metrics",
+    "slo_report",
+    "summarize",
+    "weighted_percentile",
+    "write_run_dir",
+]

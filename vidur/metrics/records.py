@@ -1,0 +1,71 @@
+"""Raw records a simulation produces; the metrics package turns them into reports.
+
+Everything is columnar numpy (no Python object per token or per batch).
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+REQUEST_COLUMNS = (
+    "request_id",  # int64, 0..n-1 in arrival order
+    "replica",  # int64, replica that served it
+    "arrival",  # float64 s
+    "prompt_tokens",  # int64
+    "output_tokens",  # int64
+    "first_scheduled",  # float64 s, first time it entered a batch
+    "first_token",  # float64 s, end of the iteration that produced output token 1
+    "completion",  # float64 s, end of the iteration that produced the last token
+    "preemptions",  # int64, times it was preempted (recompute)
+    "recomputed_tokens",  # int64, prefill tokens processed again after preemption
+)
+
+BATCH_COLUMNS = (
+    "replica",  # int64
+    "start",  # float64 s, when the iteration was formed (stage 0 start)
+    "end",  # float64 s, when its last stage finished
+    "num_seqs",  # int64 requests in the batch
+    "num_prefill",  # int64 requests with a prefill chunk
+    "prefill_tokens",  # int64 Σ chunk lengths
+    "prefill_work",  # float64 Σ q·(ctx+(q+1)/2)
+    "num_decode",  # int64 decoding requests
+    "decode_kv",  # int64 Σ (ctx+1) over decodes
+    "kv_blocks_used",  # int64 blocks allocated on the replica after forming the batch
+)
+
+
+@attrs.define
+class ReplicaInfo:
+    """Static facts about one replica needed by reports."""
+
+    replica: int
+    device: str
+    num_gpus: int  # tp * pp
+    tp: int
+    pp: int
+    kv_blocks: int  # capacity
+    block_size: int
+    peak_flops: float  # per GPU
+    memory_bandwidth: float  # per GPU, bytes/s
+
+
+@attrs.define
+class RunRecords:
+    """Everything a run measured.
+
+    ``requests`` and ``batches`` map the column names above to equal-length
+    numpy arrays. ``itl_values``/``itl_counts`` are inter-token latencies as
+    weighted samples: value ``itl_values[i]`` seconds occurred
+    ``itl_counts[i]`` times. ``stage_spans`` (optional, PP/chrome trace) maps
+    to arrays ``replica, stage, start, end, batch`` (batch = row in batches).
+    """
+
+    requests: dict[str, np.ndarray]
+    batches: dict[str, np.ndarray]
+    itl_values: np.ndarray
+    itl_counts: np.ndarray
+    replicas: list[ReplicaInfo]
+    makespan: float  # time of the last event
+    wall_seconds: float = 0.0
+    stage_spans: dict[str, np.ndarray] | None = None

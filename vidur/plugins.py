@@ -1,0 +1,238 @@
+"""Plugin manager: built-ins by name first, then third-party entry points.
+
+Built-in implementations are ordinary plugins registered from the modules in
+``BUILTIN_PLUGINS``; third-party ones come from the ``vidur`` entry-point
+group. ``VIDUR_DISABLE_PLUGIN_AUTOLOAD=1`` skips third-party autoload;
+``VIDUR_BLOCK_PLUGINS=a,b`` blocks plugins (built-in ones too) by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+from typing import Any, Callable
+
+import pluggy
+
+from vidur import hookspecs
+from vidur.errors import PluginError, VidurError
+from vidur.hookspecs import NAME
+
+DISTRIBUTION = "vidur-sim"
+
+BUILTIN_PLUGINS = (
+    "vidur.builtin.replica_schedulers",
+    "vidur.builtin.global_schedulers",
+    "vidur.builtin.memory_planners",
+    "vidur.builtin.estimators",
+    "vidur.builtin.workloads",
+    "vidur.builtin.models",
+    "vidur.builtin.devices",
+    "vidur.builtin.commands",
+)
+
+#: registry kind -> the registrar hook that fills it
+KINDS = {
+    "global_scheduler": "vidur_register_global_schedulers",
+    "replica_scheduler": "vidur_register_replica_schedulers",
+    "memory_planner": "vidur_register_memory_planners",
+    "runtime_estimator": "vidur_register_runtime_estimators",
+    "workload": "vidur_register_workloads",
+    "model": "vidur_register_models",
+    "device": "vidur_register_devices",
+}
+
+AUTOLOAD_ENV = "VIDUR_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "VIDUR_BLOCK_PLUGINS"
+
+
+class Entry:
+    """One registered thing: the object, and which plugin/distribution gave it."""
+
+    __slots__ = ("obj", "plugin", "distribution")
+
+    def __init__(self, obj: Any, plugin: str, distribution: str):
+        self.obj = obj
+        self.plugin = plugin
+        self.distribution = distribution
+
+
+def suggest(name: str, valid) -> str:
+    """``" (did you mean 'x'?)"`` for the closest valid name, or ``""``."""
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _sub_kind(obj: Any, kind: str) -> str:
+    """Workloads split into arrival/length; devices into device/node."""
+    if kind == "workload":
+        return f"workload.{getattr(obj, 'kind', '?')}"
+    if kind == "device":
+        return "node" if hasattr(obj, "num_devices") else "device"
+    return kind
+
+
+class PluginHost:
+    """A pluggy manager plus the name registries its registrar hooks fill."""
+
+    def __init__(self, *, autoload: bool | None = None, blocked: tuple[str, ...] | None = None):
+        self.pm = pluggy.PluginManager(NAME)
+        self.pm.add_hookspecs(hookspecs)
+        if blocked is None:
+            blocked = tuple(b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip())
+        for name in blocked:
+            self.pm.set_blocked(name)
+        for modname in BUILTIN_PLUGINS:
+            if self.pm.is_blocked(modname):
+                continue
+            self.register(importlib.import_module(modname), name=modname)
+        if autoload is None:
+            autoload = not os.environ.get(AUTOLOAD_ENV)
+        if autoload:
+            try:
+                self.pm.load_setuptools_entrypoints(NAME)
+            except pluggy.PluginValidationError as exc:
+                raise PluginError(f"plugin {exc.plugin!r} does not match the vidur hook specs: {exc}") from None
+            except Exception as exc:  # an entry point failing to import
+                raise PluginError(f"a third-party vidur plugin failed to load: {type(exc).__name__}: {exc}") from None
+        self._check_pending()
+        self._registries: dict[str, dict[str, Entry]] | None = None
+
+    # -- registration -------------------------------------------------
+    def register(self, plugin: Any, name: str | None = None) -> None:
+        """Register a plugin object or module; a bad hook signature is an error."""
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name or plugin!r} does not match the vidur hook specs: {exc}") from None
+        except ValueError as exc:
+            raise PluginError(f"cannot register plugin {name or plugin!r}: {exc}") from None
+        self._registries = None
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> None:
+        """Remove a plugin registered earlier (by object or by name)."""
+        self.pm.unregister(plugin, name=name)
+        self._registries = None
+
+    def _check_pending(self) -> None:
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {exc.plugin!r} implements a hook vidur does not define: {exc}") from None
+
+    def distribution_of(self, plugin: Any) -> str:
+        """The distribution that installed ``plugin`` (built-ins: vidur-sim)."""
+        for plug, dist in self.pm.list_plugin_distinfo():
+            if plug is plugin:
+                meta = getattr(dist, "metadata", None)
+                name = meta["name"] if meta is not None else getattr(dist, "project_name", "?")
+                return f"{name} {dist.version}"
+        name = self.pm.get_name(plugin) or ""
+        if name.startswith("vidur."):
+            from vidur import __version__
+
+            return f"{DISTRIBUTION} {__version__}"
+        return "(registered in-process)"
+
+    # -- registries ---------------------------------------------------
+    @property
+    def registries(self) -> dict[str, dict[str, Entry]]:
+        if self._registries is None:
+            self._registries = self._collect()
+        return self._registries
+
+    def _collect(self) -> dict[str, dict[str, Entry]]:
+        regs: dict[str, dict[str, Entry]] = {}
+        for kind, hookname in KINDS.items():
+            hook = getattr(self.pm.hook, hookname)
+            # call implementations one by one so each registration is attributed
+            for impl in reversed(hook.get_hookimpls()):
+                plugin_name = impl.plugin_name
+                dist = self.distribution_of(impl.plugin)
+                register = self._make_register(regs, kind, plugin_name, dist)
+                try:
+                    impl.function(register=register)
+                except VidurError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {plugin_name!r} ({dist}) failed in {hookname}: {type(exc).__name__}: {exc}"
+                    ) from None
+        return regs
+
+    @staticmethod
+    def _make_register(regs, kind: str, plugin_name: str, dist: str) -> Callable[[Any], Any]:
+        def register(obj: Any) -> Any:
+            name = getattr(obj, "name", None)
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"plugin {plugin_name!r} ({dist}) registered a {kind} without a 'name'")
+            sub = _sub_kind(obj, kind)
+            table = regs.setdefault(sub, {})
+            if name in table:
+                other = table[name]
+                raise PluginError(
+                    f"two plugins claim the {sub.replace('_', ' ')} name {name!r}: "
+                    f"{other.plugin!r} ({other.distribution}) and {plugin_name!r} ({dist}); "
+                    f"uninstall one or block it with {BLOCK_ENV}"
+                )
+            table[name] = Entry(obj, plugin_name, dist)
+            return obj
+
+        return register
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted names registered under ``kind``."""
+        return sorted(self.registries.get(kind, {}))
+
+    def get(self, kind: str, name: str) -> Any:
+        """The object registered as ``name`` under ``kind``; unknown names list the valid ones."""
+        table = self.registries.get(kind, {})
+        try:
+            return table[name].obj
+        except KeyError:
+            label = kind.replace("workload.", "").replace("_", " ")
+            valid = ", ".join(sorted(table)) or "none installed"
+            raise VidurError(f"unknown {label} {name!r}{suggest(name, table)}; valid: {valid}") from None
+
+    def entry(self, kind: str, name: str) -> Entry:
+        self.get(kind, name)
+        return self.registries[kind][name]
+
+    # -- observers ----------------------------------------------------
+    def call_observer(self, hookname: str, **kwargs: Any) -> None:
+        """Call a coarse observer hook; a failing plugin is named in the error."""
+        hook = getattr(self.pm.hook, hookname)
+        for impl in reversed(hook.get_hookimpls()):
+            try:
+                impl.function(**{k: kwargs[k] for k in impl.argnames})
+            except VidurError:
+                raise
+            except Exception as exc:
+                dist = self.distribution_of(impl.plugin)
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} ({dist}) failed in {hookname}: {type(exc).__name__}: {exc}"
+                ) from None
+
+
+_DEFAULT: PluginHost | None = None
+
+
+def get_host() -> PluginHost:
+    """The process-wide default plugin host (built lazily)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = PluginHost()
+    return _DEFAULT
+
+
+def set_host(host: PluginHost | None) -> None:
+    """Replace (or with None, reset) the process-wide default host; for tests."""
+    global _DEFAULT
+    _DEFAULT = host
+
+
+def signature_of(func: Callable) -> str:
+    """``name(arg, ...)`` as documented in CONTRIBUTING.md."""
+    return f"{func.__name__}{inspect.signature(func)}"

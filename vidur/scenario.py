@@ -1,0 +1,300 @@
+"""Scenarios: what to simulate, loaded from YAML into frozen attrs objects.
+
+Each plugin section (``replica_scheduler``, ``global_scheduler``,
+``memory_planner``, ``runtime_estimator``, ``workload.arrival``,
+``workload.lengths``) is ``{name: <plugin name>, <that plugin's Config keys>}``
+and is structured into the chosen plugin's own ``Config`` class.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import attrs
+import yaml
+
+from vidur.config import load_yaml, parse_value, set_dotted, structure, unstructure
+from vidur.errors import VidurError
+from vidur.plugins import PluginHost, get_host
+
+
+@attrs.frozen
+class Policy:
+    """A chosen plugin: its registered ``name`` and its structured ``config``."""
+
+    name: str
+    config: Any
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **unstructure(self.config)}
+
+
+@attrs.frozen
+class ClusterConfig:
+    """The deployment: which GPU, how many replicas, how each is parallelised."""
+
+    device: str = "h100"
+    node: str | None = None  # default: the device's usual node (e.g. dgx_h100)
+    num_replicas: int = 1
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+
+    def __attrs_post_init__(self):
+        for key in ("num_replicas", "tensor_parallel", "pipeline_parallel"):
+            if getattr(self, key) < 1:
+                raise VidurError(f"cluster.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@attrs.frozen
+class SLO:
+    """A latency target: the ``quantile`` of ``metric`` must stay <= ``max_s`` seconds."""
+
+    max_s: float
+    quantile: float = 0.99
+
+    def __attrs_post_init__(self):
+        if not 0 < self.quantile <= 1:
+            raise VidurError(f"SLO quantile must be in (0, 1], got {self.quantile}")
+        if self.max_s <= 0:
+            raise VidurError(f"SLO max_s must be > 0 seconds, got {self.max_s}")
+
+
+@attrs.frozen
+class MetricsConfig:
+    """What to measure and write."""
+
+    slos: dict[str, SLO] = attrs.Factory(dict)
+    chrome_trace: bool = False
+    plots: bool = False
+    tables: bool = True
+
+
+@attrs.frozen
+class SimulationConfig:
+    """Engine knobs. ``fast_forward`` skips runs of identical decode iterations
+    exactly (results equal stepping every iteration); ``max_time`` caps
+    simulated seconds."""
+
+    fast_forward: bool = True
+    max_time: float | None = None
+    progress: bool = True
+
+
+@attrs.frozen
+class WorkloadConfig:
+    """How many requests and how they arrive and how long they are."""
+
+    arrival: Policy
+    lengths: Policy
+    num_requests: int | None = None
+    duration: float | None = None
+
+
+@attrs.frozen
+class Scenario:
+    """A whole simulation: model x cluster x policies x workload."""
+
+    model: str
+    cluster: ClusterConfig
+    replica_scheduler: Policy
+    global_scheduler: Policy
+    memory_planner: Policy
+    runtime_estimator: Policy
+    workload: WorkloadConfig
+    metrics: MetricsConfig = MetricsConfig()
+    simulation: SimulationConfig = SimulationConfig()
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = {
+            "model": self.model,
+            "seed": self.seed,
+            "cluster": unstructure(self.cluster),
+            "replica_scheduler": self.replica_scheduler.to_dict(),
+            "global_scheduler": self.global_scheduler.to_dict(),
+            "memory_planner": self.memory_planner.to_dict(),
+            "runtime_estimator": self.runtime_estimator.to_dict(),
+            "workload": {
+                "num_requests": self.workload.num_requests,
+                "duration": self.workload.duration,
+                "arrival": self.workload.arrival.to_dict(),
+                "lengths": self.workload.lengths.to_dict(),
+            },
+            "metrics": unstructure(self.metrics),
+            "simulation": unstructure(self.simulation),
+        }
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **changes) -> "Scenario":
+        return attrs.evolve(self, **changes)
+
+
+TOP_KEYS = (
+    "model",
+    "seed",
+    "cluster",
+    "replica_scheduler",
+    "global_scheduler",
+    "memory_planner",
+    "runtime_estimator",
+    "workload",
+    "metrics",
+    "simulation",
+)
+
+DEFAULT_POLICIES = {
+    "replica_scheduler": "sarathi",
+    "global_scheduler": "round_robin",
+    "memory_planner": "paged",
+    "runtime_estimator": "auto",
+}
+
+POLICY_KINDS = {
+    "replica_scheduler": "replica_scheduler",
+    "global_scheduler": "global_scheduler",
+    "memory_planner": "memory_planner",
+    "runtime_estimator": "runtime_estimator",
+    "arrival": "workload.arrival",
+    "lengths": "workload.length",
+}
+
+
+def _policy(raw: Any, kind: str, where: str, host: PluginHost, default: str | None = None) -> Policy:
+    if raw is None:
+        raw = {}
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise VidurError(f"'{where}' must be a mapping with a 'name' key, got {type(raw).__name__}")
+    raw = dict(raw)
+    name = raw.pop("name", default)
+    if name is None:
+        raise VidurError(f"'{where}.name' is required (valid: {', '.join(host.names(kind))})")
+    if name == "auto" and kind == "runtime_estimator":
+        return Policy("auto", _AutoConfig(**raw) if not raw else _reject_auto(raw, where))
+    cls = host.get(kind, str(name))
+    return Policy(str(name), structure(raw, cls.Config, root=where))
+
+
+@attrs.frozen
+class _AutoConfig:
+    """``runtime_estimator: auto`` takes no options."""
+
+
+def _reject_auto(raw: dict, where: str):
+    key = sorted(raw)[0]
+    raise VidurError(f"unknown key '{where}.{key}': the 'auto' estimator takes no options; name an estimator to set its options")
+
+
+def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
+    """Validate and structure a scenario mapping (after overrides)."""
+    host = host or get_host()
+    raw = copy.deepcopy(raw)
+    from vidur.plugins import suggest
+
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise VidurError(f"unknown key '{key}'{suggest(key, TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")
+    if "model" not in raw:
+        raise VidurError("missing required key 'model' (a Hugging Face id such as meta-llama/Meta-Llama-3-8B, or a path to config.json)")
+    wl = raw.get("workload") or {}
+    if not isinstance(wl, dict):
+        raise VidurError("'workload' must be a mapping")
+    wl = dict(wl)
+    for key in wl:
+        if key not in ("arrival", "lengths", "num_requests", "duration"):
+            raise VidurError(
+                f"unknown key 'workload.{key}'{suggest(key, ['arrival', 'lengths', 'num_requests', 'duration'])}; "
+                "valid keys: arrival, lengths, num_requests, duration"
+            )
+    arrival = _policy(wl.pop("arrival", None), "workload.arrival", "workload.arrival", host, "poisson")
+    lengths = _policy(wl.pop("lengths", None), "workload.length", "workload.lengths", host, "lognormal")
+    num_requests, duration = wl.get("num_requests"), wl.get("duration")
+    if (num_requests is None) == (duration is None):
+        raise VidurError("set exactly one of workload.num_requests and workload.duration")
+    if num_requests is not None and (not isinstance(num_requests, int) or num_requests < 1):
+        raise VidurError(f"workload.num_requests must be a positive integer, got {num_requests!r}")
+    if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
+        raise VidurError(f"workload.duration must be > 0 seconds, got {duration!r}")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise VidurError(f"seed must be an integer, got {seed!r}")
+    model = raw["model"]
+    if not isinstance(model, str) or not model:
+        raise VidurError("model must be a Hugging Face id or a path to a config.json")
+    return Scenario(
+        model=model,
+        seed=seed,
+        cluster=structure(raw.get("cluster"), ClusterConfig, "cluster"),
+        replica_scheduler=_policy(raw.get("replica_scheduler"), "replica_scheduler", "replica_scheduler", host, DEFAULT_POLICIES["replica_scheduler"]),
+        global_scheduler=_policy(raw.get("global_scheduler"), "global_scheduler", "global_scheduler", host, DEFAULT_POLICIES["global_scheduler"]),
+        memory_planner=_policy(raw.get("memory_planner"), "memory_planner", "memory_planner", host, DEFAULT_POLICIES["memory_planner"]),
+        runtime_estimator=_policy(raw.get("runtime_estimator"), "runtime_estimator", "runtime_estimator", host, DEFAULT_POLICIES["runtime_estimator"]),
+        workload=WorkloadConfig(arrival=arrival, lengths=lengths, num_requests=num_requests, duration=duration),
+        metrics=structure(raw.get("metrics"), MetricsConfig, "metrics"),
+        simulation=structure(raw.get("simulation"), SimulationConfig, "simulation"),
+    )
+
+
+def _switch_policy(raw: dict, section: str, name: str, kind: str, host: PluginHost) -> None:
+    """Switch a plugin section to ``name``, keeping only options the new plugin accepts."""
+    old = raw.get(section) or {}
+    if isinstance(old, str):
+        old = {"name": old}
+    cls = host.get(kind, name)
+    accepted = {a.name for a in attrs.fields(cls.Config)} if attrs.has(cls.Config) else set()
+    raw[section] = {"name": name, **{k: v for k, v in old.items() if k in accepted}}
+
+
+def apply_overrides(
+    raw: dict,
+    *,
+    scheduler: str | None = None,
+    global_scheduler: str | None = None,
+    settings: list[tuple[str, str]] = (),
+    seed: int | None = None,
+    host: PluginHost | None = None,
+) -> dict:
+    """Apply CLI overrides to a raw scenario mapping (returns a new mapping)."""
+    host = host or get_host()
+    raw = copy.deepcopy(raw)
+    if scheduler:
+        _switch_policy(raw, "replica_scheduler", scheduler, "replica_scheduler", host)
+    if global_scheduler:
+        _switch_policy(raw, "global_scheduler", global_scheduler, "global_scheduler", host)
+    for key, value in settings:
+        set_dotted(raw, key, parse_value(value) if isinstance(value, str) else value)
+    if seed is not None:
+        raw["seed"] = seed
+    return raw
+
+
+def _resolve_paths(raw: dict, base) -> None:
+    """Make relative ``path`` keys of workload sections relative to the scenario file."""
+    from pathlib import Path
+
+    wl = raw.get("workload")
+    if not isinstance(wl, dict):
+        return
+    for section in ("arrival", "lengths"):
+        sec = wl.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get("path"), str):
+            p = Path(sec["path"]).expanduser()
+            if not p.is_absolute():
+                sec["path"] = str((Path(base) / p).resolve())
+
+
+def load_scenario(path, *, host: PluginHost | None = None, **overrides) -> Scenario:
+    """Read a scenario YAML file, apply overrides, validate.
+
+    Relative trace paths in the file are taken relative to the file itself.
+    """
+    from pathlib import Path
+
+    raw = load_yaml(path)
+    _resolve_paths(raw, Path(path).resolve().parent)
+    return scenario_from_dict(apply_overrides(raw, host=host, **overrides), host=host)

@@ -1,0 +1,156 @@
+"""The replica batching API that every replica scheduler is written against.
+
+A policy sees ``waiting`` (a deque, FIFO) and ``running`` (admitted
+requests, ordered by request id = arrival order), the KV block manager
+``kv`` and its ``config`` limits, and returns the next :class:`Batch` from
+:meth:`ReplicaScheduler.schedule`. Helpers: :meth:`admit`, :meth:`preempt`,
+:meth:`ready`. The engine applies the batch's progress when it finishes.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections import deque
+from operator import attrgetter
+from typing import ClassVar
+
+import attrs
+
+from vidur.entities.batch import Batch
+from vidur.entities.request import INF, Request
+from vidur.errors import VidurError
+from vidur.scheduler.kv import KVBlockManager
+
+_by_id = attrgetter("id")
+
+
+def _positive(name: str):
+    def check(inst, attribute, value):
+        if value is not None and value < 1:
+            raise VidurError(f"{name} must be >= 1, got {value}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class SchedulerConfig:
+    """Limits every replica scheduler shares; policies subclass this."""
+
+    max_batch_size: int = attrs.field(default=128, validator=_positive("max_batch_size"))
+
+
+class ReplicaScheduler:
+    """Base class of replica batching policies.
+
+    Subclasses set ``name``, a ``Config`` (subclass of
+    :class:`SchedulerConfig`) and implement :meth:`schedule`. Set
+    ``kv_block_size = 1`` for token-granular KV accounting. Override
+    :meth:`is_steady` to let the engine fast-forward runs of identical
+    decode iterations (results must equal stepping them one by one).
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = SchedulerConfig
+    kv_block_size: ClassVar[int | None] = None
+
+    def __init__(self, config: SchedulerConfig, kv: KVBlockManager, replica_id: int = 0, num_stages: int = 1):
+        self.config = config
+        self.kv = kv
+        self.replica_id = replica_id
+        self.num_stages = num_stages
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.num_in_flight = 0  # batches in the pipeline
+        self.preempted_in_schedule = False
+        self.now = 0.0  # set by the engine before each schedule() call
+
+    # -- what policies implement -------------------------------------------
+    def schedule(self) -> Batch | None:
+        """Form the next batch from ``waiting``/``running`` or return None."""
+        raise NotImplementedError
+
+    def is_steady(self, batch: Batch) -> bool:
+        """True if, absent arrivals and completions, ``schedule`` would form this
+        same decode-only batch again (with one more token of context each)."""
+        return False
+
+    def on_repeat(self, times: int) -> None:
+        """The engine repeated the last (steady) batch ``times`` more times."""
+
+    def reserved_tokens(self, req: Request) -> int:
+        """KV tokens ``req`` needs at its peak under this policy (for fit checks)."""
+        return req.prompt + req.output - 1
+
+    # -- helpers for policies ----------------------------------------------
+    def add_request(self, req: Request) -> None:
+        """A new request routed to this replica."""
+        self.waiting.append(req)
+
+    def ready(self) -> list[Request]:
+        """Running requests not inside a batch still in the pipeline."""
+        if self.num_in_flight == 0:
+            return self.running
+        return [r for r in self.running if not r.in_flight]
+
+    def admit(self, req: Request, blocks: int) -> None:
+        """Move the head of ``waiting`` into ``running`` with ``blocks`` KV blocks."""
+        popped = self.waiting.popleft()
+        assert popped is req, "admit() takes the head of the waiting queue"
+        self.kv.allocate(req, blocks)
+        if req.first_scheduled == INF:
+            req.first_scheduled = self.now
+        running = self.running
+        if not running or running[-1].id < req.id:
+            running.append(req)
+        else:
+            insort(running, req, key=_by_id)
+
+    def preempt(self, req: Request) -> None:
+        """Evict ``req`` (recompute): free its KV, requeue it at the front of ``waiting``."""
+        self.running.remove(req)
+        self.kv.free_request(req)
+        req.recomputed += req.kv_len
+        req.kv_len = 0
+        req.prefill_target = req.prompt + req.generated
+        req.preemptions += 1
+        self.waiting.appendleft(req)
+        self.preempted_in_schedule = True
+
+    def victim(self, exclude_in_flight: bool = True) -> Request | None:
+        """The most recently arrived running request (preemption candidate)."""
+        for r in reversed(self.running):
+            if not (exclude_in_flight and r.in_flight):
+                return r
+        return None
+
+    def decode_or_preempt(self, batch: Batch, req: Request) -> bool:
+        """Add ``req``'s decode step to ``batch``, preempting the newest running
+        requests while its next KV block does not fit. False if ``req`` itself
+        was preempted."""
+        kv = self.kv
+        while not kv.ensure(req, req.kv_len + 1):
+            victim = self.victim()
+            self.preempt(victim)
+            if victim is req:
+                return False
+        batch.add(req, 1)
+        return True
+
+    def finish(self, req: Request) -> None:
+        """``req`` produced its last token: release it."""
+        self.running.remove(req)
+        self.kv.free_request(req)
+
+    def steady_decode(self, batch: Batch) -> bool:
+        """The common steady-state test: a decode-only batch of every running
+        request, formed without preemption."""
+        return (
+            not self.preempted_in_schedule
+            and batch.shape.num_prefill == 0
+            and len(batch.requests) == len(self.running)
+        )
+
+    @property
+    def num_outstanding(self) -> int:
+        """Queued plus running requests (what ``lor`` balances)."""
+        return len(self.waiting) + len(self.running)

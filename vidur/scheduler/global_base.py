@@ -1,0 +1,34 @@
+"""The cluster-level routing API."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import attrs
+import numpy as np
+
+from vidur.entities.request import Request
+from vidur.scheduler.base import ReplicaScheduler
+
+
+class GlobalScheduler:
+    """Routes each arriving request to a replica.
+
+    Subclasses set ``name`` and ``Config`` and implement :meth:`route`,
+    which sees every replica's scheduler (queues, KV manager). Set
+    ``needs_live_state = True`` if routing reads token-level progress or KV
+    usage: the engine then steps every iteration instead of fast-forwarding.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = attrs.make_class("Config", {}, frozen=True)
+    needs_live_state: ClassVar[bool] = False
+
+    def __init__(self, config, replicas: Sequence[ReplicaScheduler], rng: np.random.Generator):
+        self.config = config
+        self.replicas = replicas
+        self.rng = rng
+
+    def route(self, req: Request) -> int:
+        """Index of the replica that gets ``req``."""
+        raise NotImplementedError

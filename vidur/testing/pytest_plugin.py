@@ -1,0 +1,1 @@
+"""pytest plugin shipped with vidur (fixtures for plugin authors)."""
