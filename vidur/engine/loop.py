@@ -164,9 +164,9 @@ class EventLoop:
         """Run the steady decode batch ``k`` times at once, ``k`` bounded by the
         first completion, KV capacity, the next arrival and max_time."""
         sched, kv, est = rep.scheduler, rep.scheduler.kv, rep.estimator
-        reqs = batch.requests
+        reqs = batch.decodes
         n = len(reqs)
-        k = min(r.output - r.generated for r in reqs)
+        k = min([r.final_kv - r.kv_len for r in reqs])
         ctx = np.fromiter((r.kv_len for r in reqs), dtype=np.int64, count=n)
         if k > 1:
             held = np.fromiter((r.blocks for r in reqs), dtype=np.int64, count=n)
@@ -227,7 +227,9 @@ class EventLoop:
 
     def _start_pipelined(self, rep: ReplicaState, batch: Batch, now: float) -> None:
         est, shape, sched = rep.estimator, batch.shape, rep.scheduler
-        for r in batch.requests:
+        for r in batch.decodes:
+            r.in_flight = True
+        for r in batch.prefills:
             r.in_flight = True
         lt = est.layer_time(shape)
         xfer = est.pp_transfer_time(shape.num_tokens)
@@ -259,44 +261,51 @@ class EventLoop:
         sched.num_in_flight -= 1
         start = batch.start
         first_end = batch.end if repeats > 1 else now
-        same = 0
-        itl_vals = self.itl.values
+        itl = self.itl
         done = None
-        for req, q in zip(batch.requests, batch.tokens):
-            req.in_flight = False
+        pipelined = rep.pp > 1
+        for req, q in zip(batch.prefills, batch.chunks):
+            if pipelined:
+                req.in_flight = False
+            req.kv_len += q
             if req.kv_len < req.prefill_target:
-                req.kv_len += q
-                if req.kv_len < req.prefill_target:
-                    continue
-                req.generated += 1
-                if req.first_token == INF:
-                    req.first_token = now
-                else:  # first token after a recompute: the gap is an inter-token latency
-                    itl_vals.append(now - req.last_token)
-                    self.itl.counts.append(1)
-                req.last_token = now
-            else:
-                req.kv_len += repeats
-                req.generated += repeats
-                if req.last_token == start:
-                    same += 1
-                else:
-                    itl_vals.append(first_end - req.last_token)
-                    self.itl.counts.append(1)
-                req.last_token = now
-            if req.generated >= req.output:
+                continue
+            if req.first_token == INF:
+                req.first_token = now
+            else:  # first token after a recompute: the gap is an inter-token latency
+                itl.values.append(now - req.last_token)
+                itl.counts.append(1)
+            req.last_token = now
+            if req.kv_len >= req.final_kv:
                 req.completion = now
                 sched.finish(req)
                 if done is None:
                     done = []
                 done.append(req)
+        same = 0
+        for req in batch.decodes:
+            if pipelined:
+                req.in_flight = False
+            req.kv_len += repeats
+            if req.last_token != start:
+                itl.values.append(first_end - req.last_token)
+                itl.counts.append(1)
+                same -= 1
+            req.last_token = now
+            if req.kv_len >= req.final_kv:
+                req.completion = now
+                sched.finish(req)
+                if done is None:
+                    done = []
+                done.append(req)
+        same += len(batch.decodes)
         if same:
-            itl_vals.append(first_end - start)
-            self.itl.counts.append(same)
+            itl.values.append(first_end - start)
+            itl.counts.append(same)
         if done is not None:
             self.completed += len(done)
             if self.on_complete is not None:
                 self.on_complete(len(done))
-        if rep.pp == 1:
+        if not pipelined:
             rep.busy = False
         self._try_start(rep, now)

@@ -23,17 +23,10 @@ def slo_dict(scenario: Scenario) -> dict[str, tuple[float, float]]:
 
 def summarize_result(sim: Simulation, result: SimulationResult) -> dict:
     """The summary dict of a finished run (metrics plus run facts)."""
-    from vidur.metrics.summary import summarize
-    from vidur.model.cost import batch_bytes, batch_flops
+    from vidur.metrics.summary import model_cost_fns, summarize
 
     model, tp = sim.model, sim.scenario.cluster.tensor_parallel
-
-    def flops_fn(num_tokens, prefill_work, decode_kv, num_seqs):
-        return batch_flops(model, tp, num_tokens, prefill_work, decode_kv, num_seqs)
-
-    def bytes_fn(num_tokens, prefill_work, decode_kv, num_seqs):
-        return batch_bytes(model, tp, num_tokens, prefill_work, decode_kv, num_seqs)
-
+    flops_fn, bytes_fn = model_cost_fns(model)
     summary = summarize(result.records, slo_dict(sim.scenario), flops_fn=flops_fn, bytes_fn=bytes_fn)
     summary["run"] = {
         "model": model.name,

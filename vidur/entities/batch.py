@@ -9,33 +9,55 @@ from vidur.estimate.base import BatchShape
 class Batch:
     """Requests and their query-token counts for one iteration.
 
-    ``add`` keeps the aggregate :class:`BatchShape` up to date, so pricing a
-    batch never walks its requests again.
+    Decodes (one token each) and prefill chunks are kept apart so the engine
+    can apply them in tight loops; ``add`` keeps the aggregate
+    :class:`BatchShape` up to date, so pricing a batch never walks it again.
     """
 
-    __slots__ = ("requests", "tokens", "shape", "start", "end")
+    __slots__ = ("decodes", "prefills", "chunks", "shape", "start", "end")
 
     def __init__(self):
-        self.requests: list[Request] = []
-        self.tokens: list[int] = []
+        self.decodes: list[Request] = []
+        self.prefills: list[Request] = []
+        self.chunks: list[int] = []
         self.shape = BatchShape()
         self.start = 0.0
         self.end = 0.0
 
     def add(self, req: Request, num_tokens: int) -> None:
-        """Schedule ``num_tokens`` of ``req`` (its prefill chunk, or 1 decode token)."""
-        self.requests.append(req)
-        self.tokens.append(num_tokens)
+        """Schedule ``num_tokens`` of ``req``: its next prefill chunk, or 1 decode token."""
         if req.kv_len < req.prefill_target:
+            self.prefills.append(req)
+            self.chunks.append(num_tokens)
             self.shape.add_prefill(num_tokens, req.kv_len)
         else:
+            self.decodes.append(req)
             self.shape.add_decode(req.kv_len)
 
+    def add_decodes(self, reqs: list[Request]) -> None:
+        """Schedule one decode token for each of ``reqs`` (all past their prefill)."""
+        n = len(reqs)
+        self.decodes.extend(reqs)
+        s = self.shape
+        s.num_decode += n
+        s.num_tokens += n
+        s.decode_kv += sum([r.kv_len for r in reqs]) + n
+
+    @property
+    def requests(self) -> list[Request]:
+        """Decoding requests, then requests with a prefill chunk."""
+        return self.decodes + self.prefills
+
+    @property
+    def tokens(self) -> list[int]:
+        """Query tokens per request, in the order of :attr:`requests`."""
+        return [1] * len(self.decodes) + self.chunks
+
     def __len__(self) -> int:
-        return len(self.requests)
+        return len(self.decodes) + len(self.prefills)
 
     def __bool__(self) -> bool:
-        return bool(self.requests)
+        return bool(self.decodes) or bool(self.prefills)
 
     @property
     def num_tokens(self) -> int:
@@ -43,7 +65,7 @@ class Batch:
 
     @property
     def is_decode_only(self) -> bool:
-        return self.shape.num_prefill == 0
+        return not self.prefills
 
     def __repr__(self) -> str:
         items = ", ".join(f"{r.id}:{n}" for r, n in zip(self.requests, self.tokens))

@@ -10,12 +10,12 @@ INF = math.inf
 class Request:
     """One inference request as it moves through a replica.
 
-    Progress is tracked with three counters: ``kv_len`` (tokens whose KV is
-    cached), ``prefill_target`` (tokens the current prefill must process:
-    the prompt, or prompt + generated tokens after a preemption) and
-    ``generated`` (output tokens produced). Finishing a prefill produces one
-    output token; each decode step produces one more. While decoding,
-    ``kv_len == prompt + generated - 1``.
+    Progress is two counters: ``kv_len`` (tokens whose KV is cached) and
+    ``prefill_target`` (tokens the current prefill must process: the
+    prompt, or prompt + generated tokens after a preemption). Finishing a
+    prefill produces one output token; each decode step produces one more,
+    so while decoding ``kv_len == prompt + generated - 1`` and the request
+    is done when ``kv_len`` reaches ``final_kv``.
     """
 
     __slots__ = (
@@ -26,7 +26,7 @@ class Request:
         "replica",
         "kv_len",
         "prefill_target",
-        "generated",
+        "final_kv",
         "blocks",
         "in_flight",
         "first_scheduled",
@@ -45,7 +45,7 @@ class Request:
         self.replica = -1
         self.kv_len = 0
         self.prefill_target = prompt
-        self.generated = 0
+        self.final_kv = prompt + output - 1  # KV tokens held when the last token is produced
         self.blocks = 0
         self.in_flight = False
         self.first_scheduled = INF
@@ -54,6 +54,13 @@ class Request:
         self.completion = INF
         self.preemptions = 0
         self.recomputed = 0
+
+    @property
+    def generated(self) -> int:
+        """Output tokens produced so far."""
+        if self.kv_len >= self.prefill_target:
+            return self.kv_len - self.prompt + 1
+        return self.prefill_target - self.prompt
 
     @property
     def in_prefill(self) -> bool:
@@ -76,7 +83,7 @@ class Request:
 
     @property
     def finished(self) -> bool:
-        return self.generated >= self.output
+        return self.kv_len >= self.final_kv and self.kv_len >= self.prefill_target
 
     def __repr__(self) -> str:
         return (

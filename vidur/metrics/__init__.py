@@ -4,6 +4,7 @@ from vidur.metrics.records import BATCH_COLUMNS, REQUEST_COLUMNS, ReplicaInfo, R
 from vidur.metrics.report import format_summary_table
 from vidur.metrics.summary import (
     SLO_METRICS,
+    model_cost_fns,
     request_metrics,
     slo_report,
     summarize,
@@ -18,6 +19,7 @@ __all__ = [
     "RunRecords",
     "SLO_METRICS",
     "format_summary_table",
+    "model_cost_fns",
     "request_metrics",
     "slo_report",
     "summarize",

@@ -109,9 +109,10 @@ class ReplicaScheduler:
         """Evict ``req`` (recompute): free its KV, requeue it at the front of ``waiting``."""
         self.running.remove(req)
         self.kv.free_request(req)
+        generated = req.generated
         req.recomputed += req.kv_len
         req.kv_len = 0
-        req.prefill_target = req.prompt + req.generated
+        req.prefill_target = req.prompt + generated
         req.preemptions += 1
         self.waiting.appendleft(req)
         self.preempted_in_schedule = True
@@ -136,6 +137,31 @@ class ReplicaScheduler:
         batch.add(req, 1)
         return True
 
+    def decode_all(self, batch: Batch, reqs: list[Request]) -> None:
+        """Add a decode step for each of ``reqs`` (all past their prefill, in
+        priority order), growing their KV by a block where needed; if the
+        blocks do not all fit, fall back to :meth:`decode_or_preempt` one by one."""
+        kv = self.kv
+        bs = kv.block_size
+        free = kv.num_blocks - kv.used
+        if len(reqs) > free:
+            need = 0
+            for r in reqs:
+                if r.kv_len >= r.blocks * bs:
+                    need += 1
+            if need > free:
+                for r in list(reqs):
+                    if r.blocks:  # not preempted earlier in this loop
+                        self.decode_or_preempt(batch, r)
+                return
+        grown = 0
+        for r in reqs:
+            if r.kv_len >= r.blocks * bs:
+                r.blocks += 1
+                grown += 1
+        kv.used += grown
+        batch.add_decodes(reqs)
+
     def finish(self, req: Request) -> None:
         """``req`` produced its last token: release it."""
         self.running.remove(req)
@@ -147,7 +173,7 @@ class ReplicaScheduler:
         return (
             not self.preempted_in_schedule
             and batch.shape.num_prefill == 0
-            and len(batch.requests) == len(self.running)
+            and len(batch.decodes) == len(self.running)
         )
 
     @property

@@ -26,8 +26,7 @@ class FasterTransformerScheduler(ReservingScheduler):
         if not self.running:
             self.admit_reserving(batch)
             return batch or None
-        for req in self.ready():
-            batch.add(req, req.prefill_target - req.kv_len if req.kv_len < req.prefill_target else 1)
+        self.step_running(batch)
         return batch or None
 
     def is_steady(self, batch: Batch) -> bool:

@@ -67,7 +67,7 @@ class LightLLMScheduler(ReplicaScheduler):
             req = waiting[0]
             if batch and tokens + req.prefill_target > self.config.max_tokens_in_batch:
                 break
-            trial = plan + [(0, req.prompt + req.output - 1)]
+            trial = plan + [(req.prefill_target, req.prompt + req.output - 1 - req.prefill_target)]
             if peak_future_tokens(trial) > kv.num_blocks * kv.block_size:
                 break
             plan = trial
@@ -83,10 +83,7 @@ class LightLLMScheduler(ReplicaScheduler):
                 self.decodes_since_prefill = 0
                 return batch
         batch = Batch()
-        for req in self.ready():
-            if req.kv_len >= req.prefill_target:
-                self.kv.ensure(req, req.kv_len + 1)
-                batch.add(req, 1)
+        self.decode_all(batch, [r for r in self.ready() if r.kv_len >= r.prefill_target])
         if batch:
             self.decodes_since_prefill += 1
         return batch or None

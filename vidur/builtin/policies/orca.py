@@ -26,6 +26,17 @@ class ReservingScheduler(ReplicaScheduler):
         cap = self.config.max_tokens_per_request
         return max(own, cap) if cap else own
 
+    def step_running(self, batch: Batch) -> None:
+        """Every ready running request takes its next step: the rest of its
+        prompt, or one decode token (KV is reserved, so nothing can fail)."""
+        decoding = []
+        for req in self.ready():
+            if req.kv_len < req.prefill_target:
+                batch.add(req, req.prefill_target - req.kv_len)
+            else:
+                decoding.append(req)
+        batch.add_decodes(decoding)
+
     def admit_reserving(self, batch: Batch) -> None:
         """Admit waiting requests FIFO while the batch cap and memory allow."""
         kv, waiting = self.kv, self.waiting
@@ -47,8 +58,7 @@ class OrcaScheduler(ReservingScheduler):
 
     def schedule(self) -> Batch | None:
         batch = Batch()
-        for req in self.ready():
-            batch.add(req, req.prefill_target - req.kv_len if req.kv_len < req.prefill_target else 1)
+        self.step_running(batch)
         self.admit_reserving(batch)
         return batch or None
 

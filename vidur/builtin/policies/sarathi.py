@@ -40,14 +40,10 @@ class SarathiScheduler(ReplicaScheduler):
         batch = Batch()
         budget = self.config.chunk_size
         ready = self.ready()
-        prefilling = []
-        for req in list(ready):
-            if not req.blocks:  # preempted by an earlier request of this loop
-                continue
-            if req.kv_len < req.prefill_target:
-                prefilling.append(req)
-            elif budget > 0 and self.decode_or_preempt(batch, req):
-                budget -= 1
+        decoding = [r for r in ready if r.kv_len >= r.prefill_target]
+        prefilling = [r for r in ready if r.kv_len < r.prefill_target] if len(decoding) < len(ready) else []
+        self.decode_all(batch, decoding[:budget])
+        budget -= len(batch.decodes)
         for req in prefilling:
             if budget == 0:
                 break

@@ -58,9 +58,7 @@ class VLLMScheduler(ReplicaScheduler):
             longest = max(longest, tokens)
         if batch:
             return batch
-        for req in list(self.ready()):
-            if req.blocks:  # not preempted by an earlier request of this loop
-                self.decode_or_preempt(batch, req)
+        self.decode_all(batch, self.ready())
         return batch or None
 
     def is_steady(self, batch: Batch) -> bool:

@@ -1,0 +1,497 @@
+"""The run directory: resolved scenario, summary, tables, Chrome trace, plots.
+
+Layout of ``out_dir`` (everything is written into a hidden sibling directory
+first and renamed into place at the end, so a failed run leaves nothing
+half-written)::
+
+    scenario.yaml     the resolved scenario, as given
+    summary.json      summarize()'s dict
+    requests.csv      one row per request: raw columns + ttft, tpot, e2e,
+                      normalized_e2e, scheduling_delay (seconds; empty = undefined)
+    batches.csv       one row per batch: index, raw columns, num_tokens, duration
+    trace.json        (chrome_trace) Trace Event Format for chrome://tracing / Perfetto
+    plots/*.png       (plots, needs matplotlib) CDFs, batch size and KV use over time
+
+Times in the CSV files are seconds with up to 9 decimals (nanoseconds),
+trailing zeros dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidur.errors import VidurError
+from vidur.metrics._textfmt import Num, Text, format_rows
+from vidur.metrics.records import BATCH_COLUMNS, REQUEST_COLUMNS, RunRecords
+from vidur.metrics.summary import request_metrics, weighted_percentile
+
+#: Default cap on the number of events in trace.json.
+TRACE_MAX_EVENTS = 200_000
+#: Columns derived from the raw request columns, appended to requests.csv.
+DERIVED_REQUEST_COLUMNS = ("ttft", "tpot", "e2e", "normalized_e2e", "scheduling_delay")
+#: Plot files written into ``plots/`` when matplotlib is importable.
+PLOT_FILES = (
+    "cdf_ttft.png",
+    "cdf_tpot.png",
+    "cdf_itl.png",
+    "cdf_e2e.png",
+    "cdf_scheduling_delay.png",
+    "batch_size.png",
+    "kv_utilization.png",
+)
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if x is None or isinstance(x, str):
+        return x
+    return str(x)
+
+
+def write_summary_json(path: str | os.PathLike, summary: Mapping) -> None:
+    """Write ``summary`` as strict JSON (NaN/inf become null, numpy types become Python)."""
+    text = json.dumps(_jsonable(summary), indent=2, allow_nan=False)
+    Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _column_part(values: np.ndarray):
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iubf":
+        return Num(arr)
+    if arr.dtype.kind in "US":
+        return Text(arr)
+    return None
+
+
+def _write_table(path: Path, columns: list[tuple[str, np.ndarray]], num_rows: int) -> None:
+    parts: list = []
+    names: list[str] = []
+    for name, values in columns:
+        part = _column_part(values)
+        if part is None:
+            continue
+        if len(part.values) != num_rows:
+            raise ValueError(f"column {name!r} has {len(part.values)} rows, expected {num_rows}")
+        names.append(name)
+        parts.append(part)
+        parts.append(b",")
+    with open(path, "wb") as f:
+        f.write((",".join(names) + "\n").encode())
+        if not parts or num_rows == 0:
+            return
+        parts[-1] = b"\n"
+        for chunk in format_rows(parts, num_rows):
+            f.write(chunk)
+
+
+def write_requests_csv(path: str | os.PathLike, records: RunRecords) -> None:
+    """One row per request: the raw columns (plus any extra the engine added), then the derived metrics."""
+    req = records.requests
+    n = len(req["arrival"])
+    names = [c for c in REQUEST_COLUMNS if c in req] + [c for c in req if c not in REQUEST_COLUMNS]
+    m = request_metrics(records)
+    cols = [(c, req[c]) for c in names] + [(c, m[c]) for c in DERIVED_REQUEST_COLUMNS]
+    _write_table(Path(path), cols, n)
+
+
+def write_batches_csv(path: str | os.PathLike, records: RunRecords) -> None:
+    """One row per batch: index ``batch``, the raw columns (plus extras), ``num_tokens`` and ``duration``."""
+    b = records.batches
+    n = len(b["start"]) if "start" in b else 0
+    names = [c for c in BATCH_COLUMNS if c in b] + [c for c in b if c not in BATCH_COLUMNS]
+    cols = [("batch", np.arange(n, dtype=np.int64))] + [(c, b[c]) for c in names]
+    if "prefill_tokens" in b and "num_decode" in b:
+        cols.append(("num_tokens", np.asarray(b["prefill_tokens"], np.int64) + np.asarray(b["num_decode"], np.int64)))
+    if "start" in b and "end" in b:
+        cols.append(("duration", np.asarray(b["end"], np.float64) - np.asarray(b["start"], np.float64)))
+    _write_table(Path(path), cols, n)
+
+
+# ---------------------------------------------------------------- Chrome trace
+
+
+def _batch_kind(b: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    npf = np.asarray(b.get("num_prefill", np.zeros(n)), np.int64)
+    ndc = np.asarray(b.get("num_decode", np.zeros(n)), np.int64)
+    kind = np.full(n, b"mixed", dtype="S7")
+    kind[(npf > 0) & (ndc == 0)] = b"prefill"
+    kind[(npf == 0) & (ndc > 0)] = b"decode"
+    kind[(npf == 0) & (ndc == 0)] = b"empty"
+    return kind
+
+
+def write_chrome_trace(
+    path: str | os.PathLike, records: RunRecords, *, max_events: int = TRACE_MAX_EVENTS
+) -> dict[str, Any]:
+    """Write a Trace Event Format file (JSON object form) for chrome://tracing and Perfetto.
+
+    One process per replica, one thread per pipeline stage, a complete event
+    ("X", ts/dur in microseconds) per batch (per stage span when the records
+    carry ``stage_spans``) with the batch's sizes as args, and a counter
+    track of KV blocks in use when the budget allows. At most ``max_events``
+    events (the earliest ones) are written; ``otherData`` says when the trace
+    was cut. With pp > 1 and no stage spans, batch i goes on lane i mod pp.
+    Process ids are replica + 1 and thread ids stage + 1 (Perfetto treats
+    pid/tid 0 as the kernel's idle task); names carry the real numbers.
+    Returns ``{"events": written, "total": available, "truncated": bool}``.
+    """
+    b = records.batches
+    n = len(b["start"]) if "start" in b else 0
+    infos = {int(r.replica): r for r in records.replicas}
+    spans = records.stage_spans
+    use_spans = spans is not None and len(spans.get("start", ())) > 0
+    if use_spans:
+        rows = np.asarray(spans["batch"], np.int64)
+        ev_pid = np.asarray(spans["replica"], np.int64)
+        ev_tid = np.asarray(spans["stage"], np.int64)
+        ev_start = np.asarray(spans["start"], np.float64)
+        ev_end = np.asarray(spans["end"], np.float64)
+    else:
+        rows = np.arange(n, dtype=np.int64)
+        ev_pid = np.asarray(b["replica"], np.int64) if n else np.empty(0, np.int64)
+        ev_start = np.asarray(b["start"], np.float64) if n else np.empty(0)
+        ev_end = np.asarray(b["end"], np.float64) if n else np.empty(0)
+        pp_of = np.array([infos[r].pp if r in infos else 1 for r in range(int(ev_pid.max()) + 1)]) if n else np.ones(1, np.int64)
+        ev_tid = np.zeros(n, np.int64)
+        if n and (pp_of > 1).any():
+            # lanes per replica: the k-th batch of a replica goes on lane k mod pp
+            order = np.argsort(ev_pid, kind="stable")
+            sorted_pid = ev_pid[order]
+            first = np.searchsorted(sorted_pid, sorted_pid, side="left")
+            rank = np.empty(n, np.int64)
+            rank[order] = np.arange(n) - first
+            ev_tid = rank % pp_of[ev_pid]
+    total = len(rows)
+    keep = total
+    truncated = False
+    if total > max_events:
+        order = np.argsort(ev_start, kind="stable")[:max_events]
+        order.sort()
+        rows, ev_pid, ev_tid, ev_start, ev_end = (a[order] for a in (rows, ev_pid, ev_tid, ev_start, ev_end))
+        keep = max_events
+        truncated = True
+    # KV counter track: one sample per kept batch if it fits the budget
+    with_counters = (
+        not truncated and n > 0 and "kv_blocks_used" in b and keep + n <= max_events
+    )
+
+    pids = sorted(set(infos) | set(np.unique(ev_pid).tolist()))
+    meta: list[dict] = []
+    for pid in pids:
+        info = infos.get(pid)
+        label = f"replica {pid}"
+        if info is not None:
+            label += f" ({info.device}, TP{info.tp} PP{info.pp})"
+        meta.append({"name": "process_name", "ph": "M", "pid": pid + 1, "args": {"name": label}})
+        meta.append({"name": "process_sort_index", "ph": "M", "pid": pid + 1, "args": {"sort_index": pid}})
+        stages = info.pp if info is not None else 1
+        lane = "stage" if (use_spans or stages == 1) else "lane"
+        for s in range(max(stages, 1)):
+            meta.append(
+                {"name": "thread_name", "ph": "M", "pid": pid + 1, "tid": s + 1, "args": {"name": f"{lane} {s}"}}
+            )
+    other = {
+        "generator": "vidur",
+        "time_unit": "ts/dur in microseconds of simulated time",
+        "batch_events": int(keep),
+        "batch_events_total": int(total),
+        "truncated": truncated,
+    }
+    if truncated:
+        other["note"] = (
+            f"trace cut to the earliest {keep} of {total} batch events; "
+            "raise the event cap to see all"
+        )
+    elif not with_counters and n and "kv_blocks_used" in b:
+        other["note"] = "KV counter track left out to stay under the event cap"
+
+    head = {"displayTimeUnit": "ms", "otherData": other}
+    head_text = json.dumps(head)[:-1]  # drop the closing brace
+    meta_text = ",\n".join(json.dumps(e, separators=(",", ":")) for e in meta)
+
+    with open(path, "wb") as f:
+        f.write((head_text + ',"traceEvents":[\n' + meta_text).encode())
+        need_comma = bool(meta)
+        if keep:
+            kind = _batch_kind(b, n)[rows]
+            parts: list = [
+                b',\n{"name":"',
+                Text(kind),
+                b'","cat":"batch","ph":"X","pid":',
+                Num(ev_pid + 1),
+                b',"tid":',
+                Num(ev_tid + 1),
+                b',"ts":',
+                Num(ev_start * 1e6, decimals=3),
+                b',"dur":',
+                Num(np.maximum(ev_end - ev_start, 0.0) * 1e6, decimals=3),
+                b',"args":{"batch":',
+                Num(rows),
+            ]
+            for c in ("num_seqs", "num_prefill", "prefill_tokens", "num_decode", "decode_kv", "kv_blocks_used"):
+                if c in b:
+                    parts += [f',"{c}":'.encode(), Num(np.asarray(b[c])[rows])]
+            parts.append(b"}}")
+            first = True
+            for chunk in format_rows(parts, keep):
+                if first and not need_comma:
+                    chunk = chunk[2:]
+                first = False
+                f.write(chunk)
+            need_comma = True
+        if with_counters:
+            parts = [
+                b',\n{"name":"kv_blocks_used","ph":"C","pid":',
+                Num(np.asarray(b["replica"], np.int64) + 1),
+                b',"ts":',
+                Num(np.asarray(b["start"], np.float64) * 1e6, decimals=3),
+                b',"args":{"blocks":',
+                Num(np.asarray(b["kv_blocks_used"], np.int64)),
+                b"}}",
+            ]
+            first = True
+            for chunk in format_rows(parts, n):
+                if first and not need_comma:
+                    chunk = chunk[2:]
+                first = False
+                f.write(chunk)
+        f.write(b"\n]}\n")
+    events = keep + (n if with_counters else 0)
+    return {"events": int(events), "total": int(total), "truncated": truncated}
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plots_available() -> bool:
+    """Whether matplotlib can be imported (the ``plot`` extra)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _new_figure(figsize=(6.4, 4.0)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _scale(x_p99: float) -> tuple[float, str]:
+    return (1e3, "ms") if x_p99 < 1.0 else (1.0, "s")
+
+
+def _cdf_plot(path: Path, title: str, label: str, qs: np.ndarray, xs: np.ndarray, count: int) -> None:
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    if count:
+        mult, unit = _scale(float(np.interp(0.99, qs, xs)))
+        ax.plot(xs * mult, qs, lw=1.5)
+        ax.set_xlabel(f"{label} ({unit})")
+    else:
+        ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(label)
+    ax.set_ylabel("fraction of samples (CDF)")
+    ax.set_ylim(0, 1.0)
+    ax.set_title(f"{title} (n={count:,})")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _binned(t: np.ndarray, y: np.ndarray, w: np.ndarray, t0: float, t1: float, bins: int):
+    if t1 <= t0:
+        t1 = t0 + 1.0
+    idx = np.clip(((t - t0) / (t1 - t0) * bins).astype(np.int64), 0, bins - 1)
+    wsum = np.bincount(idx, weights=w, minlength=bins)
+    ysum = np.bincount(idx, weights=y * w, minlength=bins)
+    centers = t0 + (np.arange(bins) + 0.5) * (t1 - t0) / bins
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = ysum / wsum
+    ok = wsum > 0
+    return centers[ok], mean[ok]
+
+
+def _time_plot(path: Path, records: RunRecords, ylabel: str, title: str, value_fn, bins: int = 600) -> None:
+    b = records.batches
+    n = len(b["start"]) if "start" in b else 0
+    fig = _new_figure((8.0, 4.0))
+    ax = fig.add_subplot()
+    if n:
+        start = np.asarray(b["start"], np.float64)
+        end = np.asarray(b["end"], np.float64)
+        rep = np.asarray(b["replica"], np.int64)
+        t0, t1 = float(start.min()), float(end.max())
+        w = np.maximum(end - start, 0.0)
+        if not w.any():
+            w = np.ones(n)
+        y = value_fn(b, rep)
+        reps = np.unique(rep)
+        if len(reps) <= 8:
+            for r in reps:
+                m = rep == r
+                x, yy = _binned(start[m], y[m], w[m], t0, t1, bins)
+                ax.plot(x, yy, lw=1.0, label=f"replica {r}")
+            if len(reps) > 1:
+                ax.legend(fontsize="small")
+        else:
+            x, yy = _binned(start, y, w, t0, t1, bins)
+            ax.plot(x, yy, lw=1.0, label=f"mean over {len(reps)} replicas")
+            ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no batches", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_plots(plot_dir: str | os.PathLike, records: RunRecords) -> list[str]:
+    """Write the PNGs in :data:`PLOT_FILES` into ``plot_dir`` (needs matplotlib); return their names."""
+    d = Path(plot_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    m = request_metrics(records)
+    qs = np.linspace(0.0, 1.0, 501)
+    labels = {
+        "ttft": ("Time to first token", "TTFT"),
+        "tpot": ("Time per output token", "TPOT"),
+        "e2e": ("End-to-end latency", "E2E latency"),
+        "scheduling_delay": ("Scheduling delay", "scheduling delay"),
+    }
+    for key, (title, label) in labels.items():
+        x = m[key]
+        x = x[np.isfinite(x)]
+        xs = np.quantile(x, qs) if x.size else qs * 0
+        _cdf_plot(d / f"cdf_{key}.png", title, label, qs, xs, int(x.size))
+    iv = np.asarray(records.itl_values, np.float64)
+    ic = np.asarray(records.itl_counts)
+    cnt = int(ic[ic > 0].sum()) if ic.size else 0
+    xs = weighted_percentile(iv, ic, qs * 100.0) if cnt else qs * 0
+    _cdf_plot(d / "cdf_itl.png", "Inter-token latency", "ITL", qs, np.asarray(xs), cnt)
+
+    _time_plot(
+        d / "batch_size.png",
+        records,
+        "batch size (requests)",
+        "Batch size over time (duration-weighted mean per bin)",
+        lambda b, rep: np.asarray(b["num_seqs"], np.float64),
+    )
+    kv = {int(r.replica): r.kv_blocks for r in records.replicas}
+
+    def kv_util(b, rep):
+        cap = np.array([kv.get(int(r), 0) for r in range(int(rep.max()) + 1)], np.float64)
+        cap = np.where(cap > 0, cap, np.nan)
+        return 100.0 * np.asarray(b["kv_blocks_used"], np.float64) / cap[rep]
+
+    if "kv_blocks_used" in records.batches:
+        _time_plot(
+            d / "kv_utilization.png",
+            records,
+            "KV-cache blocks in use (%)",
+            "KV-cache utilisation over time (duration-weighted mean per bin)",
+            kv_util,
+        )
+    return sorted(p.name for p in d.glob("*.png"))
+
+
+# ---------------------------------------------------------------- run dir
+
+
+def write_run_dir(
+    out_dir: str | os.PathLike,
+    scenario_yaml_text: str,
+    summary: Mapping,
+    records: RunRecords,
+    *,
+    chrome_trace: bool,
+    plots: bool,
+    tables: bool = True,
+    overwrite: bool = False,
+    trace_max_events: int = TRACE_MAX_EVENTS,
+) -> Path:
+    """Write the run directory atomically and return its path.
+
+    Files go into a hidden temporary sibling of ``out_dir`` that is renamed
+    into place once everything is written; on any error it is removed and
+    ``out_dir`` is untouched. An existing non-empty ``out_dir`` is refused
+    with :class:`VidurError` unless ``overwrite`` is true (it is then
+    replaced whole). Plots are skipped with a warning when matplotlib is
+    missing.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise VidurError(f"output path {out} exists and is not a directory")
+        if not overwrite and any(out.iterdir()):
+            raise VidurError(
+                f"output directory {out} is not empty; choose another --out or allow overwriting"
+            )
+    parent = out.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        (tmp / "scenario.yaml").write_text(scenario_yaml_text, encoding="utf-8")
+        write_summary_json(tmp / "summary.json", summary)
+        if tables:
+            write_requests_csv(tmp / "requests.csv", records)
+            write_batches_csv(tmp / "batches.csv", records)
+        if chrome_trace:
+            write_chrome_trace(tmp / "trace.json", records, max_events=trace_max_events)
+        if plots:
+            if plots_available():
+                write_plots(tmp / "plots", records)
+            else:
+                warnings.warn(
+                    "plots skipped: matplotlib is not installed (pip install 'vidur-sim[plot]')",
+                    stacklevel=2,
+                )
+        if out.exists():
+            old = parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+            os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except BaseException:
+                os.rename(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
