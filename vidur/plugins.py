@@ -31,6 +31,10 @@ BUILTIN_PLUGINS = (
     "vidur.builtin.models",
     "vidur.builtin.devices",
     "vidur.builtin.commands",
+    "vidur.builtin.profile_estimators",
+    "vidur.builtin.onboarding_commands",
+    "vidur.builtin.search_commands",
+    "vidur.builtin.validate_commands",
 )
 
 #: registry kind -> the registrar hook that fills it

@@ -79,10 +79,12 @@ class ModelSpec:
 
     @property
     def q_size(self) -> int:
+        """Width of the query projection: heads × head_dim."""
         return self.num_heads * self.head_dim
 
     @property
     def kv_size(self) -> int:
+        """Width of the key (or value) projection: KV heads × head_dim."""
         return self.num_kv_heads * self.head_dim
 
     @property

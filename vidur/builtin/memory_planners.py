@@ -1,0 +1,10 @@
+"""Built-in memory planners, registered as a plugin."""
+
+from vidur.estimate.paged_memory import PagedMemoryPlanner
+from vidur.hookspecs import hookimpl
+
+
+@hookimpl
+def vidur_register_memory_planners(register):
+    """Register the ``paged`` (vLLM-style) planner."""
+    register(PagedMemoryPlanner)

@@ -1,0 +1,137 @@
+"""The ``paged`` memory planner: vLLM-style KV-cache sizing per GPU.
+
+KV capacity per GPU = device memory × ``gpu_memory_utilization``
+− weights of the heaviest pipeline stage's shard − activation reserve.
+One token's KV takes 2 × (layers of one stage) × max(1, kv_heads / tp) ×
+head_dim × ``kv_dtype_bytes``; the capacity is cut into blocks of
+``block_size`` tokens.
+
+The activation reserve, when ``activation_reserve_gb`` is None, is
+estimated the way vLLM's profiling run finds it: the peak live activations
+of one forward pass over ``max_batch_tokens`` tokens (residual + hidden
+state + the widest intermediate of attention or MLP on this rank), the fp32
+logits of ``max_num_seqs`` sequences on the last stage, plus
+``overhead_gb`` for the CUDA context, NCCL buffers and CUDA graphs.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+from vidur.errors import VidurError
+from vidur.estimate.memory import MemoryPlan, MemoryPlanner
+from vidur.hardware.spec import DeviceSpec
+from vidur.model.catalog import check_parallelism
+from vidur.model.cost import LOGIT_BYTES, kv_bytes_per_token, max_stage_weights_bytes, rank_shape
+from vidur.model.spec import ModelSpec
+
+GB = 1e9
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise VidurError(message)
+
+
+@attrs.frozen
+class PagedConfig:
+    """Settings of the ``paged`` planner (figures per GPU; GB = 10⁹ bytes).
+
+    - ``gpu_memory_utilization``: share of device memory the engine may use (vLLM's flag).
+    - ``block_size``: tokens per KV block.
+    - ``kv_dtype_bytes``: bytes per KV element (2 for fp16/bf16, 1 for fp8).
+    - ``activation_reserve_gb``: fixed reserve for activations and runtime
+      buffers; None estimates it from ``max_batch_tokens`` / ``max_num_seqs``
+      and adds ``overhead_gb``.
+    """
+
+    gpu_memory_utilization: float = 0.9
+    block_size: int = 16
+    kv_dtype_bytes: int = 2
+    activation_reserve_gb: float | None = None
+    max_batch_tokens: int = 8192
+    max_num_seqs: int = 256
+    overhead_gb: float = 1.0
+
+    def __attrs_post_init__(self) -> None:
+        u = self.gpu_memory_utilization
+        _check(
+            isinstance(u, (int, float)) and not isinstance(u, bool) and 0.0 < u <= 1.0,
+            f"paged gpu_memory_utilization must be in (0, 1], got {u!r}; vLLM's default is 0.9",
+        )
+        for field in ("block_size", "kv_dtype_bytes", "max_batch_tokens", "max_num_seqs"):
+            v = getattr(self, field)
+            _check(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                f"paged {field} must be a positive integer, got {v!r}",
+            )
+        r = self.activation_reserve_gb
+        _check(
+            r is None or (isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0),
+            f"paged activation_reserve_gb must be a non-negative number of GB or null (estimate), got {r!r}",
+        )
+        o = self.overhead_gb
+        _check(
+            isinstance(o, (int, float)) and not isinstance(o, bool) and o >= 0,
+            f"paged overhead_gb must be a non-negative number of GB, got {o!r}",
+        )
+
+
+def activation_bytes(model: ModelSpec, tp: int, max_batch_tokens: int, max_num_seqs: int) -> int:
+    """Estimated peak activation bytes of one forward pass on one GPU (no fixed overhead)."""
+    r = rank_shape(model, tp)
+    b = model.dtype_bytes
+    n_up = (2 if model.gated_mlp else 1) * r.intermediate
+    widest = max(n_up + r.intermediate, (r.q_size + 2 * r.kv_size) + r.q_size)
+    per_token = (2 * r.hidden + widest) * b
+    logits = max_num_seqs * model.vocab_size * LOGIT_BYTES * 2  # logits + softmax copy
+    return int(max_batch_tokens * per_token + logits)
+
+
+class PagedMemoryPlanner(MemoryPlanner):
+    """vLLM-style planner: whatever memory the weights and activations leave becomes KV blocks."""
+
+    name: ClassVar[str] = "paged"
+    Config: ClassVar[type] = PagedConfig
+
+    def plan(self, model: ModelSpec, device: DeviceSpec, tp: int, pp: int) -> MemoryPlan:
+        """KV blocks per GPU of the heaviest stage for ``model`` split ``tp`` × ``pp`` on ``device``."""
+        check_parallelism(model, tp, pp)
+        c = self.config
+        usable = int(device.memory_bytes * c.gpu_memory_utilization)
+        weights = max_stage_weights_bytes(model, tp, pp)
+        where = f"at TP{tp}/PP{pp}"
+        offer = (
+            f"{device.name} offers {usable / GB:.1f} GB usable "
+            f"({c.gpu_memory_utilization:.0%} of {device.memory_bytes / GB:.1f} GB)"
+        )
+        if weights >= usable:
+            raise VidurError(
+                f"{model.short_name} needs {weights / GB:.1f} GB of weights per GPU {where} but {offer}; "
+                f"raise tensor_parallel or pipeline_parallel, or use a larger GPU"
+            )
+        if c.activation_reserve_gb is None:
+            act = activation_bytes(model, tp, c.max_batch_tokens, c.max_num_seqs) + int(c.overhead_gb * GB)
+        else:
+            act = int(c.activation_reserve_gb * GB)
+        per_token = kv_bytes_per_token(model, tp, pp, c.kv_dtype_bytes)
+        kv = usable - weights - act
+        num_blocks = kv // (per_token * c.block_size) if kv > 0 else 0
+        if num_blocks < 1:
+            raise VidurError(
+                f"{model.short_name} {where} on {device.name}: {weights / GB:.1f} GB of weights and "
+                f"{act / GB:.1f} GB of activations leave no room for one KV block of {c.block_size} tokens "
+                f"({per_token * c.block_size / 1e6:.1f} MB) in the {usable / GB:.1f} GB usable; raise "
+                f"tensor_parallel or pipeline_parallel, or lower max_batch_tokens / activation_reserve_gb"
+            )
+        return MemoryPlan(
+            num_blocks=int(num_blocks),
+            block_size=c.block_size,
+            kv_bytes_per_token=per_token,
+            weights_bytes=weights,
+            activation_bytes=act,
+            kv_cache_bytes=int(num_blocks * per_token * c.block_size),
+            usable_bytes=usable,
+        )

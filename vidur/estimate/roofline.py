@@ -1,0 +1,453 @@
+"""Roofline runtime estimator: device specs + analytical operator costs.
+
+Each operator of a decoder layer (tables in :mod:`vidur.model.cost`) takes
+``max(FLOPs / (peak × compute eff.), bytes / (bandwidth × memory eff.)) +
+launch overhead``; a layer adds two tensor-parallel all-reduces (ring, from
+:mod:`vidur.estimate.collective`) when ``tp > 1``. It needs no profiling,
+so it prices any model on any device — the fallback when no profile exists.
+
+Default efficiencies were calibrated against Vidur's measured token-level
+operator times on A100, A40 and H100 (``benchmarks/bench_roofline_accuracy.py``);
+:meth:`RooflineEstimator.calibrate` refits them from other measurements.
+
+Hot-path design: token-level costs are cached by token count, attention
+costs are closed forms of the :class:`BatchShape` aggregates, and
+:meth:`RooflineEstimator.decode_iteration_times` is a numpy version that
+reproduces the scalar path operation by operation (bitwise equal).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import ClassVar, Iterable
+
+import attrs
+import numpy as np
+
+from vidur.errors import VidurError
+from vidur.estimate.base import BatchShape, RuntimeEstimator
+from vidur.estimate.collective import (
+    LinkParams,
+    all_gather_time,
+    all_reduce_time,
+    link_params,
+    send_recv_time,
+)
+from vidur.hardware.spec import DeviceSpec, NodeSpec
+from vidur.model.catalog import check_parallelism
+from vidur.model.cost import LOGIT_BYTES, OpCost, embed_ops, head_ops, layer_ops, rank_shape
+from vidur.model.spec import ModelSpec
+
+ENGINE_MODES = ("cuda_graphs", "eager")
+
+#: per-engine-mode defaults for fields left at None
+ENGINE_DEFAULTS = {
+    # GPU-side gap per kernel inside a CUDA graph; host work per iteration
+    # (scheduling, input preparation, sampling bookkeeping) of a vLLM-like engine
+    "cuda_graphs": {"launch_overhead_s": 3e-6, "cpu_base_s": 1.0e-3, "cpu_per_seq_s": 10e-6},
+    # eager PyTorch: each kernel also pays a host-side launch
+    "eager": {"launch_overhead_s": 7e-6, "cpu_base_s": 1.5e-3, "cpu_per_seq_s": 15e-6},
+}
+
+
+def _unit(name: str):
+    def check(instance, attribute, value):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value <= 1.0:
+            raise VidurError(f"roofline {name} must be in (0, 1], got {value!r}")
+
+    return check
+
+
+def _non_negative_or_none(instance, attribute, value):
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+        raise VidurError(f"roofline {attribute.name} must be a non-negative number of seconds or null, got {value!r}")
+
+
+def _positive_or_none(instance, attribute, value):
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
+        raise VidurError(f"roofline {attribute.name} must be a positive number or null, got {value!r}")
+
+
+def _engine_mode(instance, attribute, value):
+    if value not in ENGINE_MODES:
+        raise VidurError(f"roofline engine_mode must be one of {', '.join(ENGINE_MODES)}, got {value!r}")
+
+
+@attrs.frozen
+class RooflineConfig:
+    """Efficiencies and overheads of the roofline estimator.
+
+    - ``compute_efficiency``: achieved / peak FLOP/s of GEMMs.
+    - ``memory_efficiency``: achieved / peak HBM bandwidth of GEMMs (weight reads).
+    - ``elementwise_efficiency``: achieved / peak bandwidth of norms,
+      activations, rotary, residual adds, embedding, KV-cache writes.
+    - ``prefill_attention_efficiency``: FLOP/s efficiency of prefill attention.
+    - ``decode_attention_efficiency``: bandwidth efficiency of decode attention (KV reads).
+    - ``launch_overhead_s``, ``cpu_base_s``, ``cpu_per_seq_s``: None takes the
+      ``engine_mode`` default (``cuda_graphs`` or ``eager``).
+    - ``comm_bandwidth`` / ``comm_latency``: override the collective model's
+      bottleneck link (bytes/s, s), e.g. with values fitted to measurements.
+    - ``kv_dtype_bytes``: KV-cache element size (None: the model's dtype).
+    """
+
+    engine_mode: str = attrs.field(default="cuda_graphs", validator=_engine_mode)
+    compute_efficiency: float = attrs.field(default=0.70, validator=_unit("compute_efficiency"))
+    memory_efficiency: float = attrs.field(default=0.72, validator=_unit("memory_efficiency"))
+    elementwise_efficiency: float = attrs.field(default=0.5, validator=_unit("elementwise_efficiency"))
+    prefill_attention_efficiency: float = attrs.field(default=0.5, validator=_unit("prefill_attention_efficiency"))
+    decode_attention_efficiency: float = attrs.field(default=0.6, validator=_unit("decode_attention_efficiency"))
+    launch_overhead_s: float | None = attrs.field(default=None, validator=_non_negative_or_none)
+    cpu_base_s: float | None = attrs.field(default=None, validator=_non_negative_or_none)
+    cpu_per_seq_s: float | None = attrs.field(default=None, validator=_non_negative_or_none)
+    comm_bandwidth: float | None = attrs.field(default=None, validator=_positive_or_none)
+    comm_latency: float | None = attrs.field(default=None, validator=_non_negative_or_none)
+    kv_dtype_bytes: int | None = attrs.field(default=None, validator=_positive_or_none)
+
+    def resolved(self, field: str) -> float:
+        """A field's value, or its ``engine_mode`` default when None."""
+        value = getattr(self, field)
+        return ENGINE_DEFAULTS[self.engine_mode][field] if value is None else value
+
+
+@attrs.frozen
+class OpMeasurement:
+    """One measured token-level operator time, for :meth:`RooflineEstimator.calibrate`.
+
+    ``op`` uses the operator names of :func:`vidur.model.cost.layer_ops`
+    (Vidur's profile names: ``attn_pre_proj``, ``mlp_up_proj``, ``add`` ...);
+    ``seconds`` is one call of the operator.
+    """
+
+    op: str
+    num_tokens: int
+    tp: int
+    seconds: float
+
+
+class RooflineEstimator(RuntimeEstimator):
+    """Analytical estimator: per-operator roofline from device peak FLOP/s and bandwidth."""
+
+    name: ClassVar[str] = "roofline"
+    Config: ClassVar[type] = RooflineConfig
+
+    def __init__(self, config, model: ModelSpec, device: DeviceSpec, node: NodeSpec, tp: int, pp: int):
+        super().__init__(config, model, device, node, tp, pp)
+        check_parallelism(model, tp, pp, node)
+        c = config
+        self._launch = float(c.resolved("launch_overhead_s"))
+        self._cpu_base = float(c.resolved("cpu_base_s"))
+        self._cpu_per_seq = float(c.resolved("cpu_per_seq_s"))
+        peak, bw = device.peak_flops, device.memory_bandwidth
+        self._rate = {  # kind -> (FLOP/s, bytes/s)
+            "gemm": (peak * c.compute_efficiency, bw * c.memory_efficiency),
+            "elementwise": (peak * c.compute_efficiency, bw * c.elementwise_efficiency),
+            "attn_prefill": (peak * c.prefill_attention_efficiency, bw * c.memory_efficiency),
+            "attn_decode": (peak * c.compute_efficiency, bw * c.decode_attention_efficiency),
+        }
+        self.layer_ops = layer_ops(model, tp, c.kv_dtype_bytes)
+        self.head_ops = head_ops(model, tp)
+        self.embed_ops = embed_ops(model, tp)
+
+        token_vars = {"one", "tokens"}
+        self._token_ops = [self._token_coeffs(op) for op in self.layer_ops if op.variables() <= token_vars]
+        prefill = [op for op in self.layer_ops if op.kind == "attn_prefill"]
+        decode = [op for op in self.layer_ops if op.kind == "attn_decode"]
+        if len(prefill) != 1 or len(decode) != 1 or len(self._token_ops) + 2 != len(self.layer_ops):
+            raise AssertionError("layer_ops must be token-level operators plus one prefill and one decode attention")
+        pf, pm = self._rate["attn_prefill"]
+        p = prefill[0]
+        self._p_work = p.coef("flops", "prefill_work") / pf
+        self._p_tok = p.coef("bytes", "prefill_tokens") / pm
+        self._p_kv = p.coef("bytes", "prefill_kv") / pm
+        df, dm = self._rate["attn_decode"]
+        d = decode[0]
+        self._d_flop = d.coef("flops", "decode_kv") / df
+        self._d_kv = d.coef("bytes", "decode_kv") / dm
+        self._d_seq = d.coef("bytes", "num_decode") / dm
+
+        # communication
+        b = model.dtype_bytes
+        self._act_bytes = model.hidden_size * b  # one token's hidden state
+        self._vocab_rank = rank_shape(model, tp).vocab
+        params = None
+        if c.comm_bandwidth is not None or c.comm_latency is not None:
+            nominal = link_params(node, tp)
+            params = LinkParams(
+                c.comm_bandwidth if c.comm_bandwidth is not None else nominal.bandwidth,
+                c.comm_latency if c.comm_latency is not None else nominal.latency,
+            )
+        self._comm = params
+        self._pp_inter_node = tp * pp > node.num_devices
+
+        self._L = float(model.num_layers)
+        self._tok_cache: dict[int, float] = {}
+        self._embed_cache: dict[int, float] = {}
+        self._head_cache: dict[int, float] = {}
+        self._ppx_cache: dict[int, float] = {}
+
+    # -- building blocks ------------------------------------------------------
+    def _token_coeffs(self, op: OpCost) -> tuple[int, float, float, float, float]:
+        """(count, s at 0 tokens / s per token for compute, then for memory)."""
+        f, m = self._rate[op.kind]
+        return (
+            op.count,
+            op.coef("flops", "one") / f,
+            op.coef("flops", "tokens") / f,
+            op.coef("bytes", "one") / m,
+            op.coef("bytes", "tokens") / m,
+        )
+
+    def _op_time(self, op: OpCost, values: dict) -> float:
+        """Time of ``op.count`` calls of an operator for aggregate ``values`` (0 if idle)."""
+        flops, nbytes = op.evaluate(values)
+        if flops <= 0 and nbytes <= 0:
+            return 0.0
+        if op.kind == "gemm" and values.get("tokens", 0) == 0 and values.get("seqs", 0) == 0:
+            return 0.0
+        f, m = self._rate[op.kind]
+        return op.count * (max(flops / f, nbytes / m) + self._launch)
+
+    def all_reduce_time(self, num_tokens: int) -> float:
+        """One TP all-reduce of ``num_tokens`` hidden states (0 when tp == 1)."""
+        return all_reduce_time(self.node, self.tp, num_tokens * self._act_bytes, self._comm)
+
+    def _token_time(self, n: int) -> float:
+        t = self._tok_cache.get(n)
+        if t is None:
+            launch = self._launch
+            t = 0.0
+            if n > 0:
+                for count, f0, f1, m0, m1 in self._token_ops:
+                    c = f0 + f1 * n
+                    m = m0 + m1 * n
+                    t += count * ((c if c > m else m) + launch)
+                t += 2.0 * self.all_reduce_time(n)
+            self._tok_cache[n] = t
+        return t
+
+    # -- RuntimeEstimator API ---------------------------------------------------
+    def describe(self) -> str:
+        """``roofline (analytical; <device>, compute x%, memory y%, <engine mode>)``."""
+        c = self.config
+        return (
+            f"roofline (analytical; {self.device.name}, compute {c.compute_efficiency:.0%}, "
+            f"memory {c.memory_efficiency:.0%}, {c.engine_mode})"
+        )
+
+    def layer_time(self, shape: BatchShape) -> float:
+        """Device time of one decoder layer on one TP rank, TP all-reduces included."""
+        t = self._tok_cache.get(shape.num_tokens)
+        if t is None:
+            t = self._token_time(shape.num_tokens)
+        if shape.num_prefill:
+            c = shape.prefill_work * self._p_work
+            m = shape.prefill_tokens * self._p_tok + shape.prefill_kv * self._p_kv
+            t += (c if c > m else m) + self._launch
+        if shape.num_decode:
+            kv = shape.decode_kv
+            c = kv * self._d_flop
+            m = kv * self._d_kv + shape.num_decode * self._d_seq
+            t += (c if c > m else m) + self._launch
+        return t
+
+    def embed_time(self, num_tokens: int) -> float:
+        """Embedding lookup plus its vocab-parallel all-reduce (tp > 1)."""
+        t = self._embed_cache.get(num_tokens)
+        if t is None:
+            values = {"one": 1, "tokens": num_tokens}
+            t = sum(self._op_time(op, values) for op in self.embed_ops) if num_tokens > 0 else 0.0
+            t += self.all_reduce_time(num_tokens)
+            self._embed_cache[num_tokens] = t
+        return t
+
+    def head_time(self, num_seqs: int) -> float:
+        """Final norm, LM head (vocab / tp), logit gather (tp > 1) and sampling."""
+        t = self._head_cache.get(num_seqs)
+        if t is None:
+            t = 0.0
+            if num_seqs > 0:
+                values = {"one": 1, "seqs": num_seqs}
+                t = sum(self._op_time(op, values) for op in self.head_ops)
+                t += all_gather_time(self.node, self.tp, num_seqs * self._vocab_rank * self.tp * LOGIT_BYTES, self._comm)
+            self._head_cache[num_seqs] = t
+        return t
+
+    def pp_transfer_time(self, num_tokens: int) -> float:
+        """Send/recv of the hidden states between stages (inter-node when tp×pp exceeds a node)."""
+        return send_recv_time(self.node, num_tokens * self._act_bytes, inter_node=self._pp_inter_node)
+
+    def _pp_total(self, num_tokens: int) -> float:
+        t = self._ppx_cache.get(num_tokens)
+        if t is None:
+            t = (self.pp - 1) * self.pp_transfer_time(num_tokens)
+            self._ppx_cache[num_tokens] = t
+        return t
+
+    def cpu_overhead(self, num_seqs: int) -> float:
+        """Host time per iteration: ``cpu_base_s + cpu_per_seq_s × num_seqs``."""
+        return self._cpu_base + self._cpu_per_seq * num_seqs
+
+    def forward_time(self, shape: BatchShape) -> float:
+        """Device time of the whole forward pass (all stages back to back)."""
+        n = shape.num_tokens
+        return (
+            self._L * self.layer_time(shape)
+            + self.embed_time(n)
+            + self.head_time(shape.num_seqs)
+            + self._pp_total(n)
+        )
+
+    def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
+        """Vectorised ``forward_time + cpu_overhead`` of decode-only iterations (bitwise equal to the scalar path)."""
+        kv = np.asarray(decode_kv, dtype=np.float64)
+        n = int(num_decode)
+        if n == 0:
+            return np.full(kv.shape, self.forward_time(BatchShape()) + self.cpu_overhead(0))
+        tok = self._token_time(n)
+        c = kv * self._d_flop
+        m = kv * self._d_kv + n * self._d_seq
+        layer = tok + (np.maximum(c, m) + self._launch)
+        return self._L * layer + self.embed_time(n) + self.head_time(n) + self._pp_total(n) + self.cpu_overhead(n)
+
+    def breakdown(self, shape: BatchShape) -> dict[str, float]:
+        """Per-operator seconds of one layer (``add`` covers both residual adds), plus ``tp_all_reduce``."""
+        values = {
+            "one": 1,
+            "tokens": shape.num_tokens,
+            "prefill_tokens": shape.prefill_tokens,
+            "prefill_work": shape.prefill_work,
+            "prefill_kv": shape.prefill_kv,
+            "num_decode": shape.num_decode,
+            "decode_kv": shape.decode_kv,
+            "seqs": shape.num_seqs,
+        }
+        out = {}
+        for op in self.layer_ops:
+            if op.kind == "attn_prefill" and not shape.num_prefill:
+                out[op.name] = 0.0
+            elif op.kind == "attn_decode" and not shape.num_decode:
+                out[op.name] = 0.0
+            elif shape.num_tokens == 0:
+                out[op.name] = 0.0
+            else:
+                out[op.name] = self._op_time(op, values)
+        out["tp_all_reduce"] = 2.0 * self.all_reduce_time(shape.num_tokens)
+        return out
+
+    # -- calibration --------------------------------------------------------------
+    def token_op_time(self, op_name: str, num_tokens: int) -> float:
+        """Predicted time of **one call** of token-level operator ``op_name`` (e.g. ``mlp_up_proj``; ``emb``)."""
+        for op in self.layer_ops + self.embed_ops:
+            if op.name == op_name:
+                if op.kind not in ("gemm", "elementwise"):
+                    break
+                return self._op_time(op, {"one": 1, "tokens": num_tokens}) / op.count
+        raise VidurError(f"roofline has no token-level operator {op_name!r}")
+
+    @classmethod
+    def calibrate(
+        cls,
+        measurements: Iterable[OpMeasurement],
+        model: ModelSpec,
+        device: DeviceSpec,
+        base: RooflineConfig | None = None,
+        rounds: int = 4,
+        per_op_weight: float = 0.25,
+    ) -> RooflineConfig:
+        """Fit compute, memory and elementwise efficiencies and the launch overhead to measured op times.
+
+        Uses the token-level measurements whose ``op`` this estimator knows
+        (others are ignored). The objective is the mean absolute percentage
+        error of the summed time of the measured operators per (tp, tokens)
+        shape — what a simulation feels — plus ``per_op_weight`` × the
+        per-operator MAPE, so no single operator drifts far. Minimised by
+        coordinate descent on grids; other fields come from ``base``.
+        """
+        base = base or RooflineConfig()
+        rows = []
+        groups: dict[tuple[int, int], int] = {}
+        tables: dict[int, dict[str, OpCost]] = {}
+        for m in measurements:
+            if m.seconds <= 0 or m.num_tokens <= 0:
+                continue
+            ops = tables.get(m.tp)
+            if ops is None:
+                ops = tables[m.tp] = {op.name: op for op in layer_ops(model, m.tp) + embed_ops(model, m.tp)}
+            op = ops.get(m.op)
+            if op is None or op.kind not in ("gemm", "elementwise"):
+                continue
+            flops, nbytes = op.evaluate({"one": 1, "tokens": m.num_tokens})
+            group = groups.setdefault((m.tp, m.num_tokens), len(groups))
+            rows.append(
+                (op.kind == "gemm", flops / device.peak_flops, nbytes / device.memory_bandwidth, m.seconds,
+                 group, op.count)
+            )
+        if not rows:
+            raise VidurError("roofline calibration got no usable token-level measurements; check the operator names")
+        is_gemm, f_s, m_s, meas, group, count = (np.array(col) for col in zip(*rows))
+        group = group.astype(int)
+        meas_sum = np.bincount(group, weights=count * meas)
+
+        def error(ec, em, ee, launch):
+            mem = np.where(is_gemm, m_s / em, m_s / ee)
+            pred = np.maximum(f_s / ec, mem) + launch
+            pred_sum = np.bincount(group, weights=count * pred, minlength=len(meas_sum))
+            summed = np.mean(np.abs(pred_sum - meas_sum) / meas_sum)
+            per_op = np.mean(np.abs(pred - meas) / meas)
+            return float(summed + per_op_weight * per_op)
+
+        params = [
+            base.compute_efficiency,
+            base.memory_efficiency,
+            base.elementwise_efficiency,
+            base.resolved("launch_overhead_s"),
+        ]
+        grids = [
+            np.linspace(0.2, 1.0, 81),
+            np.linspace(0.2, 1.0, 81),
+            np.linspace(0.05, 1.0, 96),
+            np.linspace(0.0, 20e-6, 81),
+        ]
+        for _ in range(rounds):
+            for i, grid in enumerate(grids):
+                errs = []
+                for v in grid:
+                    trial = list(params)
+                    trial[i] = float(v)
+                    errs.append(error(*trial))
+                params[i] = float(grid[int(np.argmin(errs))])
+        return attrs.evolve(
+            base,
+            compute_efficiency=round(params[0], 4),
+            memory_efficiency=round(params[1], 4),
+            elementwise_efficiency=round(params[2], 4),
+            launch_overhead_s=params[3],
+        )
+
+
+def load_vidur_mlp_csv(path: str | Path, statistic: str = "median") -> list[OpMeasurement]:
+    """Read a Vidur ``mlp.csv`` profile (times in ms) as :class:`OpMeasurement` records.
+
+    Each ``time_stats.<op>.<statistic>`` column becomes one measurement per
+    row; ``num_tokens`` and ``num_tensor_parallel_workers`` give the shape.
+    """
+    path = Path(path)
+    out: list[OpMeasurement] = []
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            suffix = f".{statistic}"
+            columns = [c for c in reader.fieldnames or () if c.startswith("time_stats.") and c.endswith(suffix)]
+            if not columns or "num_tokens" not in (reader.fieldnames or ()):
+                raise VidurError(f"{path} is not a Vidur mlp.csv profile (no time_stats.*{suffix} / num_tokens columns)")
+            for row in reader:
+                n = int(row["num_tokens"])
+                tp = int(row.get("num_tensor_parallel_workers") or 1)
+                for col in columns:
+                    if row[col]:
+                        op = col[len("time_stats.") : -len(suffix)]
+                        out.append(OpMeasurement(op, n, tp, float(row[col]) * 1e-3))
+    except OSError as exc:
+        raise VidurError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+    return out

@@ -1,0 +1,240 @@
+"""Shipped accelerator SKUs and node types.
+
+Figures are vendor datasheet numbers (dense bf16 tensor-core FLOP/s without
+sparsity, peak HBM/GDDR bandwidth) and total device memory as ``nvidia-smi``
+reports it. Prices are US$ per GPU-hour from the named public list price;
+cloud prices change often, so each ``price_source`` names its provider and
+date, and figures recalled rather than re-checked say "approx.". Override
+them in a scenario for real planning.
+
+Interconnect figures are nominal per-GPU *unidirectional* bandwidths
+(NVLink3 300 GB/s, NVLink4 450 GB/s, NVLink5 900 GB/s; NVLink bridges for
+PCIe cards; PCIe effective ~25 GB/s at Gen4, ~50 GB/s at Gen5). The
+collective model (:mod:`vidur.estimate.collective`) can substitute fitted
+values; :data:`NETWORK_PROFILES` maps node names to the measured network
+profiles in ``vidur-profiles/network``.
+"""
+
+from __future__ import annotations
+
+from vidur.errors import VidurError
+from vidur.hardware.spec import DeviceSpec, NodeSpec
+
+MiB = 1 << 20
+GB = 1e9
+TFLOPS = 1e12
+
+_CW = "CoreWeave on-demand list price for an 8-GPU HGX node / 8, 2024 (approx.)"
+
+DEVICES: tuple[DeviceSpec, ...] = (
+    DeviceSpec(
+        name="a100",
+        memory_bytes=81920 * MiB,
+        peak_flops=312 * TFLOPS,
+        memory_bandwidth=2039 * GB,
+        price_per_hour=2.70,
+        price_source=f"{_CW}: $21.60/h",
+        description="NVIDIA A100 80GB SXM4 (HBM2e), NVLink3",
+    ),
+    DeviceSpec(
+        name="a40",
+        memory_bytes=46068 * MiB,
+        peak_flops=149.7 * TFLOPS,
+        memory_bandwidth=696 * GB,
+        price_per_hour=1.28,
+        price_source="CoreWeave on-demand list price per A40 GPU, 2023 (approx.)",
+        description="NVIDIA A40 48GB (GDDR6), PCIe Gen4, NVLink bridge pairs",
+    ),
+    DeviceSpec(
+        name="l40s",
+        memory_bytes=46068 * MiB,
+        peak_flops=362.05 * TFLOPS,
+        memory_bandwidth=864 * GB,
+        price_per_hour=2.25,
+        price_source="CoreWeave on-demand list price for an 8x L40S node ($18.00/h) / 8, 2024 (approx.)",
+        description="NVIDIA L40S 48GB (GDDR6), PCIe Gen4, no NVLink",
+    ),
+    DeviceSpec(
+        name="h100",
+        memory_bytes=81559 * MiB,
+        peak_flops=989.4 * TFLOPS,
+        memory_bandwidth=3350 * GB,
+        price_per_hour=6.155,
+        price_source=f"{_CW}: $49.24/h",
+        description="NVIDIA H100 80GB SXM5 (HBM3), NVLink4",
+    ),
+    DeviceSpec(
+        name="h200",
+        memory_bytes=143771 * MiB,
+        peak_flops=989.4 * TFLOPS,
+        memory_bandwidth=4800 * GB,
+        price_per_hour=6.305,
+        price_source=f"{_CW}: $50.44/h",
+        description="NVIDIA H200 141GB SXM (HBM3e), NVLink4",
+    ),
+    DeviceSpec(
+        name="b200",
+        memory_bytes=183359 * MiB,
+        peak_flops=2250 * TFLOPS,
+        memory_bandwidth=8000 * GB,
+        price_per_hour=8.60,
+        price_source=f"{_CW.replace('2024', '2025')}: $68.80/h",
+        description="NVIDIA B200 180GB SXM (HBM3e), NVLink5 (HGX B200 datasheet figures)",
+    ),
+)
+
+NODES: tuple[NodeSpec, ...] = (
+    NodeSpec(
+        name="dgx_a100",
+        num_devices=8,
+        link_bandwidth=300 * GB,
+        link_latency=5e-6,
+        topology="switch",
+        pcie_bandwidth=25 * GB,
+        inter_node_bandwidth=25 * GB,
+        inter_node_latency=10e-6,
+        description="8x A100 SXM4 on NVSwitch (NVLink3), 8x 200 Gb/s HDR InfiniBand",
+    ),
+    NodeSpec(
+        name="dgx_h100",
+        num_devices=8,
+        link_bandwidth=450 * GB,
+        link_latency=3e-6,
+        topology="switch",
+        pcie_bandwidth=50 * GB,
+        inter_node_bandwidth=50 * GB,
+        inter_node_latency=8e-6,
+        description="8x H100 SXM5 on NVSwitch (NVLink4), 8x 400 Gb/s NDR InfiniBand",
+    ),
+    NodeSpec(
+        name="dgx_h200",
+        num_devices=8,
+        link_bandwidth=450 * GB,
+        link_latency=3e-6,
+        topology="switch",
+        pcie_bandwidth=50 * GB,
+        inter_node_bandwidth=50 * GB,
+        inter_node_latency=8e-6,
+        description="8x H200 SXM on NVSwitch (NVLink4), 8x 400 Gb/s NDR InfiniBand",
+    ),
+    NodeSpec(
+        name="dgx_b200",
+        num_devices=8,
+        link_bandwidth=900 * GB,
+        link_latency=3e-6,
+        topology="switch",
+        pcie_bandwidth=50 * GB,
+        inter_node_bandwidth=50 * GB,
+        inter_node_latency=8e-6,
+        description="8x B200 on NVSwitch (NVLink5), 8x 400 Gb/s InfiniBand",
+    ),
+    NodeSpec(
+        name="a100_pairwise_nvlink",
+        num_devices=4,
+        link_bandwidth=300 * GB,
+        link_latency=5e-6,
+        topology="pairwise",
+        pcie_bandwidth=25 * GB,
+        inter_node_bandwidth=25 * GB,
+        inter_node_latency=10e-6,
+        description="4x A100 80GB PCIe, NVLink bridges between GPU pairs, PCIe Gen4 otherwise",
+    ),
+    NodeSpec(
+        name="a40_pairwise_nvlink",
+        num_devices=4,
+        link_bandwidth=56.25 * GB,
+        link_latency=5e-6,
+        topology="pairwise",
+        pcie_bandwidth=25 * GB,
+        inter_node_bandwidth=12.5 * GB,
+        inter_node_latency=10e-6,
+        description="4x A40 48GB, NVLink bridges (112.5 GB/s bidirectional) between pairs, PCIe Gen4 otherwise",
+    ),
+    NodeSpec(
+        name="h100_pairwise_nvlink",
+        num_devices=4,
+        link_bandwidth=300 * GB,
+        link_latency=5e-6,
+        topology="pairwise",
+        pcie_bandwidth=50 * GB,
+        inter_node_bandwidth=25 * GB,
+        inter_node_latency=10e-6,
+        description="4x H100 PCIe/NVL, NVLink bridges (600 GB/s bidirectional) between pairs, PCIe Gen5 otherwise",
+    ),
+    NodeSpec(
+        name="pcie_8",
+        num_devices=8,
+        link_bandwidth=25 * GB,
+        link_latency=8e-6,
+        topology="switch",
+        pcie_bandwidth=25 * GB,
+        inter_node_bandwidth=12.5 * GB,
+        inter_node_latency=12e-6,
+        description="8 PCIe Gen4 GPUs without NVLink (e.g. L40S, A40 servers), 100 Gb/s Ethernet between nodes",
+    ),
+    NodeSpec(
+        name="pcie5_8",
+        num_devices=8,
+        link_bandwidth=50 * GB,
+        link_latency=8e-6,
+        topology="switch",
+        pcie_bandwidth=50 * GB,
+        inter_node_bandwidth=25 * GB,
+        inter_node_latency=12e-6,
+        description="8 PCIe Gen5 GPUs without NVLink (e.g. H100 PCIe), 200 Gb/s network between nodes",
+    ),
+)
+
+#: node name -> directory of its measured profile in vidur-profiles/network
+NETWORK_PROFILES = {
+    "dgx_a100": "a100_dgx",
+    "dgx_h100": "h100_dgx",
+    "a100_pairwise_nvlink": "a100_pairwise_nvlink",
+    "a40_pairwise_nvlink": "a40_pairwise_nvlink",
+    "h100_pairwise_nvlink": "h100_pairwise_nvlink",
+}
+
+#: device name -> the node it usually comes in
+DEFAULT_NODES = {
+    "a100": "dgx_a100",
+    "a40": "a40_pairwise_nvlink",
+    "l40s": "pcie_8",
+    "h100": "dgx_h100",
+    "h200": "dgx_h200",
+    "b200": "dgx_b200",
+}
+
+_DEVICES = {d.name: d for d in DEVICES}
+_NODES = {n.name: n for n in NODES}
+
+
+def _unknown(kind: str, name: str, valid) -> VidurError:
+    from vidur.plugins import suggest
+
+    return VidurError(f"unknown {kind} {name!r}{suggest(name, valid)}; valid: {', '.join(sorted(valid))}")
+
+
+def get_device(name: str) -> DeviceSpec:
+    """A shipped device by name (``a100``, ``h100`` ...)."""
+    try:
+        return _DEVICES[name]
+    except KeyError:
+        raise _unknown("device", name, _DEVICES) from None
+
+
+def get_node(name: str) -> NodeSpec:
+    """A shipped node type by name (``dgx_h100``, ``a40_pairwise_nvlink`` ...)."""
+    try:
+        return _NODES[name]
+    except KeyError:
+        raise _unknown("node", name, _NODES) from None
+
+
+def default_node(device_name: str) -> NodeSpec:
+    """The node a device usually comes in (``h100`` -> ``dgx_h100``); unknown devices get ``pcie_8``."""
+    return _NODES[DEFAULT_NODES.get(device_name, "pcie_8")]
+
+
+def network_profile_name(node_name: str) -> str | None:
+    """The ``vidur-profiles/network`` directory measured on this node type, if any."""
+    return NETWORK_PROFILES.get(node_name)
