@@ -6,27 +6,26 @@ import numpy as np
 
 from vidur.metrics.records import BATCH_COLUMNS
 
+NCOL = len(BATCH_COLUMNS)
+
 
 class BatchLog:
-    """Per-iteration rows: single rows as tuples, fast-forwarded runs as numpy blocks."""
+    """Per-iteration rows: single rows flattened into one list (``len(BATCH_COLUMNS)``
+    values each), fast-forwarded runs as numpy blocks."""
 
     __slots__ = ("rows", "blocks", "spans")
 
     def __init__(self):
-        self.rows: list[tuple] = []
-        self.blocks: list[dict[str, np.ndarray]] = []
-        self.spans: list[tuple] = []  # (replica, stage, start, end, row index into rows)
+        self.rows: list[float] = []
+        self.blocks: list[np.ndarray] = []  # (k, NCOL) float64 rows
+        self.spans: list[tuple] = []  # (replica, stage, start, end, row number of the batch)
 
     def to_columns(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         """All rows as columns, sorted by (replica, start); and stage spans."""
-        ncol = len(BATCH_COLUMNS)
-        if self.rows:
-            arr = np.array(self.rows, dtype=np.float64).reshape(-1, ncol)
-            cols = {c: arr[:, i] for i, c in enumerate(BATCH_COLUMNS)}
-        else:
-            cols = {c: np.empty(0) for c in BATCH_COLUMNS}
-        parts = [cols] + self.blocks
-        merged = {c: np.concatenate([p[c] for p in parts]) for c in BATCH_COLUMNS}
+        ncol = NCOL
+        single = np.fromiter(self.rows, dtype=np.float64, count=len(self.rows)).reshape(-1, ncol)
+        table = np.concatenate([single] + self.blocks) if self.blocks else single
+        merged = {c: table[:, i] for i, c in enumerate(BATCH_COLUMNS)}
         order = np.lexsort((merged["start"], merged["replica"]))
         out = {}
         for c in BATCH_COLUMNS:

@@ -6,6 +6,11 @@ arrivals come first, then batch ends, then stage-0-free events, then by
 creation order (the per-loop counter). Pure-decode runs that would repeat
 identically are fast-forwarded in one vectorised step; ``step_mode`` turns
 that off so the tests can check the two give identical results.
+
+An optional ``executor(replica_index, batch) -> seconds`` replaces the
+estimator for single-stage replicas: it runs the real batch (the validation
+reference executor) and the clock advances by the time it returns; it turns
+fast-forward off.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vidur.engine.log import BatchLog, ITLLog
+from vidur.engine.log import NCOL, BatchLog, ITLLog
 from vidur.entities.batch import Batch
 from vidur.entities.request import INF, Request
 from vidur.estimate.base import RuntimeEstimator
@@ -58,11 +63,13 @@ class EventLoop:
         max_time: float | None = None,
         record_spans: bool = False,
         on_complete: Callable[[int], None] | None = None,
+        executor: Callable[[int, Batch], float] | None = None,
     ):
         self.requests = requests
         self.replicas = replicas
         self.router = router
-        self.fast_forward = fast_forward and not router.needs_live_state
+        self.executor = executor
+        self.fast_forward = fast_forward and not router.needs_live_state and executor is None
         self.max_time = math.inf if max_time is None else max_time
         self.record_spans = record_spans or any(r.pp > 1 for r in replicas)
         self.on_complete = on_complete
@@ -113,6 +120,8 @@ class EventLoop:
                     self._push(ta, 0, WAKE, rep, None, 0)
             else:
                 break
+        for rep in self.replicas:
+            rep.scheduler.sync_decoding()
         return self.now
 
     def _push(self, t: float, prio: int, kind: int, rep: ReplicaState, batch, repeats: int) -> None:
@@ -138,6 +147,11 @@ class EventLoop:
     def _start_single_stage(self, rep: ReplicaState, batch: Batch, now: float) -> None:
         est, sched, shape = rep.estimator, rep.scheduler, batch.shape
         rep.busy = True
+        if self.executor is not None:
+            end = now + self.executor(rep.index, batch)
+            self._log_row(rep, batch, now, end)
+            self._push(end, 1, BATCH_END, rep, batch, 1)
+            return
         if shape.num_prefill:
             end = now + (est.forward_time(shape) + est.cpu_overhead(shape.num_seqs))
             self._log_row(rep, batch, now, end)
@@ -153,9 +167,9 @@ class EventLoop:
 
     def _log_row(self, rep: ReplicaState, batch: Batch, start: float, end: float) -> None:
         s = batch.shape
-        self.batches.rows.append(
+        self.batches.rows.extend(
             (
-                rep.index, start, end, s.num_seqs, s.num_prefill, s.prefill_tokens,
+                rep.index, start, end, s.num_prefill + s.num_decode, s.num_prefill, s.prefill_tokens,
                 s.prefill_work, s.num_decode, s.decode_kv, rep.scheduler.kv.used,
             )
         )
@@ -166,17 +180,26 @@ class EventLoop:
         sched, kv, est = rep.scheduler, rep.scheduler.kv, rep.estimator
         reqs = batch.decodes
         n = len(reqs)
-        k = min([r.final_kv - r.kv_len for r in reqs])
-        ctx = np.fromiter((r.kv_len for r in reqs), dtype=np.int64, count=n)
-        if k > 1:
+        group = batch.group
+        bs = kv.block_size
+        if group is not None:
+            k = group.steps_to_first_finish()
+            first = group.crossers(1)  # allocated when the batch was formed
+
+            def extra(steps: int) -> int:
+                return group.crossers(steps) - first
+
+        else:
+            k = min([r.final_kv - r.kv_len for r in reqs])
+            ctx = np.fromiter((r.kv_len for r in reqs), dtype=np.int64, count=n)
             held = np.fromiter((r.blocks for r in reqs), dtype=np.int64, count=n)
-            bs = kv.block_size
-            free = kv.num_blocks - kv.used
 
             def extra(steps: int) -> int:
                 need = -(-(ctx + steps) // bs) - held
                 return int(need[need > 0].sum())
 
+        if k > 1:
+            free = kv.num_blocks - kv.used
             if extra(k) > free:  # memory binds before a completion: largest k that fits
                 lo, hi = 1, k
                 while lo < hi:
@@ -196,29 +219,27 @@ class EventLoop:
             d = d[:k]
         if k > 1:
             sched.on_repeat(k - 1)
-            held = np.fromiter((r.blocks for r in reqs), dtype=np.int64, count=n)
-            used0 = kv.used
-            steps = np.arange(1, k + 1, dtype=np.int64)
-            need = -(-(ctx[:, None] + steps[None, :]) // kv.block_size) - held[:, None]
-            used = used0 + np.maximum(need, 0).sum(axis=0)
-            for r in reqs:
-                kv.ensure(r, r.kv_len + k)
+            if group is not None:
+                c = group.crossers_per_step(k)
+                used = kv.used + (np.cumsum(c) - c[0])
+                kv.used += extra(k)
+            else:
+                steps = np.arange(1, k + 1, dtype=np.int64)
+                need = -(-(ctx[:, None] + steps[None, :]) // bs) - held[:, None]
+                used = kv.used + np.maximum(need, 0).sum(axis=0)
+                for r in reqs:
+                    kv.ensure(r, r.kv_len + k)
         else:
             used = np.array([kv.used], dtype=np.int64)
-        self.batches.blocks.append(
-            {
-                "replica": np.full(k, rep.index, dtype=np.int64),
-                "start": t[:k],
-                "end": t[1:],
-                "num_seqs": np.full(k, n, dtype=np.int64),
-                "num_prefill": np.zeros(k, dtype=np.int64),
-                "prefill_tokens": np.zeros(k, dtype=np.int64),
-                "prefill_work": np.zeros(k),
-                "num_decode": np.full(k, n, dtype=np.int64),
-                "decode_kv": kv0 + n * np.arange(k, dtype=np.int64),
-                "kv_blocks_used": used,
-            }
-        )
+        block = np.zeros((k, NCOL))  # columns as in BATCH_COLUMNS
+        block[:, 0] = rep.index
+        block[:, 1] = t[:k]
+        block[:, 2] = t[1:]
+        block[:, 3] = n
+        block[:, 7] = n
+        block[:, 8] = kv0 + n * np.arange(k, dtype=np.int64)
+        block[:, 9] = used
+        self.batches.blocks.append(block)
         if k > 1:
             self.itl.block_values.append(np.diff(t[1:]))
             self.itl.block_counts.append(np.full(k - 1, n, dtype=np.int64))
@@ -249,7 +270,7 @@ class EventLoop:
             free[s] = t
             if s == 0:
                 end0 = t
-            self.batches.spans.append((rep.index, s, start, t, len(self.batches.rows)))
+            self.batches.spans.append((rep.index, s, start, t, len(self.batches.rows) // NCOL))
         rep.busy = True
         self._log_row(rep, batch, now, t)
         self._push(end0, 2, STAGE0_FREE, rep, None, 0)
@@ -264,6 +285,35 @@ class EventLoop:
         itl = self.itl
         done = None
         pipelined = rep.pp > 1
+        group = batch.group
+        if group is not None:  # every decoding request, advanced lazily
+            finished = group.advance(repeats, start, first_end, now, itl)
+            if finished:
+                done = finished
+                for req in finished:
+                    req.completion = now
+                    sched.finish(req)
+        else:
+            same = 0
+            for req in batch.decodes:
+                if pipelined:
+                    req.in_flight = False
+                req.kv_len += repeats
+                if req.last_token != start:
+                    itl.values.append(first_end - req.last_token)
+                    itl.counts.append(1)
+                    same -= 1
+                req.last_token = now
+                if req.kv_len >= req.final_kv:
+                    req.completion = now
+                    sched.finish(req)
+                    if done is None:
+                        done = []
+                    done.append(req)
+            same += len(batch.decodes)
+            if same:
+                itl.values.append(first_end - start)
+                itl.counts.append(same)
         for req, q in zip(batch.prefills, batch.chunks):
             if pipelined:
                 req.in_flight = False
@@ -282,26 +332,8 @@ class EventLoop:
                 if done is None:
                     done = []
                 done.append(req)
-        same = 0
-        for req in batch.decodes:
-            if pipelined:
-                req.in_flight = False
-            req.kv_len += repeats
-            if req.last_token != start:
-                itl.values.append(first_end - req.last_token)
-                itl.counts.append(1)
-                same -= 1
-            req.last_token = now
-            if req.kv_len >= req.final_kv:
-                req.completion = now
-                sched.finish(req)
-                if done is None:
-                    done = []
-                done.append(req)
-        same += len(batch.decodes)
-        if same:
-            itl.values.append(first_end - start)
-            itl.counts.append(same)
+            else:
+                sched.prefill_done(req)
         if done is not None:
             self.completed += len(done)
             if self.on_complete is not None:

@@ -14,7 +14,7 @@ class Batch:
     :class:`BatchShape` up to date, so pricing a batch never walks it again.
     """
 
-    __slots__ = ("decodes", "prefills", "chunks", "shape", "start", "end")
+    __slots__ = ("decodes", "prefills", "chunks", "shape", "start", "end", "group")
 
     def __init__(self):
         self.decodes: list[Request] = []
@@ -23,6 +23,7 @@ class Batch:
         self.shape = BatchShape()
         self.start = 0.0
         self.end = 0.0
+        self.group = None  # a DecodeGroup when every decode is one lazy group step
 
     def add(self, req: Request, num_tokens: int) -> None:
         """Schedule ``num_tokens`` of ``req``: its next prefill chunk, or 1 decode token."""
@@ -42,6 +43,16 @@ class Batch:
         s.num_decode += n
         s.num_tokens += n
         s.decode_kv += sum([r.kv_len for r in reqs]) + n
+
+    def add_group_step(self, reqs: list[Request], group) -> None:
+        """Schedule one decode token for every member of ``group`` (``reqs``)."""
+        n = len(reqs)
+        self.decodes.extend(reqs)
+        self.group = group
+        s = self.shape
+        s.num_decode += n
+        s.num_tokens += n
+        s.decode_kv += group.decode_kv
 
     @property
     def requests(self) -> list[Request]:

@@ -35,6 +35,9 @@ class Request:
         "completion",
         "preemptions",
         "recomputed",
+        "group_base",
+        "group_join",
+        "group_tight",
     )
 
     def __init__(self, id: int, arrival: float, prompt: int, output: int):
@@ -54,6 +57,9 @@ class Request:
         self.completion = INF
         self.preemptions = 0
         self.recomputed = 0
+        self.group_base = None  # set while the replica's DecodeGroup tracks it lazily
+        self.group_join = 0
+        self.group_tight = 0
 
     @property
     def generated(self) -> int:

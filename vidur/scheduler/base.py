@@ -1,10 +1,12 @@
 """The replica batching API that every replica scheduler is written against.
 
-A policy sees ``waiting`` (a deque, FIFO) and ``running`` (admitted
-requests, ordered by request id = arrival order), the KV block manager
-``kv`` and its ``config`` limits, and returns the next :class:`Batch` from
+A policy sees ``waiting`` (a deque, FIFO), ``running`` (admitted requests,
+ordered by request id = arrival order) split into ``prefilling`` and
+``decoding`` (same order), the KV block manager ``kv`` and its ``config``
+limits, and returns the next :class:`Batch` from
 :meth:`ReplicaScheduler.schedule`. Helpers: :meth:`admit`, :meth:`preempt`,
-:meth:`ready`. The engine applies the batch's progress when it finishes.
+:meth:`decode_all`, :meth:`ready`. The engine applies the batch's progress
+when it finishes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,18 @@ import attrs
 from vidur.entities.batch import Batch
 from vidur.entities.request import INF, Request
 from vidur.errors import VidurError
+from vidur.scheduler.decode_group import DecodeGroup
 from vidur.scheduler.kv import KVBlockManager
 
 _by_id = attrgetter("id")
+
+
+def _insert(queue: list[Request], req: Request) -> None:
+    """Insert keeping the list ordered by request id (arrival order)."""
+    if not queue or queue[-1].id < req.id:
+        queue.append(req)
+    else:
+        insort(queue, req, key=_by_id)
 
 
 def _positive(name: str):
@@ -47,11 +58,19 @@ class ReplicaScheduler:
     ``kv_block_size = 1`` for token-granular KV accounting. Override
     :meth:`is_steady` to let the engine fast-forward runs of identical
     decode iterations (results must equal stepping them one by one).
+
+    ``lazy_decode = True`` lets the engine advance decoding requests as one
+    group when :meth:`decode_all` is given the whole ``decoding`` list: their
+    ``kv_len``, ``blocks`` and ``last_token`` are then brought up to date only
+    when needed (preemption, completion, :meth:`sync_decoding`). Leave it
+    False unless the policy never reads those fields of decoding requests
+    without calling :meth:`sync_decoding` first.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = SchedulerConfig
     kv_block_size: ClassVar[int | None] = None
+    lazy_decode: ClassVar[bool] = False
 
     def __init__(self, config: SchedulerConfig, kv: KVBlockManager, replica_id: int = 0, num_stages: int = 1):
         self.config = config
@@ -60,6 +79,10 @@ class ReplicaScheduler:
         self.num_stages = num_stages
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self.prefilling: list[Request] = []
+        self.decoding: list[Request] = []
+        self.group = DecodeGroup(kv) if self.lazy_decode and num_stages == 1 else None
+        self.group_active = self.group is not None
         self.num_in_flight = 0  # batches in the pipeline
         self.preempted_in_schedule = False
         self.now = 0.0  # set by the engine before each schedule() call
@@ -92,6 +115,23 @@ class ReplicaScheduler:
             return self.running
         return [r for r in self.running if not r.in_flight]
 
+    def ready_decoding(self) -> list[Request]:
+        """Decoding requests not inside a batch still in the pipeline."""
+        if self.num_in_flight == 0:
+            return self.decoding
+        return [r for r in self.decoding if not r.in_flight]
+
+    def ready_prefilling(self) -> list[Request]:
+        """Prefilling requests not inside a batch still in the pipeline."""
+        if self.num_in_flight == 0:
+            return self.prefilling
+        return [r for r in self.prefilling if not r.in_flight]
+
+    def sync_decoding(self) -> None:
+        """Bring every decoding request's ``kv_len``/``blocks``/``last_token`` up to date."""
+        if self.group is not None and self.group_active:
+            self.group.sync_all(self.decoding)
+
     def admit(self, req: Request, blocks: int) -> None:
         """Move the head of ``waiting`` into ``running`` with ``blocks`` KV blocks."""
         popped = self.waiting.popleft()
@@ -99,15 +139,50 @@ class ReplicaScheduler:
         self.kv.allocate(req, blocks)
         if req.first_scheduled == INF:
             req.first_scheduled = self.now
-        running = self.running
-        if not running or running[-1].id < req.id:
-            running.append(req)
+        _insert(self.running, req)
+        _insert(self.prefilling, req)
+
+    def prefill_done(self, req: Request) -> None:
+        """Called by the engine when ``req`` finished a prefill and will decode."""
+        self.prefilling.remove(req)
+        _insert(self.decoding, req)
+        if self.group_active and not self.group.join(req):
+            self._dissolve_group()
+            self.group = None  # a member with spare KV blocks: step requests one by one
+            self.group_active = False
+
+    def _dissolve_group(self) -> None:
+        """Bring members up to date and stop tracking them as a group."""
+        g = self.group
+        for r in self.decoding:
+            if r.group_base is not None:
+                g.sync(r)
+                r.group_base = None
+        self.group = DecodeGroup(self.kv)
+        self.group_active = False
+
+    def _rebuild_group(self) -> None:
+        g = self.group
+        for r in self.decoding:
+            g.join(r)
+        self.group_active = True
+
+    def _leave(self, req: Request) -> None:
+        """Take ``req`` off the running lists (synced if grouped)."""
+        if req.group_base is not None:
+            self.group.leave(req)
+        self._unlist(req)
+
+    def _unlist(self, req: Request) -> None:
+        self.running.remove(req)
+        if req in self.prefilling:  # short list: a few requests at most
+            self.prefilling.remove(req)
         else:
-            insort(running, req, key=_by_id)
+            self.decoding.remove(req)
 
     def preempt(self, req: Request) -> None:
         """Evict ``req`` (recompute): free its KV, requeue it at the front of ``waiting``."""
-        self.running.remove(req)
+        self._leave(req)
         self.kv.free_request(req)
         generated = req.generated
         req.recomputed += req.kv_len
@@ -142,6 +217,18 @@ class ReplicaScheduler:
         priority order), growing their KV by a block where needed; if the
         blocks do not all fit, fall back to :meth:`decode_or_preempt` one by one."""
         kv = self.kv
+        group = self.group
+        if group is not None:
+            if reqs is self.decoding and reqs:
+                if not self.group_active:
+                    self._rebuild_group()
+                need = group.crossers(1)
+                if need <= kv.num_blocks - kv.used:
+                    kv.used += need
+                    batch.add_group_step(reqs, group)
+                    return
+            if self.group_active and group.size:
+                self._dissolve_group()
         bs = kv.block_size
         free = kv.num_blocks - kv.used
         if len(reqs) > free:
@@ -164,7 +251,9 @@ class ReplicaScheduler:
 
     def finish(self, req: Request) -> None:
         """``req`` produced its last token: release it."""
-        self.running.remove(req)
+        if req.group_base is not None:
+            self.group.leave(req)
+        self._unlist(req)
         self.kv.free_request(req)
 
     def steady_decode(self, batch: Batch) -> bool:

@@ -49,6 +49,7 @@ class LightLLMScheduler(ReplicaScheduler):
     name = "lightllm"
     Config = LightLLMConfig
     kv_block_size = 1
+    lazy_decode = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -59,6 +60,7 @@ class LightLLMScheduler(ReplicaScheduler):
         return (req.kv_len, req.prompt + req.output - 1 - req.kv_len)
 
     def _try_prefill(self) -> Batch | None:
+        self.sync_decoding()  # _future reads kv_len of running requests
         batch = Batch()
         kv, waiting = self.kv, self.waiting
         plan = [self._future(r) for r in self.running]
@@ -83,7 +85,7 @@ class LightLLMScheduler(ReplicaScheduler):
                 self.decodes_since_prefill = 0
                 return batch
         batch = Batch()
-        self.decode_all(batch, [r for r in self.ready() if r.kv_len >= r.prefill_target])
+        self.decode_all(batch, self.ready_decoding())
         if batch:
             self.decodes_since_prefill += 1
         return batch or None

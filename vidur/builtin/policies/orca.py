@@ -21,6 +21,8 @@ class ReservingScheduler(ReplicaScheduler):
     """Shared by Orca and FasterTransformer: admission reserves a request's
     peak KV up front, so decodes never need blocks and never preempt."""
 
+    lazy_decode = True
+
     def reserved_tokens(self, req: Request) -> int:
         own = req.prompt + req.output - 1
         cap = self.config.max_tokens_per_request
@@ -29,13 +31,9 @@ class ReservingScheduler(ReplicaScheduler):
     def step_running(self, batch: Batch) -> None:
         """Every ready running request takes its next step: the rest of its
         prompt, or one decode token (KV is reserved, so nothing can fail)."""
-        decoding = []
-        for req in self.ready():
-            if req.kv_len < req.prefill_target:
-                batch.add(req, req.prefill_target - req.kv_len)
-            else:
-                decoding.append(req)
-        batch.add_decodes(decoding)
+        self.decode_all(batch, self.ready_decoding())
+        for req in self.ready_prefilling():
+            batch.add(req, req.prefill_target - req.kv_len)
 
     def admit_reserving(self, batch: Batch) -> None:
         """Admit waiting requests FIFO while the batch cap and memory allow."""

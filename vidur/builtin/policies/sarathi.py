@@ -30,6 +30,7 @@ class SarathiScheduler(ReplicaScheduler):
 
     name = "sarathi"
     Config = SarathiConfig
+    lazy_decode = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -39,12 +40,10 @@ class SarathiScheduler(ReplicaScheduler):
         self.preempted_in_schedule = False
         batch = Batch()
         budget = self.config.chunk_size
-        ready = self.ready()
-        decoding = [r for r in ready if r.kv_len >= r.prefill_target]
-        prefilling = [r for r in ready if r.kv_len < r.prefill_target] if len(decoding) < len(ready) else []
-        self.decode_all(batch, decoding[:budget])
+        decoding = self.ready_decoding()
+        self.decode_all(batch, decoding if len(decoding) <= budget else decoding[:budget])
         budget -= len(batch.decodes)
-        for req in prefilling:
+        for req in list(self.ready_prefilling()):
             if budget == 0:
                 break
             if req.blocks:

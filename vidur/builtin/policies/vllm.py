@@ -34,6 +34,7 @@ class VLLMScheduler(ReplicaScheduler):
 
     name = "vllm"
     Config = VLLMConfig
+    lazy_decode = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,7 +59,7 @@ class VLLMScheduler(ReplicaScheduler):
             longest = max(longest, tokens)
         if batch:
             return batch
-        self.decode_all(batch, self.ready())
+        self.decode_all(batch, self.ready_decoding())
         return batch or None
 
     def is_steady(self, batch: Batch) -> bool:

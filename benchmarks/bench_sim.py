@@ -1,0 +1,62 @@
+"""Simulator speed benchmark (issue 2).
+
+50,000 requests, Llama-2-7B on one H100 at TP1, Sarathi (chunk 512, batch cap
+128), Poisson at 8 QPS, lengths from ../shared/data/traces/splitwise_conv.csv
+clipped to 4,096 total tokens (benchmarks/bench_sim.yaml).
+
+Measures the whole ``vidur run`` process (start-up, workload, simulation,
+summary, run directory with tables) in a subprocess: wall time, requests per
+wall second and peak RSS. Then checks on a smaller run that the fast-forward
+mode writes exactly the files that stepping every iteration writes.
+
+    python benchmarks/bench_sim.py [--requests N] [--check-requests M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCENARIO = HERE / "bench_sim.yaml"
+
+
+def run(out: Path, requests: int, *extra: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one ``vidur run`` subprocess."""
+    cmd = [sys.executable, "-m", "vidur.cli", "run", str(SCENARIO), "--out", str(out), "--no-progress",
+           "-s", "workload.num_requests", str(requests), *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=50_000)
+    ap.add_argument("--check-requests", type=int, default=5_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        wall, rss = run(tmp / "full", args.requests)
+        print(f"whole process: {args.requests:,} requests in {wall:.2f} s = {args.requests / wall:,.0f} requests/s; "
+              f"peak RSS {rss:,.0f} MB")
+        wall_f, _ = run(tmp / "fast", args.check_requests)
+        wall_s, _ = run(tmp / "step", args.check_requests, "--step")
+        same = all(filecmp.cmp(tmp / "fast" / f, tmp / "step" / f, shallow=False)
+                   for f in ("summary.json", "requests.csv", "batches.csv"))
+        print(f"check ({args.check_requests:,} requests): fast-forward {wall_f:.2f} s, step-by-step {wall_s:.2f} s, "
+              f"identical files: {same}")
+        return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
