@@ -170,7 +170,7 @@ class EventLoop:
         self.batches.rows.extend(
             (
                 rep.index, start, end, s.num_prefill + s.num_decode, s.num_prefill, s.prefill_tokens,
-                s.prefill_work, s.num_decode, s.decode_kv, rep.scheduler.kv.used,
+                s.prefill_work, s.num_decode, s.decode_kv, rep.scheduler.kv.used, s.prefill_kv,
             )
         )
 

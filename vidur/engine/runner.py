@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
+import numpy as np
+
 from vidur.engine.simulation import Simulation, SimulationResult
 from vidur.plugins import PluginHost, get_host
 from vidur.scenario import Scenario
@@ -21,6 +23,34 @@ def slo_dict(scenario: Scenario) -> dict[str, tuple[float, float]]:
     return {k: (v.quantile, v.max_s) for k, v in scenario.metrics.slos.items()}
 
 
+def operator_shares(sim: Simulation, batches: dict, sample: int = 2000) -> dict[str, float]:
+    """Share of device + CPU time per operator, from the estimator's breakdown
+    of an evenly spaced sample of at most ``sample`` batches."""
+    from vidur.estimate.base import BatchShape
+
+    n = len(batches["start"])
+    if n == 0:
+        return {}
+    est, model = sim.estimator, sim.model
+    rows = np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))
+    totals: dict[str, float] = {}
+    for i in rows.tolist():
+        shape = BatchShape(
+            num_prefill=int(batches["num_prefill"][i]),
+            prefill_tokens=int(batches["prefill_tokens"][i]),
+            prefill_work=float(batches["prefill_work"][i]),
+            prefill_kv=int(batches["prefill_kv"][i]),
+            num_decode=int(batches["num_decode"][i]),
+            decode_kv=int(batches["decode_kv"][i]),
+        )
+        for op, t in est.breakdown(shape).items():
+            totals[op] = totals.get(op, 0.0) + t * model.num_layers
+        totals["lm_head"] = totals.get("lm_head", 0.0) + est.head_time(shape.num_seqs)
+        totals["cpu_overhead"] = totals.get("cpu_overhead", 0.0) + est.cpu_overhead(shape.num_seqs)
+    whole = sum(totals.values()) or 1.0
+    return {op: round(t / whole, 4) for op, t in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def summarize_result(sim: Simulation, result: SimulationResult) -> dict:
     """The summary dict of a finished run (metrics plus run facts)."""
     from vidur.metrics.summary import model_cost_fns, summarize
@@ -28,6 +58,7 @@ def summarize_result(sim: Simulation, result: SimulationResult) -> dict:
     model, tp = sim.model, sim.scenario.cluster.tensor_parallel
     flops_fn, bytes_fn = model_cost_fns(model)
     summary = summarize(result.records, slo_dict(sim.scenario), flops_fn=flops_fn, bytes_fn=bytes_fn)
+    summary["operator_time_share"] = operator_shares(sim, result.records.batches)
     summary["run"] = {
         "model": model.name,
         "device": sim.device.name,

@@ -32,6 +32,7 @@ BATCH_COLUMNS = (
     "num_decode",  # int64 decoding requests
     "decode_kv",  # int64 Σ (ctx+1) over decodes
     "kv_blocks_used",  # int64 blocks allocated on the replica after forming the batch
+    "prefill_kv",  # int64 Σ (ctx + q) over prefill chunks: KV entries they attend to
 )
 
 
