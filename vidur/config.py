@@ -19,6 +19,9 @@ from vidur.plugins import suggest
 
 converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 
+#: scenario keys naming a plugin: ``{name: ..., <options>}`` or just the name
+PLUGIN_SECTIONS = ("replica_scheduler", "global_scheduler", "memory_planner", "runtime_estimator", "arrival", "lengths")
+
 
 def _path_from_notes(exc: BaseException) -> list[str]:
     out = []
@@ -117,9 +120,10 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
     node = data
     for i, k in enumerate(keys[:-1]):
         nxt = node.get(k)
-        if nxt is None or (not isinstance(nxt, dict) and isinstance(nxt, str) and k in ("arrival", "lengths")):
-            nxt = {} if nxt is None else {"name": nxt}
-            node[k] = nxt
+        if nxt is None:
+            nxt = node[k] = {}
+        elif isinstance(nxt, str) and k in PLUGIN_SECTIONS:  # `global_scheduler: lor` shorthand
+            nxt = node[k] = {"name": nxt}
         if not isinstance(nxt, dict):
             raise VidurError(f"cannot set '{dotted}': '{'.'.join(keys[: i + 1])}' is a value, not a mapping")
         node = nxt

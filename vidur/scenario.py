@@ -175,7 +175,12 @@ def _policy(raw: Any, kind: str, where: str, host: PluginHost, default: str | No
     if name is None:
         raise VidurError(f"'{where}.name' is required (valid: {', '.join(host.names(kind))})")
     if name == "auto" and kind == "runtime_estimator":
-        return Policy("auto", _AutoConfig(**raw) if not raw else _reject_auto(raw, where))
+        if raw:
+            raise VidurError(
+                f"unknown key '{where}.{sorted(raw)[0]}': the 'auto' estimator takes no options; "
+                "name an estimator (roofline, profile) to set its options"
+            )
+        return Policy("auto", _AutoConfig())
     cls = host.get(kind, str(name))
     return Policy(str(name), structure(raw, cls.Config, root=where))
 
@@ -183,11 +188,6 @@ def _policy(raw: Any, kind: str, where: str, host: PluginHost, default: str | No
 @attrs.frozen
 class _AutoConfig:
     """``runtime_estimator: auto`` takes no options."""
-
-
-def _reject_auto(raw: dict, where: str):
-    key = sorted(raw)[0]
-    raise VidurError(f"unknown key '{where}.{key}': the 'auto' estimator takes no options; name an estimator to set its options")
 
 
 def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
