@@ -1,0 +1,129 @@
+"""``vidur estimate``, ``vidur fit`` and ``vidur profile`` on the command line (in-process)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vidur.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "profiles" / "cpu" / "vidur" / "tiny-llama"
+TINY_ARGS = ["estimate", "--model", "vidur/tiny-llama", "--device", "cpu", "--tp", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDUR_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_estimate_text_breakdown(capsys):
+    code, out, err = run(capsys, *TINY_ARGS, "--prefill", "256", "--prefill", "64:512", "--decode", "16:300")
+    assert code == 0, err
+    assert "estimator: profile" in out
+    for op in ("qkv_proj", "gate_up_proj", "attn_prefill", "attn_decode", "gpu_ms", "total_ms", "cpu overhead"):
+        assert op in out
+    assert "2 prefill chunk(s) (320 tokens), 16 decode(s)" in out
+
+
+def test_estimate_json(capsys):
+    code, out, _ = run(capsys, *TINY_ARGS, "--prefill", "256", "--decode", "16:300", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert {"gpu_ms", "total_ms", "estimator", "ops"} <= set(d)
+    assert d["estimator"] == "profile"
+    assert sum(d["ops"].values()) == pytest.approx(d["gpu_ms"], rel=1e-6)
+    assert d["total_ms"] >= d["gpu_ms"] > 0
+
+
+def test_estimate_eager_mode(capsys):
+    code, out, _ = run(capsys, *TINY_ARGS, "--decode", "4:100", "--engine-mode", "eager", "--json")
+    assert code == 0 and json.loads(out)["estimator"] == "profile"
+
+
+def test_estimate_falls_back_to_roofline_and_says_so(capsys):
+    code, out, _ = run(
+        capsys, "estimate", "--model", "meta-llama/Meta-Llama-3-8B", "--device", "h100", "--tp", "1",
+        "--prefill", "2048", "--prefill", "512:2048", "--decode", "128:1024",
+    )
+    assert code == 0
+    assert "roofline" in out and "no profile for h100/meta-llama/Meta-Llama-3-8B" in out
+    code, out, _ = run(
+        capsys, "estimate", "--model", "meta-llama/Meta-Llama-3-8B", "--device", "h100", "--decode", "8:100", "--json"
+    )
+    assert json.loads(out)["estimator"] == "roofline"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["estimate", "--model", "nope/none", "--device", "cpu", "--prefill", "8"], "unknown model"),
+        (["estimate", "--model", "vidur/tiny-llama", "--device", "h900", "--prefill", "8"], "unknown device"),
+        (["estimate", "--model", "vidur/tiny-llama", "--device", "cuda", "--prefill", "8"], "not 'cuda'"),
+        (["estimate", "--model", "vidur/tiny-llama", "--device", "cpu", "--prefill", "abc"], "--prefill 'abc'"),
+        (["estimate", "--model", "vidur/tiny-llama", "--device", "cpu", "--decode", "8"], "BATCH:CONTEXT"),
+        (["estimate", "--model", "vidur/tiny-llama", "--device", "cpu"], "nothing to price"),
+        (["estimate", "--model", "vidur/tiny-llama", "--device", "cpu", "--tp", "3", "--prefill", "8"], "tensor_parallel=3"),
+        (
+            ["estimate", "--model", "meta-llama/Llama-2-7b-hf", "--device", "cpu", "--profile", str(TINY), "--prefill", "8"],
+            "measured for vidur/tiny-llama",
+        ),
+        (["fit", "/nonexistent/profile"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_corrupt_profile_is_one_line(capsys, tmp_path):
+    p = tmp_path / "p"
+    shutil.copytree(TINY, p)
+    f = p / "tp1.csv"
+    f.write_text(f.read_text()[:5000])
+    code, _, err = run(capsys, *TINY_ARGS, "--profile", str(p), "--prefill", "8")
+    assert code == 2 and "truncated" in err and err.count("\n") == 1
+
+
+def test_profile_cuda_without_gpu_is_one_line(capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, _, err = run(capsys, "profile", "--model", "vidur/tiny-llama", "--device", "cuda")
+    assert code == 2 and "no CUDA GPU" in err and err.count("\n") == 1
+
+
+def test_fit_prints_holdout_table(capsys, tmp_path):
+    p = tmp_path / "p"
+    shutil.copytree(TINY, p)
+    code, out, _ = run(capsys, "fit", str(p))
+    assert code == 0
+    assert "held-out accuracy" in out and "qkv_proj" in out and "MAPE" in out
+    code, out, _ = run(capsys, "fit", str(p), "--json", "--holdout", "0")
+    d = json.loads(out)
+    assert d["fit_seconds"] < 10 and "holdout" not in d
+
+
+def test_profile_command_small_grid(capsys, tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "prof"
+    code, text, err = run(
+        capsys, "profile", "--model", "vidur/tiny-llama", "--device", "cpu", "--tp", "1", "--grid", "test",
+        "--max-tokens", "64", "--repeats", "1", "--out", str(out), "--quiet",
+    )
+    assert code == 0, err
+    assert "complete shards: tp 1" in text and "fitted" in text
+    assert (out / "fitted.json").is_file()
+    code, text, _ = run(capsys, *TINY_ARGS, "--profile", str(out), "--prefill", "32", "--json")
+    assert code == 0 and json.loads(text)["estimator"] == "profile"

@@ -1,0 +1,55 @@
+"""CUDA code paths of the profiler; skipped without a GPU (benchmarks/gpu/profile_all.sh runs them)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from vidur.model.catalog import load_model
+
+    return load_model("vidur/tiny-llama")
+
+
+def test_attention_backend_agrees_with_sdpa(model):
+    from vidur.profile.ops import Attention, ShardShape
+
+    att = Attention(ShardShape(model, 1), torch.device("cuda"), torch.bfloat16)
+    backend = att.select_backend()
+    assert backend in ("varlen_paged", "varlen", "sdpa")
+    out = att.build([1] * 4, [300] * 4, False)()
+    torch.cuda.synchronize()
+    assert out is not None
+
+
+def test_graph_timer_positive_and_scales(model):
+    from vidur.profile.ops import LayerShard
+    from vidur.profile.timing import CudaGraphTimer
+
+    layer = LayerShard(model, 1, torch.device("cuda"), torch.bfloat16)
+    timer = CudaGraphTimer(torch.device("cuda"), repeats=3)
+    bind = layer.token_op("gate_up_proj", 8192, 2)
+    small = timer.measure(bind(16)).median
+    big = timer.measure(bind(8192)).median
+    assert 0 < small < big
+    assert timer.graph_failures == 0
+
+
+def test_tiny_cuda_profile_end_to_end(model, tmp_path):
+    from vidur.estimate.fit import fit_profile
+    from vidur.estimate.profiles import load_profile
+    from vidur.profile.grids import TEST
+    from vidur.profile.runner import profile_model
+
+    out = profile_model(model, "cuda", [1], out=tmp_path / "p", grid=TEST, progress=False)
+    prof = load_profile(out)
+    meta = prof.metadata
+    assert meta["shards"]["1"]["complete"]
+    assert meta["device_info"]["cuda"]
+    fs = fit_profile(prof).shards[1]
+    assert fs.decode_time(8, 100) > 0 and fs.prefill_time(64, 0) > 0
+    assert "cpu_launch_layer" in fs.cpu

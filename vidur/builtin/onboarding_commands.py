@@ -1,0 +1,237 @@
+"""Built-in sub-commands for onboarding a model or GPU: ``profile``, ``fit``, ``estimate``, ``import-vidur``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from vidur.errors import VidurError
+from vidur.hookspecs import hookimpl
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(x) for x in str(text).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise VidurError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise VidurError(f"{what} must be positive integers, got {text!r}")
+    return vals
+
+
+def _pair(text: str, flag: str, default_second: int | None) -> tuple[int, int]:
+    parts = str(text).split(":")
+    try:
+        if len(parts) == 1 and default_second is not None:
+            return int(parts[0]), default_second
+        if len(parts) == 2:
+            return int(parts[0]), int(parts[1])
+    except ValueError:
+        pass
+    form = "CHUNK[:CONTEXT]" if default_second is not None else "BATCH:CONTEXT"
+    raise VidurError(f"{flag} {text!r}: expected {form} with integers, e.g. {flag} 512:2048")
+
+
+def _find_profile_arg(text: str) -> Path:
+    p = Path(text).expanduser()
+    if p.is_dir():
+        return p
+    from vidur.estimate.profiles import profile_roots
+
+    for root in profile_roots():
+        if (root / text).is_dir():
+            return root / text
+    raise VidurError(f"profile {text!r} not found: give a profile directory (profiles/<device>/<org>/<model>)")
+
+
+# --- vidur fit --------------------------------------------------------------------
+
+
+def _fit(args) -> int:
+    from vidur.estimate.fit import fit_command
+
+    path = _find_profile_arg(args.profile)
+    rep = fit_command(path, holdout=args.holdout, out=args.out, seed=args.seed)
+    if args.calibrate_roofline:
+        rep["roofline"] = _calibrate_roofline(path)
+    if args.json:
+        print(json.dumps(rep, indent=1, default=str))
+        return 0
+    print(f"profile {rep['profile']} (data hash {rep['data_hash']})")
+    print(f"fitted {sum(rep['points'].values())} points in {rep['fit_seconds']:.2f} s -> {rep['fitted']}")
+    if "holdout" in rep:
+        print(f"held-out accuracy ({args.holdout:.0%} of the points left out, fitted on the rest):")
+        print(f"  {'tp':>3s} {'operator':18s} {'MAPE %':>7s} {'max %':>7s} {'points':>6s}")
+        for tp, ops in sorted(rep["holdout"].items()):
+            for op, r in sorted(ops.items()):
+                print(f"  {tp:>3} {op:18s} {r['mape']:7.2f} {r['max_ape']:7.2f} {r['n_test']:6d}")
+    if "roofline" in rep:
+        print("calibrated roofline config (for runtime_estimator: roofline):")
+        for k, v in rep["roofline"].items():
+            print(f"  {k}: {v}")
+    return 0
+
+
+def _calibrate_roofline(path: Path) -> dict:
+    """Fit the roofline's efficiencies to a profile's token-level measurements."""
+    import attrs
+
+    from vidur.estimate.profiles import load_profile
+    from vidur.estimate.roofline import RooflineEstimator
+    from vidur.model.catalog import load_model
+    from vidur.plugins import get_host
+
+    prof = load_profile(path)
+    model = load_model(prof.model)
+    device = get_host().get("device", prof.device)
+    cfg = RooflineEstimator.calibrate(roofline_measurements(prof), model, device)
+    return attrs.asdict(cfg)
+
+
+def roofline_measurements(profile) -> list:
+    """A profile's token-level measurements as the roofline's ``OpMeasurement`` list (Vidur op names)."""
+    from vidur.estimate.roofline import OpMeasurement
+    from vidur.estimate.vidur_import import MLP_OPS
+
+    ours_to_vidur = {v: k for k, v in MLP_OPS.items()}
+    out = []
+    for tp, data in profile.shards.items():
+        for op, vop in ours_to_vidur.items():
+            cols = data.select(op)
+            for n, ms in zip(cols["num_tokens"], cols["median_ms"]):
+                out.append(OpMeasurement(vop, int(n), int(tp), float(ms) * 1e-3))
+    return out
+
+
+# --- vidur estimate --------------------------------------------------------------------
+
+
+def _estimate(args) -> int:
+    from vidur.estimate.profiled import estimate_iteration
+
+    prefills = [_pair(p, "--prefill", 0) for p in args.prefill or []]
+    decodes = [_pair(d, "--decode", None) for d in args.decode or []]
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = estimate_iteration(
+            args.model,
+            args.device,
+            args.tp,
+            prefills,
+            decodes,
+            pp=args.pp,
+            node=args.node,
+            estimator=args.estimator,
+            profile=args.profile,
+            engine_mode=args.engine_mode,
+        )
+    notes = [str(w.message) for w in caught]
+    if args.json:
+        res["warnings"] = notes
+        print(json.dumps(res, indent=1))
+        return 0
+    b = res["batch"]
+    print(f"{res['model']} on {res['device']} ({res['node']}), tp={res['tp']} pp={res['pp']}")
+    print(f"estimator: {res['estimator_detail']}  [{res['estimator_reason']}]")
+    print(
+        f"batch: {b['num_prefill']} prefill chunk(s) ({b['prefill_tokens']} tokens), "
+        f"{b['num_decode']} decode(s) (KV {b['decode_kv']}), {b['num_tokens']} tokens"
+    )
+    gpu = res["gpu_ms"]
+    print(f"  {'operator':22s} {'ms':>10s} {'share':>7s}")
+    for op, ms in sorted(res["ops"].items(), key=lambda kv: -kv[1]):
+        share = ms / gpu * 100 if gpu else 0.0
+        print(f"  {op:22s} {ms:10.4f} {share:6.1f}%")
+    print(f"  {'gpu_ms':22s} {gpu:10.4f}")
+    if res["launch_stall_ms"]:
+        print(f"  {'+ launch stalls':22s} {res['launch_stall_ms']:10.4f}")
+    print(f"  {'+ cpu overhead':22s} {res['cpu_overhead_ms']:10.4f}")
+    print(f"  {'total_ms':22s} {res['total_ms']:10.4f}")
+    for n in notes:
+        print(f"warning: {n}", file=sys.stderr)
+    return 0
+
+
+# --- vidur import-vidur ---------------------------------------------------------------------
+
+
+def _import(args) -> int:
+    from vidur.estimate.vidur_import import import_vidur
+    from vidur.model.catalog import load_model
+
+    model = load_model(args.model)
+    out = args.out or str(Path(args.root or "profiles") / args.device / model.name)
+    p = import_vidur(args.src, out, model=model, device=args.device, attention=args.attention, network=args.network)
+    from vidur.estimate.profiles import read_metadata
+
+    meta = read_metadata(p)
+    for tp, info in sorted(meta["shards"].items(), key=lambda kv: int(kv[0])):
+        print(f"tp{tp}: {info['rows']} rows ({', '.join(info.get('ops', []))})")
+    print(f"imported into {p}")
+    return 0
+
+
+@hookimpl
+def vidur_register_commands(cli):
+    """Add ``profile``, ``fit``, ``estimate`` and ``import-vidur``."""
+    from vidur.profile.cli import add_arguments, run
+
+    p = cli.add_parser(
+        "profile",
+        help="measure a model's operators on this machine's GPU (or CPU) with PyTorch",
+        description="Profile one decoder layer per tensor-parallel shard into profiles/<device>/<model>/. "
+        "Interrupted runs resume when the same command is run again.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+    f = cli.add_parser(
+        "fit",
+        help="fit the runtime estimator to a profile and report held-out accuracy",
+        description="Fit per-operator curves, cache them keyed by the profile data's hash, "
+        "and report the MAPE on held-out points.",
+    )
+    f.add_argument("profile", help="profile directory (or <device>/<org>/<model> under a profiles root)")
+    f.add_argument("--holdout", type=float, default=0.2, help="fraction of points held out (default 0.2; 0: none)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", help="where to write the fitted model (default <profile>/fitted.json)")
+    f.add_argument("--calibrate-roofline", action="store_true", help="also fit the roofline's efficiencies")
+    f.add_argument("--json", action="store_true", help="print the report as JSON")
+    f.set_defaults(func=_fit)
+
+    e = cli.add_parser(
+        "estimate",
+        help="price one iteration (per-operator breakdown)",
+        description="Price one iteration of a model on a device: --prefill CHUNK[:CONTEXT] is one "
+        "request's prefill chunk after CONTEXT cached tokens, --decode BATCH:CONTEXT is BATCH decoding "
+        "requests with CONTEXT tokens of KV each (both repeatable). Uses the profile estimator when a "
+        "profile exists for (device, model, tp), else the roofline.",
+    )
+    e.add_argument("--model", required=True)
+    e.add_argument("--device", required=True, help="device name (h100, a100 ... or a profiled device such as cpu)")
+    e.add_argument("--tp", type=int, default=1)
+    e.add_argument("--pp", type=int, default=1)
+    e.add_argument("--node", help="node type (default: the device's usual node)")
+    e.add_argument("--prefill", action="append", metavar="CHUNK[:CONTEXT]")
+    e.add_argument("--decode", action="append", metavar="BATCH:CONTEXT")
+    e.add_argument("--estimator", default="auto", help="auto (default), profile, roofline or a plugin's estimator")
+    e.add_argument("--profile", help="use this profile directory")
+    e.add_argument("--engine-mode", choices=("cuda_graphs", "eager"), help="engine mode (default cuda_graphs)")
+    e.add_argument("--json", action="store_true", help='print {"gpu_ms", "total_ms", "estimator", "ops", ...}')
+    e.set_defaults(func=_estimate)
+
+    i = cli.add_parser(
+        "import-vidur",
+        help="convert profiles of the original Vidur (mlp.csv, attention.csv) into a profile",
+    )
+    i.add_argument("src", help="directory with mlp.csv (and attention.csv), or one of those files")
+    i.add_argument("--model", required=True)
+    i.add_argument("--device", required=True, help="the GPU they were measured on (a100, h100 ...)")
+    i.add_argument("--attention", help="attention.csv kept elsewhere")
+    i.add_argument("--network", help="directory with all_reduce.csv / send_recv.csv of the node")
+    i.add_argument("--out", help="profile directory (default <root>/<device>/<model>)")
+    i.add_argument("--root", help="profiles root (default ./profiles)")
+    i.set_defaults(func=_import)

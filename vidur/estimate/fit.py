@@ -1,0 +1,610 @@
+"""Fitting a profile: monotone piecewise-linear curves in log space.
+
+Every operator's time is smoothed with isotonic regression (time never
+falls when the work grows) on ``log(time)`` against ``log(size)``, and the
+knots are kept as an interpolation table. Prediction is linear
+interpolation between knots in log-log space, i.e. a local power law, which
+is exact for the two regimes that matter (flat when latency- or
+weight-bound, proportional when compute- or bandwidth-bound). Beyond the
+last knot a curve continues with a fixed log-log slope (1: proportional),
+below the first it stays flat; the estimator warns when it extrapolates.
+
+- token-level operators: one curve over ``num_tokens``;
+- prefill attention: one curve per profiled chunk length ``q`` over
+  ``log(context + q)``, interpolated across ``log q`` at equal context;
+  batches of ``n`` chunks scale by a measured batching factor;
+- decode attention: one curve per batch size over ``log(context + 1)``,
+  interpolated across ``log batch`` at equal context;
+- CPU overheads: one curve over the number of sequences.
+
+The fitted model is plain JSON (lists of floats) and evaluating it needs
+only numpy. Fitting uses scikit-learn's ``IsotonicRegression`` when it is
+installed and an equivalent numpy pool-adjacent-violators otherwise.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidur.errors import VidurError
+from vidur.estimate.profiles import (
+    CPU_OPS,
+    EDGE_OPS,
+    FIT_FILE,
+    LAYER_TOKEN_OPS,
+    Profile,
+    ShardData,
+    load_profile,
+)
+
+FIT_FORMAT = "vidur-fit/1"
+FIT_CACHE_ENV = "VIDUR_CACHE_DIR"
+MS = 1e-3
+
+#: median relative spread of repeats above which ``smooth="auto"`` makes a curve monotone
+NOISE_THRESHOLD = 0.05
+
+#: log-log slope past the last knot, per operator (default 1: proportional)
+HI_SLOPE = {"cpu_launch_layer": 0.0, "cpu_graph_replay": 0.0}
+
+
+# --- isotonic regression ------------------------------------------------------
+
+
+def pava(y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """Non-decreasing least-squares fit of ``y`` (pool adjacent violators), numpy only."""
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    if n == 0:
+        return y.copy()
+    w = np.ones(n) if w is None else np.asarray(w, dtype=float)
+    vals: list[float] = []
+    wts: list[float] = []
+    cnt: list[int] = []
+    for i in range(n):
+        v, ww, c = y[i], w[i], 1
+        while vals and vals[-1] > v:
+            pv, pw, pc = vals.pop(), wts.pop(), cnt.pop()
+            v = (pv * pw + v * ww) / (pw + ww)
+            ww += pw
+            c += pc
+        vals.append(v)
+        wts.append(ww)
+        cnt.append(c)
+    return np.repeat(np.array(vals), np.array(cnt))
+
+
+def isotonic(y: np.ndarray, w: np.ndarray | None = None, backend: str = "numpy") -> np.ndarray:
+    """Non-decreasing fit of ``y`` in the given order.
+
+    ``backend="sklearn"`` uses scikit-learn's ``IsotonicRegression`` (falling
+    back to numpy when it is not installed); ``"numpy"`` uses :func:`pava`.
+    Both give the same fit; numpy avoids importing scikit-learn (~1.5 s) when
+    an estimator fits a profile on the fly.
+    """
+    y = np.asarray(y, dtype=float)
+    if len(y) < 2 or backend == "numpy":
+        return pava(y, w) if len(y) >= 2 else y.copy()
+    try:
+        from sklearn.isotonic import IsotonicRegression
+    except ImportError:  # pragma: no cover - exercised where sklearn is absent
+        return pava(y, w)
+    x = np.arange(len(y), dtype=float)
+    return IsotonicRegression(increasing=True).fit(x, y, sample_weight=w).predict(x)
+
+
+# --- curves -------------------------------------------------------------------
+
+
+class Curve:
+    """A monotone piecewise-linear function in log-log space.
+
+    ``xs``/``ys`` are the knots (natural logs of size and of seconds).
+    Below the first knot the value is flat; past the last it grows with
+    log-log slope ``hi_slope``.
+    """
+
+    __slots__ = ("xs", "ys", "hi_slope", "_xl", "_yl", "x_min", "x_max")
+
+    def __init__(self, xs, ys, hi_slope: float = 1.0):
+        self.xs = np.asarray(xs, dtype=float)
+        self.ys = np.asarray(ys, dtype=float)
+        if len(self.xs) == 0 or len(self.xs) != len(self.ys):
+            raise VidurError("a fitted curve needs at least one knot")
+        self.hi_slope = float(hi_slope)
+        self._xl = self.xs.tolist()
+        self._yl = self.ys.tolist()
+        self.x_min = self._xl[0]
+        self.x_max = self._xl[-1]
+
+    @classmethod
+    def fit(cls, sizes, times, hi_slope: float = 1.0, backend: str = "numpy", smooth: bool = True) -> "Curve":
+        """Fit to measured ``times`` (seconds) at ``sizes`` (> 0).
+
+        ``smooth`` makes the knots monotone (isotonic regression); without
+        it the knots are the measured medians themselves.
+        """
+        sizes = np.asarray(sizes, dtype=float)
+        times = np.asarray(times, dtype=float)
+        ok = (sizes > 0) & (times > 0)
+        sizes, times = sizes[ok], times[ok]
+        if len(sizes) == 0:
+            raise VidurError("no valid measurements to fit")
+        lx, ly = np.log(sizes), np.log(times)
+        order = np.argsort(lx, kind="stable")
+        lx, ly = lx[order], ly[order]
+        ux, start, counts = np.unique(lx, return_index=True, return_counts=True)
+        if len(ux) == len(lx):
+            uy, w = ly, None
+        else:  # duplicates: median of the repeats, weighted by their count
+            uy = np.array([np.median(ly[s : s + c]) for s, c in zip(start, counts)])
+            w = counts.astype(float)
+        return cls(ux, isotonic(uy, w, backend) if smooth else uy, hi_slope)
+
+    def log_eval(self, lx: float) -> float:
+        """log(time) at log(size) ``lx`` (scalar, pure Python: fast in hot loops)."""
+        xs = self._xl
+        if lx <= self.x_min:
+            return self._yl[0]
+        if lx >= self.x_max:
+            return self._yl[-1] + self.hi_slope * (lx - self.x_max)
+        i = bisect.bisect_right(xs, lx)
+        x0, x1 = xs[i - 1], xs[i]
+        y0, y1 = self._yl[i - 1], self._yl[i]
+        return y0 + (y1 - y0) * (lx - x0) / (x1 - x0)
+
+    def __call__(self, size: float) -> float:
+        """Time (seconds) at ``size``."""
+        return math.exp(self.log_eval(math.log(size)))
+
+    def log_eval_array(self, lx: np.ndarray) -> np.ndarray:
+        lx = np.asarray(lx, dtype=float)
+        out = np.interp(lx, self.xs, self.ys)
+        hi = lx > self.x_max
+        if hi.any():
+            out[hi] = self.ys[-1] + self.hi_slope * (lx[hi] - self.x_max)
+        return out
+
+    def eval_array(self, sizes: np.ndarray) -> np.ndarray:
+        """Vectorised times (seconds) at ``sizes`` (> 0)."""
+        return np.exp(self.log_eval_array(np.log(np.asarray(sizes, dtype=float))))
+
+    @property
+    def size_range(self) -> tuple[float, float]:
+        return math.exp(self.x_min), math.exp(self.x_max)
+
+    def to_json(self) -> dict:
+        return {"x": [round(v, 7) for v in self._xl], "y": [round(v, 7) for v in self._yl], "hi_slope": self.hi_slope}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Curve":
+        return cls(d["x"], d["y"], d.get("hi_slope", 1.0))
+
+
+class RowTable:
+    """Curves along one axis (``x``), one per value of a second axis (a row key).
+
+    A query between two rows evaluates both rows at the same
+    ``context`` (each row's own ``x = context + offset(row)``) and
+    interpolates ``log time`` linearly in ``log row``. ``offset`` is
+    ``"row"`` (prefill: x is the KV length ``context + q``) or a constant
+    (decode: ``context + 1``).
+    """
+
+    __slots__ = ("rows", "curves", "offset", "_lr", "_rl")
+
+    def __init__(self, rows, curves: list[Curve], offset: Any):
+        order = np.argsort(np.asarray(rows, dtype=float))
+        self.rows = [float(rows[i]) for i in order]
+        self.curves = [curves[i] for i in order]
+        self.offset = offset
+        self._lr = [math.log(r) for r in self.rows]
+        self._rl = self.rows
+
+    def _off(self, row: float) -> float:
+        return row if self.offset == "row" else float(self.offset)
+
+    def _row_log_eval(self, i: int, context: float) -> float:
+        r = self._rl[i]
+        return self.curves[i].log_eval(math.log(context + self._off(r)))
+
+    def log_eval(self, row: float, context: float) -> float:
+        lr = math.log(row)
+        rows = self._lr
+        if lr <= rows[0]:
+            return self._row_log_eval(0, context)
+        if lr >= rows[-1]:
+            return self._row_log_eval(len(rows) - 1, context)
+        i = bisect.bisect_right(rows, lr)
+        y0 = self._row_log_eval(i - 1, context)
+        y1 = self._row_log_eval(i, context)
+        return y0 + (y1 - y0) * (lr - rows[i - 1]) / (rows[i] - rows[i - 1])
+
+    def log_eval_array(self, row: float, contexts: np.ndarray) -> np.ndarray:
+        """Vectorised over ``contexts`` at one ``row`` (same formula as :meth:`log_eval`)."""
+        contexts = np.asarray(contexts, dtype=float)
+        lr = math.log(row)
+        rows = self._lr
+
+        def one(i: int) -> np.ndarray:
+            return self.curves[i].log_eval_array(np.log(contexts + self._off(self._rl[i])))
+
+        if lr <= rows[0]:
+            return one(0)
+        if lr >= rows[-1]:
+            return one(len(rows) - 1)
+        i = bisect.bisect_right(rows, lr)
+        y0, y1 = one(i - 1), one(i)
+        return y0 + (y1 - y0) * ((lr - rows[i - 1]) / (rows[i] - rows[i - 1]))
+
+    @property
+    def row_range(self) -> tuple[float, float]:
+        return self.rows[0], self.rows[-1]
+
+    def context_max(self) -> float:
+        return min(math.exp(c.x_max) - self._off(r) for r, c in zip(self.rows, self.curves))
+
+    def to_json(self) -> dict:
+        return {"rows": self.rows, "offset": self.offset, "curves": [c.to_json() for c in self.curves]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RowTable":
+        return cls(d["rows"], [Curve.from_json(c) for c in d["curves"]], d["offset"])
+
+
+# --- one shard --------------------------------------------------------------
+
+
+class FittedShard:
+    """Fitted curves of one tensor-parallel shard (``prefill``/``decode`` are None when the
+    profile has no attention measurements, e.g. an imported ``mlp.csv`` alone)."""
+
+    def __init__(
+        self,
+        tp: int,
+        token: dict[str, Curve],
+        prefill: RowTable | None,
+        decode: RowTable | None,
+        prefill_batch: RowTable | None,
+        cpu: dict[str, Curve],
+    ):
+        self.tp = tp
+        self.token = token
+        self.prefill = prefill
+        self.decode = decode
+        self.prefill_batch = prefill_batch
+        self.cpu = cpu
+
+    # ranges the data covered (for extrapolation warnings)
+    @property
+    def max_tokens(self) -> float:
+        layer = [c for op, c in self.token.items() if op in LAYER_TOKEN_OPS]
+        return min(c.size_range[1] for c in layer) if layer else 0.0
+
+    def prefill_time(self, q: float, context: float) -> float:
+        """Seconds of one causal prefill chunk of ``q`` tokens after ``context`` cached tokens."""
+        return math.exp(self.prefill.log_eval(q, context))
+
+    def prefill_batch_factor(self, n: float, q: float) -> float:
+        """Time of ``n`` equal chunks relative to ``n`` times one chunk (≤ 1 when batching helps)."""
+        if n <= 1 or self.prefill_batch is None:
+            return 1.0
+        return math.exp(self.prefill_batch.log_eval(n, q))
+
+    def decode_time(self, batch: float, context: float) -> float:
+        """Seconds of decode attention for ``batch`` requests with ``context`` cached tokens each."""
+        return math.exp(self.decode.log_eval(batch, context))
+
+    def to_json(self) -> dict:
+        return {
+            "token": {k: v.to_json() for k, v in sorted(self.token.items())},
+            "prefill": None if self.prefill is None else self.prefill.to_json(),
+            "decode": None if self.decode is None else self.decode.to_json(),
+            "prefill_batch": None if self.prefill_batch is None else self.prefill_batch.to_json(),
+            "cpu": {k: v.to_json() for k, v in sorted(self.cpu.items())},
+        }
+
+    @classmethod
+    def from_json(cls, tp: int, d: dict) -> "FittedShard":
+        return cls(
+            tp,
+            {k: Curve.from_json(v) for k, v in d["token"].items()},
+            None if d.get("prefill") is None else RowTable.from_json(d["prefill"]),
+            None if d.get("decode") is None else RowTable.from_json(d["decode"]),
+            None if d.get("prefill_batch") is None else RowTable.from_json(d["prefill_batch"]),
+            {k: Curve.from_json(v) for k, v in d.get("cpu", {}).items()},
+        )
+
+
+def _row_table(rows_key: np.ndarray, ctx: np.ndarray, t: np.ndarray, offset: Any, backend: str, smooth: bool) -> RowTable:
+    keys = np.unique(rows_key)
+    rows, curves = [], []
+    for k in keys:
+        m = rows_key == k
+        x = ctx[m] + (k if offset == "row" else offset)
+        rows.append(float(k))
+        curves.append(Curve.fit(x, t[m], 1.0, backend, smooth))
+    if not rows:
+        raise VidurError("no attention measurements to fit")
+    return RowTable(rows, curves, offset)
+
+
+def _noisy(cols: dict[str, np.ndarray]) -> bool:
+    """Relative spread of the repeats above :data:`NOISE_THRESHOLD` (median over points)?"""
+    if len(cols["op"]) == 0:
+        return False
+    return float(np.median(cols["std_ms"] / cols["median_ms"])) > NOISE_THRESHOLD
+
+
+def fit_shard(
+    data: ShardData, mask: dict[str, np.ndarray] | None = None, backend: str = "numpy", smooth: str = "auto"
+) -> FittedShard:
+    """Fit every operator of one shard; ``mask[op]`` (boolean, in ``select(op)`` order) keeps rows.
+
+    ``backend`` picks the isotonic solver (see :func:`isotonic`). ``smooth``:
+    ``"isotonic"`` forces monotone curves, ``"none"`` interpolates the
+    measured medians, ``"auto"`` smooths an operator only when its
+    measurements are noisy (CPU timings); on clean GPU data the raw medians
+    interpolate better, since real kernels have small non-monotone steps.
+    """
+
+    def rows(op: str) -> dict[str, np.ndarray]:
+        cols = data.select(op)
+        if mask is not None and op in mask:
+            cols = {k: v[mask[op]] for k, v in cols.items()}
+        return cols
+
+    def sm(cols: dict[str, np.ndarray]) -> bool:
+        return smooth == "isotonic" or (smooth == "auto" and _noisy(cols))
+
+    token: dict[str, Curve] = {}
+    for op in LAYER_TOKEN_OPS + EDGE_OPS:
+        c = rows(op)
+        if len(c["op"]):
+            token[op] = Curve.fit(c["num_tokens"], c["median_ms"] * MS, HI_SLOPE.get(op, 1.0), backend, sm(c))
+    missing = [op for op in ("qkv_proj", "o_proj", "down_proj") if op not in token]
+    if missing:
+        raise VidurError(f"profile shard tp={data.tp} has no {missing[0]} measurements; re-run `vidur profile`")
+
+    pre = rows("attn_prefill")
+    single = pre["batch"] <= 1
+    prefill = prefill_batch = None
+    if single.any():
+        prefill = _row_table(pre["num_tokens"][single], pre["context"][single], pre["median_ms"][single] * MS, "row", backend, sm(pre))
+    multi = ~single
+    if multi.any() and prefill is not None:
+        n = pre["batch"][multi]
+        q = pre["num_tokens"][multi]
+        ctx = pre["context"][multi]
+        t = pre["median_ms"][multi] * MS
+        ref = np.array([n_ * math.exp(prefill.log_eval(q_, c_)) for n_, q_, c_ in zip(n, q, ctx)])
+        ratio = np.minimum(t / ref, 1.0)
+        b_rows, b_curves = [], []
+        for nv in np.unique(n):
+            m = n == nv
+            # ratio vs q: not monotone in general; keep the median per q as knots
+            qs, inv = np.unique(q[m], return_inverse=True)
+            r = np.array([np.median(ratio[m][inv == i]) for i in range(len(qs))])
+            b_rows.append(float(nv))
+            b_curves.append(Curve(np.log(qs), np.log(r), 0.0))
+        prefill_batch = RowTable(b_rows, b_curves, 0.0)
+
+    dec = rows("attn_decode")
+    decode = _row_table(dec["batch"], dec["context"], dec["median_ms"] * MS, 1.0, backend, sm(dec)) if len(dec["op"]) else None
+
+    cpu: dict[str, Curve] = {}
+    for op in CPU_OPS:
+        c = rows(op)
+        if len(c["op"]):
+            cpu[op] = Curve.fit(np.maximum(c["batch"], 1), c["median_ms"] * MS, HI_SLOPE.get(op, 1.0), backend, True)
+    return FittedShard(data.tp, token, prefill, decode, prefill_batch, cpu)
+
+
+# --- the whole profile ---------------------------------------------------------
+
+
+class FittedProfile:
+    """Fitted shards of one profile, keyed by the hash of the profile data they came from."""
+
+    def __init__(self, data_hash: str, shards: dict[int, FittedShard], info: dict, shard_hashes: dict[int, str] | None = None):
+        self.data_hash = data_hash
+        self.shards = shards
+        self.info = info
+        self.shard_hashes = shard_hashes or {}
+
+    def covers(self, profile: Profile) -> bool:
+        """Fitted from exactly the data of every shard ``profile`` has loaded?"""
+        if self.data_hash == profile.data_hash and set(profile.shards) <= set(self.shards):
+            return True
+        return bool(profile.shard_hashes) and all(
+            t in self.shards and self.shard_hashes.get(t) == h for t, h in profile.shard_hashes.items()
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "format": FIT_FORMAT,
+            "data_hash": self.data_hash,
+            "shard_hashes": {str(t): h for t, h in sorted(self.shard_hashes.items())},
+            "info": self.info,
+            "shards": {str(t): s.to_json() for t, s in sorted(self.shards.items())},
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FittedProfile":
+        if d.get("format") != FIT_FORMAT:
+            raise VidurError(f"not a {FIT_FORMAT} fitted-profile file")
+        return cls(
+            d["data_hash"],
+            {int(t): FittedShard.from_json(int(t), s) for t, s in d["shards"].items()},
+            d.get("info", {}),
+            {int(t): h for t, h in d.get("shard_hashes", {}).items()},
+        )
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n", encoding="utf-8")
+        os.replace(tmp, p)
+        return p
+
+
+def fit_profile(profile: Profile, backend: str = "numpy") -> FittedProfile:
+    """Fit every shard of a loaded profile."""
+    shards = {t: fit_shard(d, backend=backend) for t, d in sorted(profile.shards.items())}
+    info = {
+        "device": profile.device,
+        "model": profile.model,
+        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "method": "isotonic log-log piecewise-linear",
+    }
+    return FittedProfile(profile.data_hash, shards, info, dict(profile.shard_hashes))
+
+
+def cache_dir() -> Path:
+    env = os.environ.get(FIT_CACHE_ENV)
+    if env:
+        return Path(env).expanduser() / "fits"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidur" / "fits"
+
+
+def _try_read(path: Path, profile: Profile) -> FittedProfile | None:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        fp = FittedProfile.from_json(d)
+    except (OSError, ValueError, KeyError, TypeError, VidurError):
+        return None
+    return fp if fp.covers(profile) else None
+
+
+def get_fitted(profile: Profile, *, save: bool = True) -> FittedProfile:
+    """The fitted model of ``profile``: from ``<profile>/fitted.json`` or the user cache when it was
+    fitted from the same data (per-shard hashes), else fitted now (and cached when ``save``)."""
+    for cand in (profile.path / FIT_FILE, cache_dir() / f"{profile.data_hash}.json"):
+        fp = _try_read(cand, profile)
+        if fp is not None:
+            return fp
+    fp = fit_profile(profile)
+    if save:
+        try:
+            fp.save(cache_dir() / f"{profile.data_hash}.json")
+        except OSError:
+            pass
+    return fp
+
+
+# --- held-out accuracy ----------------------------------------------------------
+
+
+def _holdout_mask(cols: dict[str, np.ndarray], op: str, frac: float, rng: np.random.Generator) -> np.ndarray:
+    """True = training row. Never holds out the first/last point of a sweep (they bound the grid)."""
+    n = len(cols["op"])
+    keep = np.ones(n, dtype=bool)
+    if n < 3:
+        return keep
+    if op == "attn_prefill":
+        groups = list(zip(cols["batch"], cols["num_tokens"]))
+        axis = cols["context"]
+    elif op == "attn_decode":
+        groups = list(cols["batch"])
+        axis = cols["context"]
+    elif op in CPU_OPS:
+        groups = [0] * n
+        axis = cols["batch"]
+    else:
+        groups = [0] * n
+        axis = cols["num_tokens"]
+    groups_arr = np.array([hash(g) for g in groups])
+    candidates = []
+    for g in np.unique(groups_arr):
+        idx = np.nonzero(groups_arr == g)[0]
+        if len(idx) < 3:
+            continue
+        lo, hi = axis[idx].min(), axis[idx].max()
+        candidates.extend(i for i in idx if lo < axis[i] < hi)
+    k = int(round(frac * n))
+    if candidates and k:
+        out = rng.choice(np.array(candidates), size=min(k, len(candidates)), replace=False)
+        keep[out] = False
+    return keep
+
+
+def predict_rows(fs: FittedShard, op: str, cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Predicted seconds for measurement rows of ``op``."""
+    if op in fs.token:
+        return fs.token[op].eval_array(np.maximum(cols["num_tokens"], 1))
+    if op in fs.cpu:
+        return fs.cpu[op].eval_array(np.maximum(cols["batch"], 1))
+    out = np.empty(len(cols["op"]))
+    for i in range(len(out)):
+        q, b, c = cols["num_tokens"][i], cols["batch"][i], cols["context"][i]
+        if op == "attn_prefill":
+            out[i] = max(b, 1) * fs.prefill_time(q, c) * fs.prefill_batch_factor(b, q)
+        else:
+            out[i] = fs.decode_time(b, c)
+    return out
+
+
+def holdout_mape(
+    profile: Profile, frac: float = 0.2, seed: int = 0, backend: str = "numpy"
+) -> dict[int, dict[str, dict[str, float]]]:
+    """Fit on (1 − frac) of each operator's points, report error on the rest.
+
+    Returns ``{tp: {op: {"mape": %, "max_ape": %, "n_test": k}}}``.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for t, data in sorted(profile.shards.items()):
+        masks = {op: _holdout_mask(data.select(op), op, frac, rng) for op in data.ops()}
+        fs = fit_shard(data, masks, backend)
+        res = {}
+        for op in data.ops():
+            cols = data.select(op)
+            test = ~masks[op]
+            if not test.any():
+                continue
+            sub = {k: v[test] for k, v in cols.items()}
+            pred = predict_rows(fs, op, sub)
+            meas = sub["median_ms"] * MS
+            ape = np.abs(pred - meas) / meas * 100
+            res[op] = {"mape": float(ape.mean()), "max_ape": float(ape.max()), "n_test": int(test.sum())}
+        out[t] = res
+    return out
+
+
+def fit_command(path: str | Path, *, holdout: float = 0.2, out: str | Path | None = None, seed: int = 0) -> dict:
+    """What ``vidur fit`` does: load, fit, save, and measure held-out accuracy. Returns a report."""
+    t0 = time.perf_counter()
+    profile = load_profile(path)
+    if not profile.shards:
+        raise VidurError(f"profile {path} has no complete shard to fit; finish it with `vidur profile`")
+    fp = fit_profile(profile, backend="sklearn")
+    fit_s = time.perf_counter() - t0
+    target = Path(out) if out else profile.path / FIT_FILE
+    try:
+        fp.save(target)
+    except OSError as exc:
+        target = cache_dir() / f"{profile.data_hash}.json"
+        fp.save(target)
+        if out:
+            raise VidurError(f"cannot write {out}: {exc.strerror or exc}") from None
+    report = {
+        "profile": str(profile.path),
+        "data_hash": profile.data_hash,
+        "fitted": str(target),
+        "fit_seconds": fit_s,
+        "points": {t: len(d) for t, d in profile.shards.items()},
+    }
+    if holdout:
+        t1 = time.perf_counter()
+        report["holdout"] = holdout_mape(profile, holdout, seed, backend="sklearn")
+        report["holdout_seconds"] = time.perf_counter() - t1
+    return report

@@ -1,0 +1,600 @@
+"""The ``profile`` runtime estimator: fitted curves of measured operator times.
+
+Built once per replica configuration from the profile found for (device,
+model, tp) (:func:`vidur.estimate.profiles.find_profile`) or named in the
+config; the fitted model comes from the profile's ``fitted.json`` or the
+user cache when its data hash matches, and is fitted on the fly otherwise
+(numpy only: neither torch nor scikit-learn is imported here).
+
+Pricing one layer of a :class:`~vidur.estimate.base.BatchShape`:
+
+- token-level operators and the two TP all-reduces: one lookup in a table
+  precomputed for every token count up to the profiled maximum;
+- prefill attention: ``n`` chunks are priced as ``n`` equal chunks of the
+  mean length ``q̄ = Σq / n`` after a context that preserves the total
+  causal work ``Σ q(ctx + (q+1)/2)``, times the measured batching factor;
+- decode attention: the batch's mean context ``Σ(ctx+1)/n − 1``;
+- eager launches: when the host issues a layer's kernels slower than the
+  GPU runs them (eager mode, or a batch a CUDA graph does not cover) the
+  layer takes the measured launch time instead.
+
+Extrapolation past the profiled range never fails: token-level and
+attention times scale in proportion to the work, and a warning says so once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from bisect import bisect_right
+from pathlib import Path
+from typing import ClassVar
+
+import attrs
+import numpy as np
+
+from vidur.errors import VidurError
+from vidur.estimate.base import BatchShape, RuntimeEstimator
+from vidur.estimate.fit import FittedShard, get_fitted
+from vidur.estimate.profiles import LAYER_TOKEN_OPS, Profile, check_model_matches, find_profile, load_profile
+from vidur.hardware.spec import DeviceSpec, NodeSpec
+from vidur.model.spec import ModelSpec
+
+ENGINE_MODES = ("cuda_graphs", "eager")
+
+
+class ExtrapolationWarning(UserWarning):
+    """A prediction left the profiled range (it is scaled, not measured)."""
+
+
+def _engine_mode(instance, attribute, value):
+    if value not in ENGINE_MODES:
+        raise VidurError(f"profile estimator engine_mode must be one of {', '.join(ENGINE_MODES)}, got {value!r}")
+
+
+def _positive_int(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise VidurError(f"profile estimator {attribute.name} must be a non-negative integer, got {value!r}")
+
+
+@attrs.frozen
+class ProfileConfig:
+    """Options of the ``profile`` estimator.
+
+    - ``profile``: a profile directory; default: the one found for the
+      scenario's (device, model, tensor_parallel).
+    - ``engine_mode``: ``cuda_graphs`` (decode batches up to
+      ``cuda_graph_max_batch`` sequences replay a graph: no launch stalls) or
+      ``eager`` (every layer pays the measured host launch time when it
+      exceeds the GPU time).
+    - ``warn_extrapolation``: warn once when a batch leaves the profiled range.
+    """
+
+    profile: str | None = None
+    engine_mode: str = attrs.field(default="cuda_graphs", validator=_engine_mode)
+    cuda_graph_max_batch: int = attrs.field(default=256, validator=_positive_int)
+    warn_extrapolation: bool = True
+
+
+class ProfileEstimator(RuntimeEstimator):
+    """Runtime estimator fitted to measured per-operator times of one model on one device."""
+
+    name: ClassVar[str] = "profile"
+    Config: ClassVar[type] = ProfileConfig
+
+    def __init__(self, config, model: ModelSpec, device: DeviceSpec, node: NodeSpec, tp: int, pp: int):
+        super().__init__(config, model, device, node, tp, pp)
+        if config.profile:
+            path = Path(config.profile).expanduser()
+        else:
+            path = find_profile(device.name, model.name, tp)
+            if path is None:
+                raise VidurError(
+                    f"no profile of {model.name} on {device.name} with tensor_parallel={tp}; "
+                    f"run `vidur profile --model {model.name} --device cuda --tp {tp}` on that GPU, "
+                    f"or use runtime_estimator: roofline"
+                )
+        self.profile: Profile = load_profile(path, tps=[tp])
+        check_model_matches(self.profile, model)
+        fitted = get_fitted(self.profile)
+        self.fs: FittedShard = fitted.shards[tp]
+        if self.fs.prefill is None or self.fs.decode is None:
+            raise VidurError(
+                f"profile {path} has no attention measurements (tp={tp}); "
+                f"profile them with `vidur profile` or import a Vidur attention.csv"
+            )
+        self._warned: set[str] = set()
+        self._eager = config.engine_mode == "eager"
+        self._graph_max = config.cuda_graph_max_batch
+        self._act_bytes = model.hidden_size * model.dtype_bytes
+        self._comm = CommModel(node, tp, pp, self.profile)
+        self._build_tables()
+
+    # -- precomputation ---------------------------------------------------------------
+    def _layer_op_counts(self) -> dict[str, int]:
+        m = self.model
+        counts = {op: 1 for op in LAYER_TOKEN_OPS}
+        counts["add"] = 2
+        if m.parallel_attn_mlp:
+            counts["post_norm"] = 0
+        return {op: c for op, c in counts.items() if c and op in self.fs.token}
+
+    def _build_tables(self) -> None:
+        fs = self.fs
+        self._counts = self._layer_op_counts()
+        self._n_prof = int(round(fs.max_tokens))
+        n_max = max(self._n_prof, 16384)
+        ns = np.arange(1, n_max + 1, dtype=float)
+        tok = np.zeros(n_max + 1)
+        for op, c in self._counts.items():
+            tok[1:] += c * fs.token[op].eval_array(ns)
+        self._ar_count = 1 if self.model.parallel_attn_mlp else 2
+        if self.tp > 1:
+            tok[1:] += self._ar_count * self._comm.all_reduce_array(ns * self._act_bytes)
+        self._tok = tok.tolist()
+        self._n_max = n_max
+        self._tok_extra: dict[int, float] = {}
+        launch = fs.cpu.get("cpu_launch_layer")
+        self._launch = launch(1.0) if launch is not None else 0.0
+        self._graph_replay = fs.cpu["cpu_graph_replay"](1.0) if "cpu_graph_replay" in fs.cpu else 0.0
+        self._head: dict[int, float] = {}
+        self._embed: dict[int, float] = {}
+        self._cpu: dict[int, float] = {}
+        self._pp: dict[int, float] = {}
+        pre = fs.prefill
+        self._pre_sel: dict = {}
+        self._pre_kv_max = max(math.exp(c.x_max) for c in pre.curves)
+        dec = fs.decode
+        self._dec_curves: dict = {}
+        self._dec_b_max = int(dec.rows[-1])
+        # KV entries the decode grid covered (per batch row: b x (ctx + 1)); beyond: scaled
+        self._dec_kv_max = max(r * math.exp(c.x_max) for r, c in zip(dec.rows, dec.curves))
+
+    def _warn(self, what: str, detail: str) -> None:
+        if what in self._warned or not self.config.warn_extrapolation:
+            return
+        self._warned.add(what)
+        warnings.warn(
+            f"profile estimator ({self.profile.describe()}): {detail} is beyond the profiled range; "
+            f"scaling the nearest measurement in proportion to the work",
+            ExtrapolationWarning,
+            stacklevel=3,
+        )
+
+    # -- pieces -----------------------------------------------------------------------
+    def token_time(self, n: int) -> float:
+        """Token-level operators of one layer plus its TP all-reduces, for ``n`` tokens."""
+        if n <= self._n_max:
+            if n > self._n_prof:
+                self._warn("tokens", f"a batch of {n} tokens (profiled up to {self._n_prof})")
+            return self._tok[n]
+        t = self._tok_extra.get(n)
+        if t is None:
+            self._warn("tokens", f"a batch of {n} tokens (profiled up to {self._n_prof})")
+            t = sum(c * self.fs.token[op](n) for op, c in self._counts.items())
+            if self.tp > 1:
+                t += self._ar_count * self._comm.all_reduce(n * self._act_bytes)
+            self._tok_extra[n] = t
+        return t
+
+    def prefill_attention(self, num_prefill: int, prefill_tokens: int, prefill_work: float) -> float:
+        """Attention of ``num_prefill`` chunks with the given aggregates (seconds)."""
+        n = num_prefill
+        q = prefill_tokens / n
+        ctx = prefill_work / prefill_tokens - (q + 1) / 2
+        if ctx < 0:
+            ctx = 0.0
+        key = (n, prefill_tokens)
+        sel = self._pre_sel.get(key)
+        if sel is None:
+            sel = self._prefill_selection(n, q)
+        c0, off0, c1, off1, w, scale = sel
+        if c1 is None:
+            y = c0.log_eval(math.log(ctx + off0))
+        else:
+            y0 = c0.log_eval(math.log(ctx + off0))
+            y = y0 + w * (c1.log_eval(math.log(ctx + off1)) - y0)
+        if ctx + q > self._pre_kv_max:
+            self._warn("prefill_ctx", f"a prefill chunk of {q:.0f} after {ctx:.0f} cached tokens")
+        t = math.exp(y) * scale
+        if off0 < q and c1 is None:  # chunk longer than any profiled: scale by the causal work
+            t *= (q * (ctx + q / 2)) / (off0 * (ctx + off0 / 2))
+        return t
+
+    def _prefill_selection(self, n: int, q: float):
+        """Rows bracketing chunk length ``q``, their weight, and n × batching factor (memoised by batch)."""
+        table = self.fs.prefill
+        rows = table.rows
+        lq = math.log(q)
+        lr = table._lr
+        if lq <= lr[0]:
+            sel = [table.curves[0], rows[0], None, 0.0, 0.0]
+        elif lq >= lr[-1]:
+            if q > rows[-1]:
+                self._warn("prefill", f"a prefill chunk of {q:.0f} tokens")
+            sel = [table.curves[-1], rows[-1], None, 0.0, 0.0]
+        else:
+            import bisect
+
+            i = bisect.bisect_right(lr, lq)
+            w = (lq - lr[i - 1]) / (lr[i] - lr[i - 1])
+            sel = [table.curves[i - 1], rows[i - 1], table.curves[i], rows[i], w]
+        scale = 1.0 if n == 1 else n * self.fs.prefill_batch_factor(n, q)
+        out = tuple(sel) + (scale,)
+        if len(self._pre_sel) < 100_000:
+            self._pre_sel[(n, int(round(q * n)))] = out
+        return out
+
+    def _decode_curve(self, b: int):
+        """Decode attention at batch ``b`` as one piecewise-linear curve over log(ctx + 1) (memoised)."""
+        cur = self._dec_curves.get(b)
+        if cur is None:
+            table = self.fs.decode
+            scale = 1.0
+            bb = b
+            if b > self._dec_b_max:
+                bb, scale = self._dec_b_max, b / self._dec_b_max
+            xs = sorted(set().union(*[c._xl for c in table.curves]))
+            ys = [table.log_eval(bb, math.exp(x) - 1.0) + math.log(scale) for x in xs]
+            cur = (xs, ys, xs[0], xs[-1])
+            self._dec_curves[b] = cur
+        return cur
+
+    def decode_attention(self, num_decode: int, decode_kv: int) -> float:
+        """Attention of ``num_decode`` decoding requests reading ``decode_kv`` KV entries (seconds)."""
+        b = num_decode
+        if b > self._dec_b_max:
+            self._warn("decode", f"a decode batch of {b}")
+        elif decode_kv > self._dec_kv_max:
+            self._warn("decode_ctx", f"{b} decodes reading {decode_kv} KV entries")
+        xs, ys, x0, x1 = self._dec_curves.get(b) or self._decode_curve(b)
+        x = math.log(decode_kv / b) if decode_kv > b else 0.0
+        if x <= x0:
+            return math.exp(ys[0])
+        if x >= x1:
+            return math.exp(ys[-1] + (x - x1))
+        i = _bisect(xs, x)
+        xa = xs[i - 1]
+        ya = ys[i - 1]
+        return math.exp(ya + (ys[i] - ya) * (x - xa) / (xs[i] - xa))
+
+    def device_layer_time(self, shape: BatchShape) -> float:
+        """GPU time of one layer (no host launch stalls)."""
+        n = shape.num_tokens
+        if n == 0:
+            return 0.0
+        t = self._tok[n] if self._n_prof >= n else self.token_time(n)
+        if shape.num_prefill:
+            t += self.prefill_attention(shape.num_prefill, shape.prefill_tokens, shape.prefill_work)
+        if shape.num_decode:
+            t += self.decode_attention(shape.num_decode, shape.decode_kv)
+        return t
+
+    def _launch_bound(self, shape: BatchShape) -> bool:
+        if not self._launch:
+            return False
+        if self._eager:
+            return True
+        return shape.num_prefill > 0 or shape.num_decode > self._graph_max
+
+    # -- RuntimeEstimator API --------------------------------------------------------------
+    def describe(self) -> str:
+        return f"profile ({self.profile.describe()} at {self.profile.path}, {self.config.engine_mode})"
+
+    def layer_time(self, shape: BatchShape) -> float:
+        """Device time of one layer, TP all-reduces included; a launch-bound layer takes the launch time."""
+        t = self.device_layer_time(shape)
+        if self._launch and t < self._launch and shape.num_tokens and self._launch_bound(shape):
+            return self._launch
+        return t
+
+    def embed_time(self, num_tokens: int) -> float:
+        t = self._embed.get(num_tokens)
+        if t is None:
+            t = 0.0
+            if num_tokens > 0:
+                e = self.fs.token.get("embed")
+                t = e(num_tokens) if e is not None else 0.0
+                if self.tp > 1:
+                    t += self._comm.all_reduce(num_tokens * self._act_bytes)
+            self._embed[num_tokens] = t
+        return t
+
+    def head_time(self, num_seqs: int) -> float:
+        t = self._head.get(num_seqs)
+        if t is None:
+            t = 0.0
+            if num_seqs > 0:
+                for op in ("final_norm", "lm_head", "sample"):
+                    c = self.fs.token.get(op)
+                    if c is not None:
+                        t += c(num_seqs)
+                if self.tp > 1:
+                    t += self._comm.all_gather(num_seqs * self.model.vocab_size * self.model.dtype_bytes)
+            self._head[num_seqs] = t
+        return t
+
+    def pp_transfer_time(self, num_tokens: int) -> float:
+        t = self._pp.get(num_tokens)
+        if t is None:
+            t = self._comm.send_recv(num_tokens * self._act_bytes) if num_tokens > 0 else 0.0
+            self._pp[num_tokens] = t
+        return t
+
+    def cpu_overhead(self, num_seqs: int) -> float:
+        """Host time per iteration: measured input preparation and sampling (plus a graph replay)."""
+        t = self._cpu.get(num_seqs)
+        if t is None:
+            t = 0.0
+            if num_seqs > 0:
+                for op in ("cpu_prepare", "cpu_sample"):
+                    c = self.fs.cpu.get(op)
+                    if c is not None:
+                        t += c(num_seqs)
+                if not self._eager:
+                    t += self._graph_replay
+            self._cpu[num_seqs] = t
+        return t
+
+    def forward_time(self, shape: BatchShape) -> float:
+        n = shape.num_tokens
+        t = self.model.num_layers * self.layer_time(shape) + self.embed_time(n) + self.head_time(shape.num_seqs)
+        if self.pp > 1:
+            t += (self.pp - 1) * self.pp_transfer_time(n)
+        return t
+
+    def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
+        """Vectorised ``forward_time + cpu_overhead`` of consecutive decode-only iterations."""
+        kv = np.asarray(decode_kv, dtype=float)
+        b = int(num_decode)
+        if b == 0 or kv.size == 0:
+            return np.array([self.forward_time(BatchShape(num_decode=b, decode_kv=int(x))) + self.cpu_overhead(b) for x in kv])
+        tok = self.token_time(b)
+        if b > self._dec_b_max:
+            self._warn("decode", f"a decode batch of {b}")
+        elif kv.max() > self._dec_kv_max:
+            self._warn("decode_ctx", f"{b} decodes reading {int(kv.max())} KV entries")
+        xs, ys, x0, x1 = self._dec_curves.get(b) or self._decode_curve(b)
+        x = np.log(np.maximum(kv / b, 1.0))
+        y = np.interp(x, xs, ys)
+        hi = x > x1
+        if hi.any():
+            y[hi] = ys[-1] + (x[hi] - x1)
+        attn = np.exp(y)
+        layer = tok + attn
+        if self._launch and (self._eager or b > self._graph_max):
+            layer = np.maximum(layer, self._launch)
+        rest = self.embed_time(b) + self.head_time(b) + self.cpu_overhead(b)
+        if self.pp > 1:
+            rest += (self.pp - 1) * self.pp_transfer_time(b)
+        return self.model.num_layers * layer + rest
+
+    def breakdown(self, shape: BatchShape) -> dict[str, float]:
+        """Seconds per operator of one layer (``add`` covers both residual adds), ``tp_all_reduce``,
+        attention, and ``launch_stall`` (eager launch time beyond the GPU time)."""
+        n = shape.num_tokens
+        out: dict[str, float] = {}
+        for op, c in self._counts.items():
+            out[op] = c * self.fs.token[op](n) if n else 0.0
+        out["tp_all_reduce"] = self._ar_count * self._comm.all_reduce(n * self._act_bytes) if (n and self.tp > 1) else 0.0
+        out["attn_prefill"] = (
+            self.prefill_attention(shape.num_prefill, shape.prefill_tokens, shape.prefill_work) if shape.num_prefill else 0.0
+        )
+        out["attn_decode"] = self.decode_attention(shape.num_decode, shape.decode_kv) if shape.num_decode else 0.0
+        out["launch_stall"] = max(0.0, self.layer_time(shape) - self.device_layer_time(shape))
+        return out
+
+
+def _bisect(xs: list, x: float) -> int:
+    return bisect_right(xs, x)
+
+
+class CommModel:
+    """Collective times for one replica: measured tables where a node was measured, else the ring model.
+
+    Order of preference: the profile's own ``network.json`` (imported or
+    measured), the calibration shipped for the node type
+    (:func:`vidur.estimate.comm_fit.calibration`), the nominal link of the
+    node spec (:mod:`vidur.estimate.collective`).
+    """
+
+    def __init__(self, node: NodeSpec, tp: int, pp: int, profile: Profile | None = None):
+        from vidur.estimate import collective
+        from vidur.estimate.comm_fit import calibration
+
+        self.node = node
+        self.tp = tp
+        self.pp = pp
+        self._c = collective
+        self.inter_node_pp = tp * pp > node.num_devices
+        cal = calibration(node.name)
+        own = _profile_network(profile) if profile is not None else None
+        self.all_reduce_fit = (own or {}).get(("all_reduce", tp, tp)) or cal.get(("all_reduce", tp, tp))
+        dpn = 1 if self.inter_node_pp else 2
+        self.send_recv_fit = (own or {}).get(("send_recv", 2, dpn)) or cal.get(("send_recv", 2, dpn))
+        if self.all_reduce_fit is not None:
+            self.params = self.all_reduce_fit.params
+        else:
+            self.params = collective.link_params(node, tp)
+        self.source = "measured" if self.all_reduce_fit is not None else "nominal"
+
+    def all_reduce(self, nbytes: float) -> float:
+        if self.tp <= 1 or nbytes <= 0:
+            return 0.0
+        if self.all_reduce_fit is not None:
+            return self.all_reduce_fit.table_time(nbytes)
+        return self._c.all_reduce_time(self.node, self.tp, nbytes)
+
+    def all_reduce_array(self, nbytes: np.ndarray) -> np.ndarray:
+        if self.all_reduce_fit is not None:
+            return self.all_reduce_fit.curve.eval_array(np.maximum(nbytes, 1.0))
+        return np.array([self._c.all_reduce_time(self.node, self.tp, float(b)) for b in nbytes])
+
+    def all_gather(self, nbytes: float) -> float:
+        if self.tp <= 1 or nbytes <= 0:
+            return 0.0
+        return self._c.all_gather_time(self.node, self.tp, nbytes, self.params)
+
+    def send_recv(self, nbytes: float) -> float:
+        if nbytes <= 0:
+            return 0.0
+        if self.send_recv_fit is not None:
+            return self.send_recv_fit.table_time(nbytes)
+        return self._c.send_recv_time(self.node, nbytes, inter_node=self.inter_node_pp)
+
+
+def _profile_network(profile: Profile) -> dict | None:
+    f = profile.path / "network.json"
+    if not f.is_file():
+        return None
+    from vidur.estimate.comm_fit import fits_from_json
+
+    try:
+        return fits_from_json(json.loads(f.read_text(encoding="utf-8")), profile.device)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VidurError(f"{f} is corrupt ({exc}); re-import the network profile") from None
+
+
+def _isclose(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+
+
+# --- pricing one iteration (``vidur estimate``) ---------------------------------------
+
+
+def resolve_device(name: str, model_name: str, host=None, profile: str | None = None) -> DeviceSpec:
+    """A registered device, or a device known only from a profile (e.g. ``cpu``)."""
+    from vidur.estimate.profiles import list_profiles, read_metadata
+    from vidur.plugins import get_host
+
+    host = host or get_host()
+    table = host.registries.get("device", {})
+    if name in table:
+        return table[name].obj
+    candidates = ([{"device": name, "path": profile}] if profile else []) + list_profiles()
+    for p in candidates:
+        if p["device"] == name:
+            meta = read_metadata(p["path"])
+            if profile and meta.get("device") != name:
+                continue
+            info = meta.get("device_info", {})
+            return DeviceSpec(
+                name=name,
+                memory_bytes=int(info.get("memory_bytes") or 1 << 34),
+                peak_flops=1e12,
+                memory_bandwidth=5e10,
+                description=f"known only from its profile ({info.get('name', name)})",
+            )
+    if name.startswith("cuda") or name == "gpu":
+        raise VidurError(
+            f"vidur estimate prices a named device ({', '.join(sorted(table))}), not {name!r}; "
+            f"to measure the local GPU use `vidur profile --device cuda`"
+        )
+    return host.get("device", name)  # raises with the valid names
+
+
+def choose_estimator(device: str, model: str, tp: int, requested: str = "auto", profile: str | None = None) -> tuple[str, str]:
+    """(estimator name, reason): ``auto`` -> ``profile`` when a profile exists, else ``roofline``."""
+    if requested != "auto":
+        return requested, "requested"
+    if profile:
+        return "profile", f"profile {profile}"
+    found = find_profile(device, model, tp)
+    if found is not None:
+        return "profile", f"profile found at {found}"
+    return "roofline", f"no profile for {device}/{model} tp={tp}"
+
+
+def estimate_iteration(
+    model,
+    device: str,
+    tp: int = 1,
+    prefills=(),
+    decodes=(),
+    *,
+    pp: int = 1,
+    node: str | None = None,
+    estimator: str = "auto",
+    profile: str | None = None,
+    engine_mode: str | None = None,
+    host=None,
+) -> dict:
+    """Price one iteration: ``prefills=[(chunk, context)]``, ``decodes=[(batch, context)]``.
+
+    Returns ``{"gpu_ms", "total_ms", "estimator", "ops": {op: ms}, ...}``:
+    ``gpu_ms`` is the device time of the forward pass (all layers, embedding,
+    LM head, pipeline transfers), ``total_ms`` adds launch stalls and the
+    host overhead of the engine mode.
+    """
+    from vidur.model.catalog import check_parallelism, load_model
+    from vidur.plugins import get_host
+
+    host = host or get_host()
+    spec = load_model(model, host) if not isinstance(model, ModelSpec) else model
+    dev = resolve_device(device, spec.name, host, profile)
+    if node:
+        node_spec = host.get("node", node)
+    else:
+        from vidur.hardware.catalog import default_node
+
+        node_spec = default_node(dev.name)
+    check_parallelism(spec, tp, pp, node_spec)
+    name, reason = choose_estimator(dev.name, spec.name, tp, estimator, profile)
+    cls = host.get("runtime_estimator", name)
+    kwargs = {}
+    if engine_mode is not None:
+        kwargs["engine_mode"] = engine_mode
+    if profile and name == "profile":
+        kwargs["profile"] = str(profile)
+    try:
+        cfg = cls.Config(**kwargs)
+    except TypeError as exc:
+        raise VidurError(f"estimator {name!r} does not take these options: {exc}") from None
+    est = cls(cfg, spec, dev, node_spec, tp, pp)
+    shape = BatchShape()
+    for q, ctx in prefills:
+        if q < 1 or ctx < 0:
+            raise VidurError(f"a prefill chunk needs at least 1 token and a non-negative context, got {q}:{ctx}")
+        shape.add_prefill(int(q), int(ctx))
+    for b, ctx in decodes:
+        if b < 1 or ctx < 0:
+            raise VidurError(f"a decode group needs a batch of at least 1 and a non-negative context, got {b}:{ctx}")
+        for _ in range(int(b)):
+            shape.add_decode(int(ctx))
+    if shape.num_tokens == 0:
+        raise VidurError("nothing to price: give --prefill CHUNK[:CONTEXT] and/or --decode BATCH:CONTEXT")
+    L = spec.num_layers
+    per_layer = est.breakdown(shape)
+    stall = per_layer.pop("launch_stall", 0.0)
+    ops = {k: v * L * 1e3 for k, v in per_layer.items()}
+    ops["embed"] = est.embed_time(shape.num_tokens) * 1e3
+    ops["head"] = est.head_time(shape.num_seqs) * 1e3
+    if pp > 1:
+        ops["pp_send_recv"] = (pp - 1) * est.pp_transfer_time(shape.num_tokens) * 1e3
+    forward = est.forward_time(shape)
+    gpu_ms = forward * 1e3 - stall * L * 1e3
+    cpu = est.cpu_overhead(shape.num_seqs)
+    total_ms = forward * 1e3 + cpu * 1e3
+    return {
+        "gpu_ms": gpu_ms,
+        "total_ms": total_ms,
+        "estimator": name,
+        "ops": ops,
+        "estimator_detail": est.describe(),
+        "estimator_reason": reason,
+        "cpu_overhead_ms": cpu * 1e3,
+        "launch_stall_ms": stall * L * 1e3,
+        "model": spec.name,
+        "device": dev.name,
+        "node": node_spec.name,
+        "tp": tp,
+        "pp": pp,
+        "batch": {
+            "num_tokens": shape.num_tokens,
+            "num_prefill": shape.num_prefill,
+            "prefill_tokens": shape.prefill_tokens,
+            "num_decode": shape.num_decode,
+            "decode_kv": shape.decode_kv,
+        },
+    }
