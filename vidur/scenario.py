@@ -39,8 +39,11 @@ class ClusterConfig:
     num_replicas: int = 1
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
+    engine_mode: str | None = None  # "cuda_graphs" or "eager"; sets the estimator's CPU-overhead model
 
     def __attrs_post_init__(self):
+        if self.engine_mode not in (None, "cuda_graphs", "eager"):
+            raise VidurError(f"cluster.engine_mode must be cuda_graphs or eager, got {self.engine_mode!r}")
         for key in ("num_replicas", "tensor_parallel", "pipeline_parallel"):
             if getattr(self, key) < 1:
                 raise VidurError(f"cluster.{key} must be >= 1, got {getattr(self, key)}")

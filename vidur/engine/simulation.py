@@ -74,6 +74,10 @@ class Simulation:
         est_name = resolve_estimator_name(sc, self.model.name, cl.device, tp)
         est_cls = host.get("runtime_estimator", est_name)
         est_cfg = sc.runtime_estimator.config if sc.runtime_estimator.name == est_name else est_cls.Config()
+        if cl.engine_mode is not None:
+            if not (attrs.has(type(est_cfg)) and hasattr(est_cfg, "engine_mode")):
+                raise VidurError(f"cluster.engine_mode is set but the {est_name!r} estimator has no engine mode")
+            est_cfg = attrs.evolve(est_cfg, engine_mode=cl.engine_mode)
         self.estimator = est_cls(est_cfg, self.model, self.device, self.node, tp, pp)
         self.estimator_name = est_name
 
