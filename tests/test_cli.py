@@ -91,7 +91,7 @@ def test_existing_run_directory_is_refused(tmp_path, capsys):
 BAD = [
     (["-s", "replica_scheduler.chunk_sze", "5"], "did you mean 'chunk_size'"),
     (["-s", "cluster.tensor_paralel", "2"], "did you mean 'tensor_parallel'"),
-    (["--scheduler", "sarathii"], "valid: faster_transformer, lightllm, orca, sarathi, vllm"),
+    (["--scheduler", "sarathii"], "valid: faster_transformer, lightllm, orca, sarathi"),
     (["--global-scheduler", "nope"], "unknown global scheduler 'nope'"),
     (["-s", "workload.arrival.qps", "0"], "qps must be"),
     (["-s", "workload.arrival.qps", "-2"], "qps must be"),

@@ -84,6 +84,7 @@ class PluginHost:
     def __init__(self, *, autoload: bool | None = None, blocked: tuple[str, ...] | None = None):
         self.pm = pluggy.PluginManager(NAME)
         self.pm.add_hookspecs(hookspecs)
+        self._dists: dict[str, str] = {}  # entry-point name -> "distribution version"
         if blocked is None:
             blocked = tuple(b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip())
         for name in blocked:
@@ -95,24 +96,56 @@ class PluginHost:
         if autoload is None:
             autoload = not os.environ.get(AUTOLOAD_ENV)
         if autoload:
-            try:
-                self.pm.load_setuptools_entrypoints(NAME)
-            except pluggy.PluginValidationError as exc:
-                raise PluginError(f"plugin {exc.plugin!r} does not match the vidur hook specs: {exc}") from None
-            except Exception as exc:  # an entry point failing to import
-                raise PluginError(f"a third-party vidur plugin failed to load: {type(exc).__name__}: {exc}") from None
+            self._load_entry_points()
         self._check_pending()
         self._registries: dict[str, dict[str, Entry]] | None = None
 
+    def _load_entry_points(self) -> None:
+        """Register each ``vidur`` entry point (as pluggy's loader does, but a
+        failure names the entry point and its distribution)."""
+        from importlib.metadata import distributions
+
+        for dist in list(distributions()):
+            eps = [ep for ep in dist.entry_points if ep.group == NAME]
+            if not eps:
+                continue
+            label = f"{dist.metadata['name']} {dist.version}"
+            for ep in eps:
+                if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+                    continue
+                try:
+                    plugin = ep.load()
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {ep.name!r} ({label}) failed to import: {type(exc).__name__}: {exc}; "
+                        f"fix or uninstall it, or block it with {BLOCK_ENV}={ep.name}"
+                    ) from None
+                self._dists[ep.name] = label
+                self.register(plugin, name=ep.name)
+
     # -- registration -------------------------------------------------
     def register(self, plugin: Any, name: str | None = None) -> None:
-        """Register a plugin object or module; a bad hook signature is an error."""
+        """Register a plugin object or module; a hook whose signature does not
+        match its spec, or a hook vidur does not define, is an error."""
+        label = name or getattr(plugin, "__name__", None) or repr(plugin)
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {name or plugin!r} does not match the vidur hook specs: {exc}") from None
+            if self.pm.is_registered(plugin):  # pluggy leaves it half registered
+                self.pm.unregister(plugin)
+            raise PluginError(
+                f"plugin {label!r} ({self._dist_label(name)}) does not match the vidur hook specs: "
+                f"{_mismatch(plugin, exc)}"
+            ) from None
         except ValueError as exc:
-            raise PluginError(f"cannot register plugin {name or plugin!r}: {exc}") from None
+            raise PluginError(f"cannot register plugin {label!r}: {exc}") from None
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError:
+            self.pm.unregister(plugin)
+            raise PluginError(
+                f"plugin {label!r} ({self._dist_label(name)}) {_unknown_hooks(plugin)}"
+            ) from None
         self._registries = None
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> None:
@@ -124,7 +157,17 @@ class PluginHost:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin!r} implements a hook vidur does not define: {exc}") from None
+            name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
+            raise PluginError(f"plugin {name!r} ({self._dist_label(name)}) {_unknown_hooks(exc.plugin)}") from None
+
+    def _dist_label(self, name: str | None) -> str:
+        if name in self._dists:
+            return self._dists[name]
+        if name and name.startswith("vidur."):
+            from vidur import __version__
+
+            return f"{DISTRIBUTION} {__version__}"
+        return "registered in-process"
 
     def distribution_of(self, plugin: Any) -> str:
         """The distribution that installed ``plugin`` (built-ins: vidur-sim)."""
@@ -133,12 +176,7 @@ class PluginHost:
                 meta = getattr(dist, "metadata", None)
                 name = meta["name"] if meta is not None else getattr(dist, "project_name", "?")
                 return f"{name} {dist.version}"
-        name = self.pm.get_name(plugin) or ""
-        if name.startswith("vidur."):
-            from vidur import __version__
-
-            return f"{DISTRIBUTION} {__version__}"
-        return "(registered in-process)"
+        return self._dist_label(self.pm.get_name(plugin))
 
     # -- registries ---------------------------------------------------
     @property
@@ -218,6 +256,37 @@ class PluginHost:
                 raise PluginError(
                     f"plugin {impl.plugin_name!r} ({dist}) failed in {hookname}: {type(exc).__name__}: {exc}"
                 ) from None
+
+
+def _mismatch(plugin: Any, exc: Exception) -> str:
+    """One line saying which hook implementation disagrees with its spec."""
+    for attr in dir(plugin):
+        spec = getattr(hookspecs, attr, None) if attr.startswith("vidur_") else None
+        impl = getattr(plugin, attr, None)
+        if spec is None or not callable(impl):
+            continue
+        try:
+            extra = set(inspect.signature(impl).parameters) - set(inspect.signature(spec).parameters)
+        except (TypeError, ValueError):
+            continue
+        if extra:
+            return (
+                f"{signature_of(impl)} takes {', '.join(repr(a) for a in sorted(extra))}, which the spec "
+                f"{signature_of(spec)} does not provide; use the spec's argument names (a subset is fine)"
+            )
+    return " ".join(str(exc).split())
+
+
+def _unknown_hooks(plugin: Any) -> str:
+    """``implements vidur_x, which is not a vidur hook (did you mean ...)``."""
+    specs = [n for n in dir(hookspecs) if n.startswith("vidur_")]
+    unknown = [
+        a for a in dir(plugin)
+        if a.startswith("vidur_") and a not in specs and getattr(getattr(plugin, a, None), f"{NAME}_impl", None) is not None
+    ]
+    if not unknown:
+        return "implements a hook vidur does not define"
+    return "; ".join(f"implements {u}, which is not a vidur hook{suggest(u, specs)}" for u in unknown)
 
 
 _DEFAULT: PluginHost | None = None

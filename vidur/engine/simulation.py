@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -10,7 +11,7 @@ import numpy as np
 
 from vidur.engine.loop import EventLoop, ReplicaState
 from vidur.entities.request import Request
-from vidur.errors import VidurError
+from vidur.errors import PluginError, VidurError
 from vidur.metrics.records import REQUEST_COLUMNS, ReplicaInfo, RunRecords
 from vidur.plugins import PluginHost, get_host
 from vidur.scenario import Policy, Scenario
@@ -41,6 +42,19 @@ def resolve_estimator_name(scenario: Scenario, model_name: str, device: str, tp:
         return "profile" if find_profile(device, model_name, tp) is not None else "roofline"
     except VidurError:
         return "roofline"
+
+
+def _base_files() -> dict[str, str]:
+    """Registry kind -> the file of its framework base class."""
+    import vidur.estimate.base as est_base
+    import vidur.scheduler.base as sched_base
+    import vidur.scheduler.global_base as global_base
+
+    return {
+        "replica_scheduler": sched_base.__file__,
+        "global_scheduler": global_base.__file__,
+        "runtime_estimator": est_base.__file__,
+    }
 
 
 class Simulation:
@@ -153,6 +167,13 @@ class Simulation:
         t0 = time.perf_counter()
         try:
             makespan = loop.run()
+        except VidurError:
+            raise
+        except Exception as exc:  # a policy raised: name it (no cost on the normal path)
+            blame = self._blame(exc)
+            if blame is None:
+                raise
+            raise blame from exc
         finally:
             if bar is not None:
                 bar.close()
@@ -161,6 +182,47 @@ class Simulation:
         result = SimulationResult(sc, records, self.estimator.describe(), reqs)
         self.host.call_observer("vidur_simulation_end", sim=self, result=result)
         return result
+
+    def _blame(self, exc: BaseException) -> PluginError | None:
+        """A PluginError naming the policy (and its plugin and distribution)
+        whose method raised ``exc``: the innermost traceback frame whose
+        ``self`` is this run's router, a replica scheduler or the estimator."""
+        sc = self.scenario
+        owners = {
+            id(self.router): ("global scheduler", "global_scheduler", sc.global_scheduler.name),
+            id(self.estimator): ("runtime estimator", "runtime_estimator", self.estimator_name),
+        }
+        for rep in self.replica_states:
+            owners[id(rep.scheduler)] = ("replica scheduler", "replica_scheduler", sc.replica_scheduler.name)
+        frames = []  # (owner, traceback entry), outermost first
+        tb = exc.__traceback__
+        while tb is not None:
+            owner = owners.get(id(tb.tb_frame.f_locals.get("self")))
+            if owner is not None:
+                frames.append((owner, tb))
+            tb = tb.tb_next
+        if not frames:
+            return None
+        (label, kind, name), inner = frames[-1]
+        try:
+            entry = self.host.entry(kind, name)
+        except VidurError:
+            return None
+
+        def at(tb) -> str:
+            code = tb.tb_frame.f_code
+            return f"{code.co_name}() at {Path(code.co_filename).name}:{tb.tb_lineno}"
+
+        # point at the policy's own code, not the base-class helper it called
+        base_file = _base_files().get(kind)
+        own = [t for o, t in frames if o[1] == kind and t.tb_frame.f_code.co_filename != base_file]
+        where = at(own[-1]) if own else at(inner)
+        if own and own[-1] is not inner:
+            where += f" (via {at(inner)})"
+        return PluginError(
+            f"{label} {name!r} from plugin {entry.plugin!r} ({entry.distribution}) raised "
+            f"{type(exc).__name__}: {exc} in {where}"
+        )
 
     def _records(self, reqs: list[Request], loop: EventLoop, makespan: float, wall: float) -> RunRecords:
         nan = float("nan")

@@ -1,8 +1,14 @@
-"""Step a replica scheduler through hand-written arrivals and inspect each batch."""
+"""Step schedulers through hand-written arrivals and inspect what they decide.
+
+:class:`ReplicaHarness` drives one replica and records a :class:`BatchView`
+per batch formed; :class:`ClusterHarness` drives a global scheduler over a
+few replicas and records where each request was routed. Both use the cheap
+:class:`~vidur.testing.fakes.LinearEstimator` unless given another estimator.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 import numpy as np
@@ -51,16 +57,18 @@ class _Single(GlobalScheduler):
 
 
 class _Recording:
-    """Wraps ``schedule`` to snapshot every batch it forms."""
+    """Wraps ``schedule`` to snapshot every batch it forms (and call ``on_batch``)."""
 
-    def __init__(self, sched: ReplicaScheduler, out: list[BatchView]):
-        self.sched, self.out = sched, out
+    def __init__(self, sched: ReplicaScheduler, out: list[BatchView], on_batch=None):
+        self.sched, self.out, self.on_batch = sched, out, on_batch
         self.inner = sched.schedule
 
     def __call__(self):
         batch = self.inner()
         s = self.sched
         if batch is not None:
+            if self.on_batch is not None:
+                self.on_batch(s, batch)
             self.out.append(
                 BatchView(
                     time=s.now,
@@ -74,7 +82,35 @@ class _Recording:
         return batch
 
 
-class ReplicaHarness:
+class _Arrivals:
+    """Hand-written arrivals, shared by the harnesses (``self.requests``)."""
+
+    requests: list[Request]
+
+    def add(self, prompt: int, output: int, at: float = 0.0) -> Request:
+        """A request arriving at time ``at`` (requests must be added in time order)."""
+        if self.requests and at < self.requests[-1].arrival:
+            raise ValueError("add requests in arrival order")
+        req = Request(len(self.requests), float(at), int(prompt), int(output))
+        self.requests.append(req)
+        return req
+
+    def add_many(self, lengths: Sequence[tuple[int, int]], at: float = 0.0) -> list[Request]:
+        """Several ``(prompt, output)`` requests arriving together at ``at``."""
+        return [self.add(p, o, at) for p, o in lengths]
+
+    def add_trace(self, rows: Sequence[tuple[float, int, int]]) -> list[Request]:
+        """Requests from ``(arrival, prompt, output)`` rows in arrival order
+        (e.g. a :class:`vidur.testing.strategies.Trace`)."""
+        return [self.add(p, o, at) for at, p, o in rows]
+
+    @property
+    def unfinished(self) -> list[Request]:
+        """Requests that have not produced all their output tokens."""
+        return [r for r in self.requests if r.generated < r.output]
+
+
+class ReplicaHarness(_Arrivals):
     """Drives one replica of ``scheduler_cls`` through requests, recording batches.
 
     >>> h = ReplicaHarness(SarathiScheduler, SarathiScheduler.Config(chunk_size=8), num_blocks=64)
@@ -92,7 +128,11 @@ class ReplicaHarness:
         estimator: RuntimeEstimator | None = None,
         num_stages: int = 1,
         fast_forward: bool = False,
+        on_batch: Callable[[ReplicaScheduler, Any], None] | None = None,
     ):
+        """``num_blocks`` blocks of ``block_size`` tokens of KV cache (converted
+        when the policy sets ``kv_block_size``); ``on_batch(scheduler, batch)``
+        is called with every batch right after ``schedule()`` returns it."""
         self.scheduler_cls = scheduler_cls
         self.config = config if config is not None else scheduler_cls.Config()
         bs = scheduler_cls.kv_block_size or block_size
@@ -101,29 +141,83 @@ class ReplicaHarness:
         self.estimator = estimator or LinearEstimator()
         self.num_stages = num_stages
         self.fast_forward = fast_forward
+        self.on_batch = on_batch
         self.requests: list[Request] = []
         self.batches: list[BatchView] = []
 
-    def add(self, prompt: int, output: int, at: float = 0.0) -> Request:
-        """A request arriving at time ``at`` (requests must be added in time order)."""
-        if self.requests and at < self.requests[-1].arrival:
-            raise ValueError("add requests in arrival order")
-        req = Request(len(self.requests), float(at), int(prompt), int(output))
-        self.requests.append(req)
-        return req
-
-    def add_many(self, lengths: Sequence[tuple[int, int]], at: float = 0.0) -> list[Request]:
-        return [self.add(p, o, at) for p, o in lengths]
-
     def run(self, max_time: float | None = None) -> list[BatchView]:
         """Run until every request finished (or ``max_time``); returns all batches."""
-        self.scheduler.schedule = _Recording(self.scheduler, self.batches)
+        self.scheduler.schedule = _Recording(self.scheduler, self.batches, self.on_batch)
         state = ReplicaState(0, self.scheduler, self.estimator, self.estimator.model.num_layers, self.num_stages)
         router = _Single(None, [self.scheduler], np.random.default_rng(0))
         self.loop = EventLoop(self.requests, [state], router, fast_forward=self.fast_forward, max_time=max_time)
         self.loop.run()
         return self.batches
 
-    @property
-    def unfinished(self) -> list[Request]:
-        return [r for r in self.requests if r.generated < r.output]
+
+class _RecordingRouter:
+    """Wraps ``route`` to remember every decision."""
+
+    def __init__(self, router: GlobalScheduler, out: list):
+        self.inner, self.out = router.route, out
+
+    def __call__(self, req: Request):
+        i = self.inner(req)
+        self.out.append(i)
+        return i
+
+
+class ClusterHarness(_Arrivals):
+    """Drives a global scheduler over ``num_replicas`` replicas, recording routes.
+
+    >>> h = ClusterHarness(LeastOutstanding, num_replicas=3)
+    >>> h.add_many([(32, 4)] * 6)
+    >>> h.run()                                # the replica index of each request
+    [0, 1, 2, 0, 1, 2]
+
+    Replicas run ``scheduler_cls`` (default: Sarathi-Serve) with
+    ``num_blocks`` x ``block_size`` tokens of KV each; the router gets a
+    generator seeded with ``seed``.
+    """
+
+    def __init__(
+        self,
+        router_cls: type[GlobalScheduler],
+        config=None,
+        *,
+        num_replicas: int = 2,
+        scheduler_cls: type[ReplicaScheduler] | None = None,
+        scheduler_config=None,
+        num_blocks: int = 1024,
+        block_size: int = 16,
+        estimator: RuntimeEstimator | None = None,
+        seed: int = 0,
+        fast_forward: bool = False,
+    ):
+        if scheduler_cls is None:
+            from vidur.builtin.policies.sarathi import SarathiScheduler
+
+            scheduler_cls = SarathiScheduler
+        self.router_cls = router_cls
+        self.config = config if config is not None else router_cls.Config()
+        self.scheduler_cls = scheduler_cls
+        self.scheduler_config = scheduler_config if scheduler_config is not None else scheduler_cls.Config()
+        self.estimator = estimator or LinearEstimator()
+        bs = scheduler_cls.kv_block_size or block_size
+        self.schedulers = [
+            scheduler_cls(self.scheduler_config, KVBlockManager(num_blocks * block_size // bs, bs), i, 1)
+            for i in range(num_replicas)
+        ]
+        self.router = router_cls(self.config, self.schedulers, np.random.default_rng(seed))
+        self.fast_forward = fast_forward
+        self.requests: list[Request] = []
+        self.routes: list[Any] = []
+
+    def run(self, max_time: float | None = None) -> list[Any]:
+        """Run until every request finished (or ``max_time``); returns the routes."""
+        self.router.route = _RecordingRouter(self.router, self.routes)
+        layers = self.estimator.model.num_layers
+        states = [ReplicaState(i, s, self.estimator, layers, 1) for i, s in enumerate(self.schedulers)]
+        self.loop = EventLoop(self.requests, states, self.router, fast_forward=self.fast_forward, max_time=max_time)
+        self.loop.run()
+        return self.routes

@@ -1,0 +1,74 @@
+"""Every built-in policy passes the plugin conformance suite (vidur.testing.conformance)."""
+
+from __future__ import annotations
+
+from vidur.builtin.policies.faster_transformer import FasterTransformerScheduler
+from vidur.builtin.policies.lightllm import LightLLMScheduler
+from vidur.builtin.policies.orca import OrcaScheduler
+from vidur.builtin.policies.routing import LeastOutstanding, RandomRouting, RoundRobin
+from vidur.builtin.policies.sarathi import SarathiScheduler
+from vidur.builtin.policies.vllm import VLLMScheduler
+from vidur.plugins import PluginHost
+from vidur.testing.conformance import (
+    GlobalSchedulerConformance,
+    ReplicaSchedulerConformance,
+)
+
+
+class TestVLLM(ReplicaSchedulerConformance):
+    scheduler = VLLMScheduler
+    config = {"max_tokens_in_batch": 64, "watermark_fraction": 0.0}
+    token_budget = "max_tokens_in_batch"  # a prompt longer than the budget runs alone
+
+
+class TestSarathi(ReplicaSchedulerConformance):
+    scheduler = SarathiScheduler
+    config = {"chunk_size": 16}
+    token_budget = "chunk_size"
+    strict_token_budget = True  # chunked: no batch ever exceeds it
+
+
+class TestOrca(ReplicaSchedulerConformance):
+    scheduler = OrcaScheduler
+
+
+class TestFasterTransformer(ReplicaSchedulerConformance):
+    scheduler = FasterTransformerScheduler
+
+
+class TestLightLLM(ReplicaSchedulerConformance):
+    scheduler = LightLLMScheduler
+    config = {"max_waiting_iters": 3, "max_tokens_in_batch": 64}
+    token_budget = "max_tokens_in_batch"
+
+
+class TestRoundRobin(GlobalSchedulerConformance):
+    scheduler = RoundRobin
+
+
+class TestRandom(GlobalSchedulerConformance):
+    scheduler = RandomRouting
+
+
+class TestLeastOutstanding(GlobalSchedulerConformance):
+    scheduler = LeastOutstanding
+
+
+class TestLeastOutstandingBehindVLLM(GlobalSchedulerConformance):
+    """Routers over a preempting policy too."""
+
+    scheduler = LeastOutstanding
+    replica_scheduler = VLLMScheduler
+    replica_config = {"max_batch_size": 4, "watermark_fraction": 0.0}
+    max_examples = 10
+
+
+def test_every_builtin_policy_is_covered():
+    host = PluginHost(autoload=False, blocked=())
+    suites = [v for v in globals().values() if isinstance(v, type) and v.__name__.startswith("Test")]
+    covered = {s.scheduler for s in suites}
+    for kind in ("replica_scheduler", "global_scheduler"):
+        for name in host.names(kind):
+            entry = host.entry(kind, name)
+            if entry.plugin.startswith("vidur.builtin."):
+                assert entry.obj in covered, f"built-in {kind} {name!r} has no conformance test class here"
