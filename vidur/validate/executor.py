@@ -1,0 +1,908 @@
+"""The reference executor: a PyTorch Llama-family decoder that runs real batches.
+
+:class:`ReferenceExecutor` executes exactly the batches a replica scheduler
+forms, one forward pass per iteration: each decode feeds its last generated
+token against its KV cache, each prefill chunk attends to the tokens already
+cached for its request plus itself (causal), and every sequence in the batch
+gets a greedy next token from the LM head. Weights are random (timing does
+not depend on their values): bf16 on CUDA, float32 on CPU.
+
+The layer is the usual Llama one: RMSNorm, fused QKV projection, rotary
+embedding (rotate-half), grouped-query attention, output projection,
+residual, RMSNorm, fused gate/up projection, SiLU-gated MLP, down projection,
+residual; then final RMSNorm, LM head and argmax.
+
+KV cache (never recomputed; a preempted request's KV is dropped and rebuilt
+by its recompute prefill, as the scheduler decided):
+
+- ``paged`` (CUDA): one pool of 256-token pages per layer, a page table per
+  request, attention by FlashAttention varlen over the block table
+  (``torch.nn.attention.varlen.varlen_attn``), one call for the decodes and
+  one for the prefill chunks of an iteration;
+- ``contiguous`` (CUDA without paged varlen, and CPU): one token-slot pool
+  per layer in which each request owns a contiguous range of
+  ``prompt + output`` slots (reserved when it is first scheduled), new KV
+  written by one ``index_copy_`` per layer; attention on CUDA by
+  FlashAttention varlen (``aten._flash_attention_forward``) with each
+  sequence's first slot as its key offset and ``seqused_k`` as its length
+  (one call for the decodes, one for the prefill chunks), on CPU (or when
+  that kernel is missing) by ``scaled_dot_product_attention`` per request.
+
+Decode-only iterations replay CUDA graphs captured per batch-size bucket
+(:meth:`ReferenceExecutor.capture_graphs`), as vLLM does; prefill and mixed
+iterations run eagerly.
+
+Timing: each call of :meth:`ReferenceExecutor.execute` returns an
+:class:`IterationTiming`: ``wall_s`` (host clock from input preparation to
+the sampled tokens on the host: what a serving engine's iteration takes) and
+``forward_s`` (CUDA events around the forward pass and sampling on GPU;
+``perf_counter`` on CPU). KV allocation happens before the clock starts.
+
+Only this module (and the validation runner that imports it lazily) needs
+torch; the simulator never imports it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from vidur.errors import VidurError
+from vidur.model.spec import ModelSpec
+
+PAGE = 256  # tokens per KV page (FlashAttention's paged KV wants a multiple of 256)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - exercised where torch is absent
+        raise VidurError(
+            "vidur validate needs PyTorch; install the validate extra: pip install 'vidur-sim[validate]'"
+        ) from None
+    return torch
+
+
+def check_supported(model: ModelSpec) -> None:
+    """Raise a one-line :class:`VidurError` unless the executor can build ``model``.
+
+    Supported: Llama-family decoders (RMSNorm, SwiGLU MLP, full rotary
+    embedding, sequential attention then MLP, optional QKV bias as in Qwen2).
+    """
+    problems = []
+    if model.parallel_attn_mlp:
+        problems.append("parallel attention/MLP block")
+    if model.norm != "rmsnorm":
+        problems.append(f"{model.norm} normalisation")
+    if not model.gated_mlp or model.activation not in ("silu", "swish"):
+        problems.append(f"{'gated ' if model.gated_mlp else 'non-gated '}{model.activation} MLP")
+    if model.partial_rotary_factor != 1.0:
+        problems.append(f"partial rotary embedding ({model.partial_rotary_factor})")
+    if model.output_bias or model.mlp_bias or model.lm_head_bias:
+        problems.append("output/MLP/LM-head biases")
+    if problems:
+        raise VidurError(
+            f"the reference executor builds Llama-family decoders only; {model.name} has "
+            f"{', '.join(problems)}; validate a Llama-shaped model (e.g. vidur/tiny-llama, meta-llama/Meta-Llama-3-8B)"
+        )
+
+
+def resolve_device(requested: str | None) -> str:
+    """``cpu`` or ``cuda``: the requested torch device, checked; None picks CUDA when present."""
+    torch = _torch()
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested not in ("cpu", "cuda"):
+        raise VidurError(f"--device must be cpu or cuda, got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise VidurError("--device cuda was requested but PyTorch sees no CUDA GPU here; use --device cpu")
+    return requested
+
+
+def gpu_sku(name: str) -> str | None:
+    """The device catalog name of a CUDA device name (``NVIDIA H100 80GB HBM3`` -> ``h100``), or None."""
+    n = name.lower()
+    for sku in ("h200", "h100", "b200", "a100", "l40s", "a40"):
+        if sku in n:
+            return sku
+    return None
+
+
+def _available_memory(device: str) -> int:
+    torch = _torch()
+    if device == "cuda":
+        free, _total = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - exotic platforms
+        return 1 << 62
+
+
+class IterationTiming:
+    """Measured times of one iteration, in seconds."""
+
+    __slots__ = ("forward_s", "wall_s")
+
+    def __init__(self, wall_s: float, forward_s: float):
+        self.wall_s = wall_s
+        self.forward_s = forward_s
+
+    def __repr__(self) -> str:
+        return f"IterationTiming(wall_s={self.wall_s:.6f}, forward_s={self.forward_s:.6f})"
+
+
+class _Seq:
+    """Executor-side state of one request: its tokens and where its KV lives."""
+
+    __slots__ = ("base", "cap", "ctx_exec", "pages", "tokens", "written")
+
+    def __init__(self, tokens: list[int]):
+        self.tokens = tokens  # prompt ids, then every generated id
+        self.written = 0  # tokens whose KV is in the cache
+        self.ctx_exec = 0  # the request's kv_len when it last ran (still so while that batch is in flight)
+        self.pages: list[int] = []  # paged layout: page ids
+        self.base = -1  # contiguous layout: first slot of the request's range
+        self.cap = 0  # contiguous layout: slots in the range
+
+
+class _Ranges:
+    """First-fit allocator of contiguous slot ranges in ``[0, size)``."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.free: list[list[int]] = [[0, size]]  # sorted [start, length]
+
+    def alloc(self, n: int) -> int:
+        for i, (start, length) in enumerate(self.free):
+            if length >= n:
+                if length == n:
+                    del self.free[i]
+                else:
+                    self.free[i] = [start + n, length - n]
+                return start
+        return -1
+
+    def release(self, start: int, n: int) -> None:
+        free = self.free
+        i = 0
+        while i < len(free) and free[i][0] < start:
+            i += 1
+        free.insert(i, [start, n])
+        if i + 1 < len(free) and free[i][0] + free[i][1] == free[i + 1][0]:
+            free[i][1] += free[i + 1][1]
+            del free[i + 1]
+        if i > 0 and free[i - 1][0] + free[i - 1][1] == free[i][0]:
+            free[i - 1][1] += free[i][1]
+            del free[i]
+
+
+class ReferenceExecutor:
+    """Runs scheduler-formed batches on a random-weight Llama-family model.
+
+    ``max_kv_tokens`` bounds the KV tokens held at once (the replica KV
+    capacity the scheduler enforces, times replicas): it sizes the paged
+    pool; ``reserved_tokens`` bounds Σ(prompt + output) of the requests held
+    at once: it sizes the contiguous pool (default ``max_kv_tokens``);
+    ``max_batch_tokens`` bounds the tokens of one iteration. ``attention``
+    forces the kernel, ``paged``, ``flash`` or ``sdpa`` (default: the first
+    that works; see :meth:`_choose_attention`). ``threads`` sets
+    ``torch.set_num_threads`` (CPU).
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        device: str = "cpu",
+        *,
+        max_kv_tokens: int,
+        reserved_tokens: int | None = None,
+        max_batch_tokens: int = 8192,
+        max_seq_tokens: int | None = None,
+        max_requests: int = 1024,
+        attention: str | None = None,
+        threads: int | None = None,
+        seed: int = 0,
+    ):
+        check_supported(model)
+        torch = self.torch = _torch()
+        self.model = model
+        self.device_type = resolve_device(device)
+        self.device = torch.device(self.device_type)
+        self.dtype = torch.bfloat16 if self.device_type == "cuda" else torch.float32
+        if threads is not None and self.device_type == "cpu":
+            torch.set_num_threads(max(1, int(threads)))
+        if self.device_type == "cpu":
+            torch.set_flush_denormal(True)  # random activations must not hit slow denormal paths
+        self.seed = seed
+        self.q_heads, self.kv_heads, self.head_dim = model.num_heads, model.num_kv_heads, model.head_dim
+        self.q_dim, self.kv_dim = self.q_heads * self.head_dim, self.kv_heads * self.head_dim
+        self.max_pos = max(int(max_seq_tokens or model.max_position_embeddings), 1)
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.gqa = self.q_heads != self.kv_heads
+        self._paged_cu_k = True  # pass cu_seq_k along with the block table
+        self.paged_error: str | None = None
+        self.flash_error: str | None = None
+        self.kernel = "sdpa"
+        paged_slots = (-(-int(max_kv_tokens) // PAGE) + int(max_requests) + 1) * PAGE
+        range_slots = int(reserved_tokens if reserved_tokens is not None else max_kv_tokens)
+        self._check_memory(max(paged_slots, range_slots), max_batch_tokens)
+        self._build_weights()
+        self.attention = self._choose_attention(attention)
+        if self.attention == "paged":
+            pages = paged_slots // PAGE
+            shape = (pages, PAGE, self.kv_heads, self.head_dim)
+            self.free_pages = list(range(pages - 1, -1, -1))
+        else:
+            shape = (range_slots, self.kv_heads, self.head_dim)
+            self.ranges = _Ranges(range_slots)
+        self.k_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(model.num_layers)]
+        self.v_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(model.num_layers)]
+        self.seqs: dict[int, _Seq] = {}
+        self._live: dict[int, object] = {}  # request id -> Request whose KV this executor holds
+        self.last_tokens: list[int] = []
+        self.iterations = 0
+        self.graph_iterations = 0
+        self._graphs: dict[int, dict] = {}
+        self._graph_sizes: list[int] = []
+        self._graph_pool = None
+        self._pad_page: int | None = None
+        self._pad_slot: int | None = None
+        self.graph_error: str | None = None
+
+    # -- construction ---------------------------------------------------------
+    def _bytes_needed(self, kv_slots: int, max_batch_tokens: int) -> tuple[int, int, int]:
+        m = self.model
+        el = 2 if self.device_type == "cuda" else 4
+        weights = m.num_params() * el
+        kv = 2 * m.num_layers * int(kv_slots) * self.kv_dim * el
+        act = int(max_batch_tokens) * (m.hidden_size * 4 + self.q_dim + 2 * self.kv_dim + 3 * m.intermediate_size) * el
+        act += 1024 * m.vocab_size * 4  # logits of up to 1024 sequences
+        return weights, kv, act
+
+    def _check_memory(self, kv_slots: int, max_batch_tokens: int) -> None:
+        weights, kv, act = self._bytes_needed(kv_slots, max_batch_tokens)
+        need = weights + kv + act
+        have = _available_memory(self.device_type)
+        margin = 0.9 if self.device_type == "cuda" else 0.8
+        if need > have * margin:
+            gib = 1 << 30
+            raise VidurError(
+                f"{self.model.name} is too big for the reference executor on this {self.device_type}: it needs "
+                f"{need / gib:.1f} GiB (weights {weights / gib:.1f}, KV cache {kv / gib:.1f}, activations "
+                f"{act / gib:.1f}) but {have / gib:.1f} GiB are free; validate a smaller model or fewer/shorter requests"
+            )
+
+    def _build_weights(self) -> None:
+        torch, m, dev, dt = self.torch, self.model, self.device, self.dtype
+        g = torch.Generator(device=dev)
+        g.manual_seed(self.seed)
+
+        def rand(*shape: int, std: float = 0.02) -> torch.Tensor:
+            t = torch.empty(*shape, device=dev, dtype=dt)
+            t.normal_(0.0, std, generator=g)
+            return t
+
+        def ones(n: int) -> torch.Tensor:
+            return torch.ones(n, device=dev, dtype=dt)
+
+        h, inter = m.hidden_size, m.intermediate_size
+        qkv_out = self.q_dim + 2 * self.kv_dim
+        self.layers = []
+        for _ in range(m.num_layers):
+            self.layers.append(
+                {
+                    "in_norm": ones(h),
+                    "qkv": rand(qkv_out, h),
+                    "qkv_bias": rand(qkv_out) if m.attention_bias else None,
+                    "o": rand(h, self.q_dim),
+                    "post_norm": ones(h),
+                    "gate_up": rand(2 * inter, h),
+                    "down": rand(h, inter),
+                }
+            )
+        self.embed = rand(m.vocab_size, h, std=1.0)  # like nn.Embedding's N(0, 1): tokens stay distinguishable
+        self.final_norm = ones(h)
+        self.lm_head = self.embed if m.tie_word_embeddings else rand(m.vocab_size, h)
+        half = self.head_dim // 2
+        inv = 1.0 / (m.rope_theta ** (torch.arange(0, half, device=dev, dtype=torch.float32) / half))
+        freqs = torch.outer(torch.arange(self.max_pos, device=dev, dtype=torch.float32), inv)
+        self.cos_cache = freqs.cos().to(dt)
+        self.sin_cache = freqs.sin().to(dt)
+
+    # -- attention backends --------------------------------------------------
+    def _choose_attention(self, forced: str | None) -> str:
+        """Pick the attention kernel (:attr:`kernel`) and return the KV layout it needs.
+
+        ``paged``: FlashAttention varlen over a block table (paged layout);
+        ``flash``: FlashAttention varlen over per-request slot ranges;
+        ``sdpa``: one ``scaled_dot_product_attention`` per request (both
+        contiguous). Default: the first of these that works here.
+        """
+        if forced is not None and forced not in ("paged", "flash", "sdpa"):
+            raise VidurError(f"attention must be paged, flash or sdpa, got {forced!r}")
+        if forced == "paged" and not self._paged_works():
+            raise VidurError(f"paged attention is unavailable here: {self.paged_error or 'it needs CUDA'}")
+        if forced == "flash" and not self._flash_works():
+            raise VidurError(f"FlashAttention varlen is unavailable here: {self.flash_error or 'it needs CUDA'}")
+        if forced is None:
+            forced = "paged" if self._paged_works() else ("flash" if self._flash_works() else "sdpa")
+        self.kernel = forced
+        return "paged" if forced == "paged" else "contiguous"
+
+    def _flash(self, q, k_pool, v_pool, cu_q, starts, max_q, max_k, seqused, causal):
+        """FlashAttention varlen over a token-slot pool: sequence i reads ``seqused[i]`` keys from ``starts[i]``."""
+        out = self.torch.ops.aten._flash_attention_forward(
+            q, k_pool, v_pool, cu_q, starts, max_q, max_k, 0.0, causal, False, scale=self.scale, seqused_k=seqused
+        )
+        return out[0]
+
+    def _flash_works(self) -> bool:
+        """Check FlashAttention varlen with per-sequence start offsets against SDPA (two sequences, out of order)."""
+        torch, dev, dt = self.torch, self.device, self.dtype
+        if self.device_type != "cuda":
+            return False
+        try:
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(2)
+            lens = [(40, 300), (1, 77)]  # (new tokens, cached context) of two sequences
+            starts = [500, 20]  # out of order, with gaps: as slot ranges are
+            kp = torch.randn(1000, self.kv_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
+            vp = torch.randn_like(kp)
+            total_q = sum(q for q, _ in lens)
+            q = torch.randn(total_q, self.q_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
+            refs, at = [], 0
+            for (ql, ctx), st in zip(lens, starts):
+                kl = ctx + ql
+                refs.append(self._sdpa(q[at : at + ql], kp[st : st + kl].transpose(0, 1), vp[st : st + kl].transpose(0, 1), ctx))
+                at += ql
+            ref = torch.cat(refs, 0)
+            cu_q = torch.tensor([0, 40, 41], device=dev, dtype=torch.int32)
+            st = torch.tensor(starts + [0], device=dev, dtype=torch.int32)
+            used = torch.tensor([340, 78], device=dev, dtype=torch.int32)
+            out = torch.cat([
+                self._flash(q[:40], kp, vp, cu_q[:2], st[[0, 2]], 40, 340, used[:1], True),
+                self._flash(q[40:], kp, vp, cu_q[:2], st[[1, 2]], 1, 78, used[1:], False),
+            ], 0)
+            both = self._flash(q, kp, vp, cu_q, st, 40, 340, used, True)
+            torch.cuda.synchronize(dev)
+            ok = torch.allclose(out.float(), ref.float(), atol=3e-2, rtol=3e-2)
+            ok = ok and torch.allclose(both.float(), ref.float(), atol=3e-2, rtol=3e-2)
+            if not ok:
+                self.flash_error = "FlashAttention varlen with start offsets disagrees with SDPA"
+            return bool(ok)
+        except Exception as exc:  # noqa: BLE001 - any failure means: per-request SDPA
+            self.flash_error = f"{type(exc).__name__}: {exc}"[:300]
+            return False
+
+    def _varlen(self, q, k_pool, v_pool, cu_q, cu_k, max_q, max_k, seqused, table, causal):
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn(
+            q, k_pool, v_pool, cu_q, cu_k if self._paged_cu_k else None, max_q, max_k,
+            scale=self.scale,
+            window_size=(-1, 0) if causal else (-1, -1),
+            enable_gqa=self.gqa,
+            seqused_k=seqused,
+            block_table=table,
+        )
+
+    def _paged_works(self) -> bool:
+        """Check the paged varlen kernel against SDPA on one chunk after cached context."""
+        torch, dev, dt = self.torch, self.device, self.dtype
+        if self.device_type != "cuda":
+            return False
+        try:
+            from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+        except ImportError:
+            self.paged_error = f"torch {torch.__version__} has no torch.nn.attention.varlen"
+            return False
+        try:
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(1)
+            ctx, ql = 300, 40
+            kl = ctx + ql
+            q = torch.randn(ql, self.q_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
+            k = torch.randn(kl, self.kv_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
+            v = torch.randn(kl, self.kv_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
+            pages = -(-kl // PAGE)
+            kp = torch.zeros(pages + 1, PAGE, self.kv_heads, self.head_dim, device=dev, dtype=dt)
+            vp = torch.zeros_like(kp)
+            order = list(range(pages, 0, -1))  # scattered, non-identity page order
+            table = torch.tensor([order], device=dev, dtype=torch.int32)
+            for i, p in enumerate(order):
+                lo, hi = i * PAGE, min(kl, (i + 1) * PAGE)
+                kp[p, : hi - lo] = k[lo:hi]
+                vp[p, : hi - lo] = v[lo:hi]
+            cu_q = torch.tensor([0, ql], device=dev, dtype=torch.int32)
+            cu_k = torch.tensor([0, kl], device=dev, dtype=torch.int32)
+            used = torch.tensor([kl], device=dev, dtype=torch.int32)
+            ref = self._sdpa(q, k.transpose(0, 1), v.transpose(0, 1), ctx)
+        except Exception as exc:  # noqa: BLE001 - any failure means: use the contiguous layout
+            self.paged_error = f"reference attention failed: {type(exc).__name__}: {exc}"[:300]
+            return False
+        for with_cu_k in (True, False):  # some versions want cu_seq_k=None with a block table
+            self._paged_cu_k = with_cu_k
+            try:
+                out = self._varlen(q, kp, vp, cu_q, cu_k, ql, kl, used, table, True)
+                torch.cuda.synchronize(dev)
+                if bool(torch.allclose(out.float(), ref.float(), atol=3e-2, rtol=3e-2)):
+                    self.paged_error = None
+                    return True
+                self.paged_error = "varlen_attn with a block table disagrees with SDPA"
+            except Exception as exc:  # noqa: BLE001 - try the other form, then give up
+                self.paged_error = f"{type(exc).__name__}: {exc}"[:300]
+        self._paged_cu_k = True
+        return False
+
+    def _sdpa(self, q, k, v, ctx: int):
+        """q: [ql, Hq, D]; k, v: [Hkv, ctx+ql, D] -> [ql, Hq, D] (causal, aligned to the end)."""
+        F = self.torch.nn.functional
+        ql = q.shape[0]
+        qq = q.transpose(0, 1).unsqueeze(0)
+        kk, vv = k.unsqueeze(0), v.unsqueeze(0)
+        if ql == 1:
+            out = F.scaled_dot_product_attention(qq, kk, vv, scale=self.scale, enable_gqa=self.gqa)
+        elif ctx == 0:
+            out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=self.scale, enable_gqa=self.gqa)
+        elif self.device_type == "cpu":
+            from torch.nn.attention.bias import causal_lower_right
+
+            mask = causal_lower_right(ql, ctx + ql)
+            out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=self.scale, enable_gqa=self.gqa)
+        else:  # an explicit boolean mask: every CUDA backend takes it together with GQA
+            mask = self.torch.ones(ql, ctx + ql, dtype=self.torch.bool, device=q.device).tril(diagonal=ctx)
+            out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=self.scale, enable_gqa=self.gqa)
+        return out[0].transpose(0, 1)
+
+    @property
+    def description(self) -> str:
+        name = self.torch.cuda.get_device_name(self.device) if self.device_type == "cuda" else "cpu"
+        extra = f", {self.torch.get_num_threads()} threads" if self.device_type == "cpu" else ""
+        if self._graphs:
+            extra += f", CUDA graphs for decode batches <= {self.graph_max_batch}"
+        elif self.device_type == "cuda":
+            extra += ", eager" + (f" (graph capture failed: {self.graph_error})" if self.graph_error else "")
+        if self.device_type == "cuda" and self.kernel == "sdpa" and (self.paged_error or self.flash_error):
+            extra += f" (no FlashAttention varlen: {self.flash_error or self.paged_error})"
+        kernel = {"paged": "FlashAttention varlen, block table", "flash": "FlashAttention varlen", "sdpa": "SDPA per request"}
+        return (
+            f"{self.model.name} on {name} ({str(self.dtype).replace('torch.', '')}, {self.attention} KV, "
+            f"{kernel[self.kernel]}{extra})"
+        )
+
+    @property
+    def graph_max_batch(self) -> int:
+        """Largest decode batch that replays a CUDA graph (0: eager only)."""
+        return max(self._graph_sizes) if self._graph_sizes else 0
+
+    # -- per-request state --------------------------------------------------------
+    def _seq(self, req) -> _Seq:
+        s = self.seqs.get(req.id)
+        if s is None:
+            rng = np.random.default_rng((self.seed, abs(int(req.id)), int(req.id) < 0))
+            s = _Seq(rng.integers(0, self.model.vocab_size, size=int(req.prompt)).tolist())
+            self.seqs[req.id] = s
+        return s
+
+    def _drop_kv(self, s: _Seq) -> None:
+        if s.pages:
+            self.free_pages.extend(s.pages)
+            s.pages = []
+        if s.base >= 0:
+            self.ranges.release(s.base, s.cap)
+            s.base, s.cap = -1, 0
+        s.written = 0
+        s.ctx_exec = 0
+
+    def _reserve(self, req, s: _Seq, upto: int) -> None:
+        """Make room for KV tokens ``[0, upto)`` of ``req`` (outside the timed region)."""
+        if self.attention == "paged":
+            need = -(-upto // PAGE) - len(s.pages)
+            if need > 0:
+                if need > len(self.free_pages):
+                    raise VidurError(
+                        "the reference executor ran out of KV pages; the scheduler's KV capacity exceeds what was "
+                        "allocated (report this as a bug)"
+                    )
+                for _ in range(need):
+                    s.pages.append(self.free_pages.pop())
+        elif s.base < 0:
+            cap = max(int(req.prompt) + int(req.output), upto)
+            s.base = self.ranges.alloc(cap)
+            if s.base < 0:
+                raise VidurError(
+                    f"the reference executor's KV pool ({self.ranges.size} token slots) cannot hold request "
+                    f"{req.id}'s {cap} tokens next to the running ones; validate fewer or shorter requests"
+                )
+            s.cap = cap
+
+    def _sync_state(self) -> None:
+        """Drop the KV of finished or preempted requests before the next iteration."""
+        for rid, req in list(self._live.items()):
+            s = self.seqs[rid]
+            if req.finished:
+                self._drop_kv(s)
+                del self.seqs[rid]
+                del self._live[rid]
+            elif req.kv_len < s.ctx_exec:
+                self._drop_kv(s)  # preempted (recompute): the scheduler dropped its KV
+
+    # -- the iteration ---------------------------------------------------------------
+    def execute(self, batch) -> IterationTiming:
+        """Run one iteration of ``batch`` (a :class:`vidur.entities.batch.Batch`) and time it."""
+        self._sync_state()
+        torch = self.torch
+        entries = []  # (req, seq, q, ctx): decodes first, then prefill chunks
+        for r in batch.decodes:
+            entries.append((r, self._seq(r), 1, int(r.kv_len)))
+        for r, q in zip(batch.prefills, batch.chunks):
+            entries.append((r, self._seq(r), int(q), int(r.kv_len)))
+        for i, (r, s, q, ctx) in enumerate(entries):
+            if s.written != ctx:
+                if i >= len(batch.decodes) and ctx == 0:
+                    self._drop_kv(s)  # recompute after a preemption: its old KV is gone
+                else:
+                    raise RuntimeError(
+                        f"request {r.id} runs {q} token(s) at KV length {ctx} but the executor holds {s.written} "
+                        f"tokens of its KV: the request's progress is out of date (sync lazy decode groups first)"
+                    )
+            self._reserve(r, s, ctx + q)
+            self._live[r.id] = r
+        nd = len(batch.decodes)
+        cuda = self.device_type == "cuda"
+        graph = self._graphs.get(self._bucket(nd)) if (self._graphs and nd == len(entries)) else None
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0 = time.perf_counter()
+        if graph is not None:
+            self._fill_graph_inputs(graph, entries)
+        else:
+            inputs = self._prepare(entries, nd)
+        if cuda:
+            ev0.record()
+        tf = time.perf_counter()
+        if graph is not None:
+            graph["graph"].replay()
+            tokens = graph["tokens"][: len(entries)]
+        else:
+            with torch.inference_mode():
+                tokens = self._forward(inputs)
+        if cuda:
+            ev1.record()
+        out = tokens.tolist()  # synchronises
+        t1 = time.perf_counter()
+        forward_s = ev0.elapsed_time(ev1) / 1e3 if cuda else t1 - tf
+        for (r, s, q, ctx), tok in zip(entries, out):
+            s.written = ctx + q
+            s.ctx_exec = ctx
+            if ctx + q >= r.prefill_target and len(s.tokens) <= ctx + q:
+                s.tokens.append(int(tok))
+        self.last_tokens = out
+        self.iterations += 1
+        if graph is not None:
+            self.graph_iterations += 1
+        return IterationTiming(t1 - t0, forward_s)
+
+    def _host_arrays(self, entries):
+        """ids, positions, query and KV lengths, KV slots of an iteration (numpy, host side)."""
+        n_e = len(entries)
+        qlens = np.fromiter((q for _, _, q, _ in entries), dtype=np.int64, count=n_e)
+        ctxs = np.fromiter((c for _, _, _, c in entries), dtype=np.int64, count=n_e)
+        kvlens = ctxs + qlens
+        ids: list[int] = []
+        for r, s, q, ctx in entries:
+            ids.extend(s.tokens[ctx : ctx + q])
+        total = int(qlens.sum())
+        starts = np.repeat(np.cumsum(qlens) - qlens, qlens)
+        pos = np.arange(total, dtype=np.int64) - starts + np.repeat(ctxs, qlens)
+        if self.attention == "paged":
+            width = max(len(s.pages) for _, s, _, _ in entries)
+            table = np.zeros((n_e, width), dtype=np.int64)
+            for i, (_, s, _, _) in enumerate(entries):
+                table[i, : len(s.pages)] = s.pages
+            rows = np.repeat(np.arange(n_e), qlens)
+            slots = table[rows, pos // PAGE] * PAGE + pos % PAGE
+        else:
+            table = None
+            bases = np.fromiter((s.base for _, s, _, _ in entries), dtype=np.int64, count=n_e)
+            slots = pos + np.repeat(bases, qlens)
+        return np.asarray(ids, dtype=np.int64), pos, qlens, kvlens, slots, table
+
+    def _prepare(self, entries, nd: int) -> dict:
+        """Host-side input preparation and one host-to-device copy per dtype."""
+        torch = self.torch
+        ids, pos, qlens, kvlens, slots, table = self._host_arrays(entries)
+        n, n_e = len(ids), len(entries)
+        cu = np.zeros(n_e + 1, dtype=np.int64)
+        np.cumsum(qlens, out=cu[1:])
+        flat = torch.from_numpy(np.concatenate([ids, pos, slots, cu[1:] - 1])).to(self.device)
+        inp = {"ids": flat[:n], "pos": flat[n : 2 * n], "slots": flat[2 * n : 3 * n], "n": n}
+        inp["last"] = None if n == n_e else flat[3 * n :]
+        if self.kernel == "sdpa":
+            inp["entries"] = entries
+            return inp
+        if table is not None:  # paged: KV of sequence i is pages table[i], cu_k the packed offsets
+            kv_off = np.zeros(n_e + 1, dtype=np.int64)
+            np.cumsum(kvlens, out=kv_off[1:])
+        else:  # contiguous ranges: cu_k holds each sequence's first slot (its length is in seqused_k)
+            kv_off = np.zeros(n_e + 1, dtype=np.int64)
+            kv_off[:n_e] = [s.base for _, s, _, _ in entries]
+        # int32 metadata, one group for the decodes and one for the prefill chunks
+        groups = [(a, b) for a, b in ((0, nd), (nd, n_e)) if b > a]
+        meta_parts, specs = [], []
+        for a, b in groups:
+            t0 = int(cu[a])
+            k_part = kv_off[a : b + 1] - (kv_off[a] if table is not None else 0)
+            if table is None:
+                k_part = k_part.copy()
+                k_part[-1] = 0
+            parts = [cu[a : b + 1] - t0, k_part, kvlens[a:b]]
+            if table is not None:
+                parts.append(table[a:b].ravel())
+            specs.append((a, b, t0, int(cu[b]), [len(x) for x in parts], int(qlens[a:b].max()), int(kvlens[a:b].max())))
+            meta_parts += parts
+        meta = torch.from_numpy(np.concatenate(meta_parts).astype(np.int32)).to(self.device)
+        at = 0
+        calls = []
+        for a, b, t0, t1, sizes, max_q, max_k in specs:
+            views = []
+            for sz in sizes:
+                views.append(meta[at : at + sz])
+                at += sz
+            tab = views[3].view(b - a, -1) if table is not None else None
+            calls.append((t0, t1, views[0], views[1], views[2], tab, max_q, max_k, max_q > 1))
+        inp["calls"] = calls
+        return inp
+
+    def _forward(self, inp: dict):
+        """Embedding, decoder layers, final norm, LM head of the last token of each sequence, argmax."""
+        torch = self.torch
+        F = torch.nn.functional
+        n = inp["n"]
+        x = F.embedding(inp["ids"], self.embed)
+        pos = inp["pos"]
+        cos = self.cos_cache[pos].unsqueeze(1)
+        sin = self.sin_cache[pos].unsqueeze(1)
+        half = self.head_dim // 2
+        hq, hkv, d = self.q_heads, self.kv_heads, self.head_dim
+        qd, kd = self.q_dim, self.kv_dim
+        eps = 1e-5
+        inter = self.model.intermediate_size
+        attend = self._attend_paged if self.attention == "paged" else (
+            self._attend_flash if self.kernel == "flash" else self._attend_contiguous
+        )
+        for li, w in enumerate(self.layers):
+            hs = F.rms_norm(x, (x.shape[-1],), w["in_norm"], eps)
+            qkv = F.linear(hs, w["qkv"], w["qkv_bias"])
+            qk = qkv[:, : qd + kd].view(n, hq + hkv, d)
+            a, b = qk[..., :half], qk[..., half:]
+            qk = torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+            q = qk[:, :hq]
+            k = qk[:, hq:]
+            v = qkv[:, qd + kd :].view(n, hkv, d)
+            attn = attend(li, q, k, v, inp)
+            x = x + F.linear(attn.reshape(n, qd), w["o"])
+            hs = F.rms_norm(x, (x.shape[-1],), w["post_norm"], eps)
+            gu = F.linear(hs, w["gate_up"])
+            x = x + F.linear(F.silu(gu[:, :inter]) * gu[:, inter:], w["down"])
+        last = x if inp["last"] is None else x.index_select(0, inp["last"])
+        last = F.rms_norm(last, (last.shape[-1],), self.final_norm, eps)
+        logits = F.linear(last, self.lm_head)
+        return torch.argmax(logits, dim=-1)
+
+    def _attend_paged(self, li, q, k, v, inp):
+        kp, vp = self.k_pool[li], self.v_pool[li]
+        slots = inp["slots"]
+        kp.view(-1, self.kv_heads, self.head_dim).index_copy_(0, slots, k)
+        vp.view(-1, self.kv_heads, self.head_dim).index_copy_(0, slots, v)
+        q = q.contiguous()
+        outs = [
+            self._varlen(q[t0:t1], kp, vp, cu_q, cu_k, max_q, max_k, used, tab, causal)
+            for t0, t1, cu_q, cu_k, used, tab, max_q, max_k, causal in inp["calls"]
+        ]
+        return outs[0] if len(outs) == 1 else self.torch.cat(outs, 0)
+
+    def _attend_flash(self, li, q, k, v, inp):
+        kp, vp = self.k_pool[li], self.v_pool[li]
+        slots = inp["slots"]
+        kp.index_copy_(0, slots, k)
+        vp.index_copy_(0, slots, v)
+        q = q.contiguous()
+        outs = [
+            self._flash(q[t0:t1], kp, vp, cu_q, cu_k, max_q, max_k, used, causal)
+            for t0, t1, cu_q, cu_k, used, _tab, max_q, max_k, causal in inp["calls"]
+        ]
+        return outs[0] if len(outs) == 1 else self.torch.cat(outs, 0)
+
+    def _attend_contiguous(self, li, q, k, v, inp):
+        kp, vp = self.k_pool[li], self.v_pool[li]
+        slots = inp["slots"]
+        kp.index_copy_(0, slots, k)
+        vp.index_copy_(0, slots, v)
+        outs = []
+        at = 0
+        for r, s, ql, ctx in inp["entries"]:
+            b, kl = s.base, ctx + ql
+            outs.append(self._sdpa(q[at : at + ql], kp[b : b + kl].transpose(0, 1), vp[b : b + kl].transpose(0, 1), ctx))
+            at += ql
+        return outs[0] if len(outs) == 1 else self.torch.cat(outs, 0)
+
+    # -- CUDA graphs for decode-only iterations (as vLLM does) -----------------------------
+    def _bucket(self, n: int) -> int:
+        for b in self._graph_sizes:
+            if b >= n:
+                return b
+        return -1
+
+    def capture_graphs(self, max_batch: int) -> int:
+        """Capture one CUDA graph per decode batch-size bucket up to ``max_batch``; return the largest.
+
+        Decode-only iterations of up to that many sequences then replay a
+        graph (inputs padded to the bucket). Needs a FlashAttention varlen
+        kernel (``paged`` or ``flash``); on any capture failure the executor
+        stays eager and returns 0.
+        """
+        if self.kernel not in ("paged", "flash") or max_batch < 1:
+            return 0
+        cands = [1, 2, 4] + list(range(8, max_batch + 8, 8))  # vLLM's buckets
+        sizes = [c for c in cands if c < max_batch] + [min(c for c in cands if c >= max_batch)]
+        width = -(-self.max_pos // PAGE) if self.kernel == "paged" else 0
+        if self._pad_slot is None:  # where padded rows write (and read) their dummy KV
+            if self.kernel == "paged":
+                if not self.free_pages:
+                    return 0
+                self._pad_page = self.free_pages.pop(0)  # the highest page id
+                self._pad_slot = self._pad_page * PAGE
+            else:
+                self._pad_slot = self.ranges.alloc(1)
+                if self._pad_slot < 0:
+                    self._pad_slot = None
+                    return 0
+        graphs: dict[int, dict] = {}
+        try:
+            for b in sorted(sizes, reverse=True):  # largest first: the others reuse its memory
+                graphs[b] = self._capture_one(self._graph_buffers(b, width))
+        except Exception as exc:  # noqa: BLE001 - stay eager when capture is not possible
+            self.graph_error = f"{type(exc).__name__}: {exc}"[:300]
+            self._graphs, self._graph_sizes = {}, []
+            if self.device_type == "cuda":
+                self.torch.cuda.synchronize(self.device)
+            return 0
+        self._graphs = graphs
+        self._graph_sizes = sorted(graphs)
+        return max(graphs)
+
+    def _graph_buffers(self, b: int, width: int) -> dict:
+        """Static input buffers of the decode graph for ``b`` sequences, and the forward inputs viewing them."""
+        torch, dev = self.torch, self.device
+        i64 = torch.zeros(3 * b, device=dev, dtype=torch.int64)
+        i32 = torch.zeros(2 * (b + 1) + b + b * width, device=dev, dtype=torch.int32)
+        ids, pos, slots = i64[:b], i64[b : 2 * b], i64[2 * b :]
+        cu_q, cu_k = i32[: b + 1], i32[b + 1 : 2 * b + 2]
+        used = i32[2 * b + 2 : 3 * b + 2]
+        table = i32[3 * b + 2 :].view(b, width) if width else None
+        g = {"b": b, "width": width, "i64": i64, "i32": i32}
+        g["inputs"] = {
+            "ids": ids, "pos": pos, "slots": slots, "n": b, "last": None,
+            "calls": [(0, b, cu_q, cu_k, used, table, 1, self.max_pos, False)],
+        }
+        self._fill_graph_inputs(g, [])
+        return g
+
+    def _capture_one(self, g: dict) -> dict:
+        """Capture ``g``'s forward pass into a CUDA graph (after two warm-up runs on a side stream)."""
+        torch, dev = self.torch, self.device
+        inp = g["inputs"]
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        pool = self._graph_pool
+        stream = torch.cuda.Stream(dev)
+        stream.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(2):
+                self._forward(inp)
+        torch.cuda.current_stream(dev).wait_stream(stream)
+        torch.cuda.synchronize(dev)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=pool):
+            tokens = self._forward(inp)
+        graph.replay()
+        torch.cuda.synchronize(dev)
+        g["graph"] = graph
+        g["tokens"] = tokens
+        return g
+
+    def _fill_graph_inputs(self, g: dict, entries) -> None:
+        """Write an iteration's inputs (padded to the bucket with 1-token dummies) into the static buffers."""
+        b, width = g["b"], g["width"]
+        n = len(entries)
+        i64 = np.zeros(3 * b, dtype=np.int64)
+        i32 = np.zeros(2 * (b + 1) + b + b * width, dtype=np.int64)
+        used = np.ones(b, dtype=np.int64)
+        slots = np.full(b, self._pad_slot, dtype=np.int64)
+        starts = np.full(b, self._pad_slot, dtype=np.int64)  # contiguous ranges: first slot of each row
+        table = np.full((b, width), self._pad_page if width else 0, dtype=np.int64)
+        if n:
+            ids, pos, _q, kvlens, sl, tab = self._host_arrays(entries)
+            i64[:n] = ids
+            i64[b : b + n] = pos
+            slots[:n] = sl
+            used[:n] = kvlens
+            if width:
+                table[:n, : tab.shape[1]] = tab
+            else:
+                starts[:n] = [s.base for _, s, _, _ in entries]
+        i64[2 * b :] = slots
+        i32[: b + 1] = np.arange(b + 1)
+        if width:
+            i32[b + 2 : 2 * b + 2] = np.cumsum(used)
+            i32[3 * b + 2 :] = table.ravel()
+        else:
+            i32[b + 1 : 2 * b + 1] = starts
+        i32[2 * b + 2 : 3 * b + 2] = used
+        torch = self.torch
+        g["i64"].copy_(torch.from_numpy(i64))
+        g["i32"].copy_(torch.from_numpy(i32.astype(np.int32)))
+
+    # -- warm-up and clean-up ---------------------------------------------------------
+    def warmup(self, prefill_tokens: Iterable[int] = (8, 64, 256), decode_batches: Iterable[int] = (1, 4, 16), steps: int = 2) -> None:
+        """Run throw-away iterations (lazy init, allocator, kernel selection) before timing anything."""
+        from vidur.entities.batch import Batch
+        from vidur.entities.request import Request
+
+        base = -1_000_000
+        rid = base
+        for q in prefill_tokens:
+            q = max(1, min(int(q), self.max_pos - 4))
+            for _ in range(steps):
+                r = Request(rid, 0.0, q, 2)
+                rid -= 1
+                b = Batch()
+                b.add(r, q)
+                self.execute(b)
+                self._forget(r)
+        for n in decode_batches:
+            reqs = [Request(rid - i, 0.0, 16, 64) for i in range(int(n))]
+            rid -= int(n)
+            b = Batch()
+            for r in reqs:
+                b.add(r, 16)
+            self.execute(b)
+            for r in reqs:
+                r.kv_len = 16
+            for _ in range(steps):
+                b = Batch()
+                for r in reqs:
+                    b.add(r, 1)
+                self.execute(b)
+                for r in reqs:
+                    r.kv_len += 1
+            for r in reqs:
+                self._forget(r)
+        self.iterations = 0
+        self.graph_iterations = 0
+
+    def _forget(self, req) -> None:
+        s = self.seqs.pop(req.id, None)
+        if s is not None:
+            self._drop_kv(s)
+        self._live.pop(req.id, None)
+
+    def release(self) -> None:
+        """Drop every request's KV (end of a run)."""
+        for rid in list(self.seqs):
+            self._drop_kv(self.seqs.pop(rid))
+        self._live = {}

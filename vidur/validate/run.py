@@ -1,0 +1,430 @@
+"""``vidur validate``: the same scheduler drives a real model and the simulator.
+
+:func:`validate_scenario` runs a scenario twice on one request table:
+
+1. **real**: the scenario's replica (and global) scheduler forms batches in
+   the simulator's event loop, but every batch runs on the
+   :class:`~vidur.validate.executor.ReferenceExecutor` and the clock
+   advances by its measured wall time (``EventLoop(executor=...)``, no
+   fast-forward). Each batch is also priced by the estimator, so iteration
+   errors compare prediction and measurement on the same batches;
+2. **simulated**: the plain simulation with the estimator fitted on this
+   device's profile (``profile``), or the one the scenario or ``--estimator``
+   names.
+
+Then it compares the two at every level (:mod:`vidur.validate.compare`).
+The executor is built for one device: tensor and pipeline parallelism must
+be 1; several replicas are emulated by running their batches one after the
+other, each timed on its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from vidur.errors import VidurError
+from vidur.hookspecs import hookimpl
+from vidur.plugins import PluginHost, get_host
+from vidur.scenario import Policy, Scenario
+from vidur.validate.compare import (
+    RequestTimings,
+    cluster_errors,
+    format_report,
+    iteration_errors,
+    iteration_kind,
+    plot_cdfs,
+    plot_iterations,
+    plots_available,
+    request_errors,
+    write_json,
+)
+
+ITERATION_COLUMNS = (
+    "replica",
+    "start_s",
+    "kind",
+    "num_prefill",
+    "prefill_tokens",
+    "prefill_work",
+    "num_decode",
+    "decode_kv",
+    "measured_ms",
+    "measured_forward_ms",
+    "predicted_ms",
+    "predicted_forward_ms",
+)
+
+
+@attrs.define
+class ValidationResult:
+    """What :func:`validate_scenario` returns: the report dict plus the raw data behind it."""
+
+    report: dict
+    iterations: dict[str, np.ndarray]
+    real: RequestTimings
+    sim: RequestTimings
+    real_records: Any
+    sim_records: Any
+
+
+class _DeviceFromProfile:
+    """An in-process plugin registering a device known only from its profile (e.g. ``cpu``)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    @hookimpl
+    def vidur_register_devices(self, register):
+        register(self.spec)
+
+
+def _ensure_device(host: PluginHost, scenario: Scenario) -> object | None:
+    """Register ``cluster.device`` from its profile when no plugin provides it; return that plugin."""
+    name = scenario.cluster.device
+    if name in host.names("device"):
+        return None
+    try:
+        from vidur.estimate.profiled import resolve_device
+    except ImportError:
+        return None
+    spec = resolve_device(name, scenario.model, host)  # raises the usual unknown-device error
+    plugin = _DeviceFromProfile(spec)
+    host.register(plugin, name=f"vidur.validate.device.{name}")
+    return plugin
+
+
+def choose_estimator(scenario: Scenario, host: PluginHost, requested: str | None, device_type: str) -> tuple[Policy, list[str]]:
+    """The estimator that prices the simulated side, and notes saying why.
+
+    ``requested`` (``--estimator``) wins; else the scenario's choice; ``auto``
+    means the profile of (device, model, tp), which must exist. The engine
+    mode is matched to the executor afterwards (:func:`match_engine_mode`).
+    """
+    notes: list[str] = []
+    cl = scenario.cluster
+    if requested:
+        cls = host.get("runtime_estimator", requested)
+        pol = scenario.runtime_estimator
+        cfg = pol.config if pol.name == requested else cls.Config()
+        policy = Policy(requested, cfg)
+    elif scenario.runtime_estimator.name != "auto":
+        policy = scenario.runtime_estimator
+    else:
+        if "profile" not in host.names("runtime_estimator"):
+            notes.append("the profile-based estimator is not installed: the simulated side uses the roofline estimator")
+            policy = Policy("roofline", host.get("runtime_estimator", "roofline").Config())
+        else:
+            from vidur.estimate.profiles import find_profile
+            from vidur.model.catalog import load_model
+
+            model = load_model(scenario.model, host)
+            if find_profile(cl.device, model.name, cl.tensor_parallel) is None:
+                raise VidurError(
+                    f"no profile of {model.name} on device {cl.device} (tp={cl.tensor_parallel}); run "
+                    f"`vidur profile --model {model.name} --device {device_type} --tp {cl.tensor_parallel}` on this "
+                    f"machine first, or pass --estimator roofline"
+                )
+            policy = Policy("profile", host.get("runtime_estimator", "profile").Config())
+    return policy, notes
+
+
+def match_engine_mode(policy: Policy, device_type: str, graph_max_batch: int, notes: list[str]) -> Policy:
+    """Set the estimator's ``engine_mode`` (and graph batch limit) to what the executor does on CUDA."""
+    cfg = policy.config
+    if device_type != "cuda" or not attrs.has(type(cfg)):
+        return policy
+    names = {a.name for a in attrs.fields(type(cfg))}
+    if "engine_mode" not in names:
+        return policy
+    changes: dict[str, Any] = {"engine_mode": "cuda_graphs" if graph_max_batch else "eager"}
+    if graph_max_batch and "cuda_graph_max_batch" in names:
+        changes["cuda_graph_max_batch"] = graph_max_batch
+    new = attrs.evolve(cfg, **changes)
+    if new != cfg:
+        what = ", ".join(f"{k}: {v}" for k, v in changes.items())
+        notes.append(f"estimator set to the executor's engine mode ({what})")
+    return Policy(policy.name, new)
+
+
+def _check_validatable(scenario: Scenario) -> None:
+    cl = scenario.cluster
+    if cl.tensor_parallel != 1 or cl.pipeline_parallel != 1:
+        raise VidurError(
+            f"vidur validate runs each replica on one device: set cluster.tensor_parallel and "
+            f"cluster.pipeline_parallel to 1 (got {cl.tensor_parallel} and {cl.pipeline_parallel})"
+        )
+
+
+def _check_device_match(scenario: Scenario, device_type: str, notes: list[str]) -> None:
+    from vidur.validate.executor import gpu_sku
+
+    dev = scenario.cluster.device
+    if device_type == "cpu":
+        if dev != "cpu":
+            raise VidurError(
+                f"the scenario prices device {dev!r} but the reference executor runs on the CPU; "
+                f"set cluster.device: cpu (-s cluster.device cpu) or run with --device cuda on a {dev}"
+            )
+        return
+    import torch
+
+    name = torch.cuda.get_device_name()
+    sku = gpu_sku(name)
+    if sku is not None and sku != dev:
+        raise VidurError(
+            f"the scenario prices device {dev!r} but this GPU is {name}; set cluster.device: {sku} (-s cluster.device {sku})"
+        )
+    if sku is None:
+        notes.append(f"cannot tell whether this GPU ({name}) is the scenario's device {dev!r}")
+
+
+def _warmup_shapes(scenario: Scenario, table) -> tuple[list[int], list[int]]:
+    """Token counts to run once before timing, and decode batch sizes.
+
+    The first iteration with a new token count pays one-off costs (GEMM
+    heuristics, allocator growth) that a long-running server has long paid:
+    every count an iteration can have is warmed up when there are at most
+    1024 of them (a chunked scheduler's budget), else a geometric grid.
+    """
+    cfg = scenario.replica_scheduler.config
+    longest = int(table.prompt.max())
+    chunk = getattr(cfg, "chunk_size", None)
+    limit = int(chunk) if chunk else longest
+    if limit <= 1024:
+        pre = list(range(1, limit + 1))
+    else:
+        pre = sorted({min(limit, round(1.15**i)) for i in range(200) if 1.15**i < limit * 1.15})
+    max_b = int(getattr(cfg, "max_batch_size", 32))
+    dec = sorted({1, min(8, max_b), min(max_b, len(table), 64)})
+    return pre, dec
+
+
+def validate_scenario(
+    scenario: Scenario,
+    *,
+    device: str | None = None,
+    estimator: str | None = None,
+    threads: int | None = 1,
+    attention: str | None = None,
+    cuda_graphs: bool = True,
+    host: PluginHost | None = None,
+    warmup: bool = True,
+    progress: bool = False,
+) -> ValidationResult:
+    """Run ``scenario`` for real (reference executor) and simulated; compare them.
+
+    ``cuda_graphs``: decode-only batches replay CUDA graphs (CUDA only), as
+    vLLM does; the estimator's engine mode follows.
+    """
+    from vidur.engine.loop import EventLoop
+    from vidur.engine.simulation import Simulation
+    from vidur.model.catalog import load_model
+    from vidur.validate.executor import (
+        ReferenceExecutor,
+        check_supported,
+        resolve_device,
+    )
+
+    host = host or get_host()
+    _check_validatable(scenario)
+    model = load_model(scenario.model, host)
+    check_supported(model)  # before anything slow
+    device_type = resolve_device(device)
+    notes: list[str] = []
+    _check_device_match(scenario, device_type, notes)
+    extra = _ensure_device(host, scenario)
+    try:
+        policy, est_notes = choose_estimator(scenario, host, estimator, device_type)
+        notes += est_notes
+        sim_opts = attrs.evolve(scenario.simulation, fast_forward=False, progress=False)
+        probe = Simulation(scenario.replace(runtime_estimator=policy, simulation=sim_opts), host)
+        table = probe.table
+        caps = (table.prompt + table.output).astype(np.int64)
+        kv_cap = sum(r.scheduler.kv.num_blocks * r.scheduler.kv.block_size for r in probe.replica_states)
+        kv_cap = min(kv_cap, int(caps.sum()))
+        max_batch = int(getattr(scenario.replica_scheduler.config, "max_batch_size", 128))
+        held = max_batch * scenario.cluster.num_replicas
+        reserved = int(min(caps.sum(), kv_cap + held * int(caps.max())))
+        ex = ReferenceExecutor(
+            model,
+            device_type,
+            max_kv_tokens=kv_cap,
+            reserved_tokens=reserved,
+            max_batch_tokens=max(int(table.prompt.max()), 512),
+            max_seq_tokens=min(int(caps.max()) + 1, model.max_position_embeddings),
+            max_requests=len(table),
+            attention=attention,
+            threads=threads,
+            seed=scenario.seed,
+        )
+        if warmup:
+            pre, dec = _warmup_shapes(scenario, table)
+            ex.warmup(pre, dec, steps=1)
+        gmax = ex.capture_graphs(min(max_batch, 256)) if (cuda_graphs and device_type == "cuda") else 0
+        if gmax and warmup:
+            ex.warmup((), [b for b in (1, 8, gmax) if b <= gmax])
+        policy = match_engine_mode(policy, device_type, gmax, notes)
+        sc = scenario.replace(runtime_estimator=policy, simulation=sim_opts)
+        real_sim = Simulation(sc, host, requests=table)
+        est = real_sim.estimator
+        notes.append(f"real side: {ex.description}")
+        notes.append(f"simulated side: {est.describe()}")
+
+        rows: list[tuple] = []
+
+        schedulers = [st.scheduler for st in real_sim.replica_states]
+
+        def run_batch(replica: int, batch) -> float:
+            for sched in schedulers:  # lazy decode groups: make every request's kv_len current
+                sched.sync_decoding()
+            t = ex.execute(batch)
+            s = batch.shape
+            fwd = est.forward_time(s)
+            if s.num_prefill:
+                pred = fwd + est.cpu_overhead(s.num_seqs)
+            else:
+                pred = float(est.decode_iteration_times(s.num_decode, np.array([float(s.decode_kv)]))[0])
+            rows.append(
+                (replica, batch.start, s.num_prefill, s.prefill_tokens, s.prefill_work, s.num_decode, s.decode_kv,
+                 t.wall_s, t.forward_s, pred, fwd)
+            )
+            return t.wall_s
+
+        reqs = real_sim.make_requests()
+        bar = None
+        on_complete = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(reqs), unit="req", desc="real run", delay=2.0, leave=False, mininterval=0.5)
+            on_complete = bar.update
+        loop = EventLoop(
+            reqs, real_sim.replica_states, real_sim.router,
+            fast_forward=False, max_time=sc.simulation.max_time, on_complete=on_complete, executor=run_batch,
+        )
+        t0 = time.perf_counter()
+        try:
+            makespan = loop.run()
+        finally:
+            if bar is not None:
+                bar.close()
+            ex.release()
+        real_wall = time.perf_counter() - t0
+        real_records = real_sim._records(reqs, loop, makespan, real_wall)
+
+        sim_scenario = scenario.replace(runtime_estimator=policy, simulation=attrs.evolve(scenario.simulation, progress=False))
+        t0 = time.perf_counter()
+        sim_result = Simulation(sim_scenario, host, requests=table).run(progress=False)
+        sim_wall = time.perf_counter() - t0
+    finally:
+        if extra is not None:
+            host.unregister(extra)
+
+    it = _iteration_columns(rows)
+    real = RequestTimings.from_records(real_records)
+    sim = RequestTimings.from_records(sim_result.records)
+    report = {
+        "kind": "vidur-validation/1",
+        "title": f"vidur validate: {model.name} on {scenario.cluster.device} ({device_type}), "
+        f"{scenario.replica_scheduler.name} scheduler, {len(table)} requests",
+        "notes": notes,
+        "run": {
+            "model": model.name,
+            "device": scenario.cluster.device,
+            "torch_device": device_type,
+            "executor": ex.description,
+            "attention": ex.attention,
+            "cuda_graph_max_batch": ex.graph_max_batch,
+            "graph_iterations": ex.graph_iterations,
+            "estimator": est.describe(),
+            "estimator_name": policy.name,
+            "replica_scheduler": scenario.replica_scheduler.name,
+            "replicas": scenario.cluster.num_replicas,
+            "num_requests": len(table),
+            "iterations_real": len(it["kind"]),
+            "iterations_sim": len(sim_result.records.batches.get("start", [])),
+            "real_wall_s": round(real_wall, 3),
+            "sim_wall_s": round(sim_wall, 3),
+        },
+        "iterations": iteration_errors(it["predicted_ms"] / 1e3, it["measured_ms"] / 1e3, it["kind"]),
+        "iterations_forward": iteration_errors(it["predicted_forward_ms"] / 1e3, it["measured_forward_ms"] / 1e3, it["kind"]),
+        "requests": request_errors(real, sim),
+        "cluster": cluster_errors(real, sim),
+    }
+    return ValidationResult(report, it, real, sim, real_records, sim_result.records)
+
+
+def _iteration_columns(rows: list[tuple]) -> dict[str, np.ndarray]:
+    a = np.array(rows, dtype=np.float64).reshape(-1, 11)
+    return {
+        "replica": a[:, 0].astype(np.int64),
+        "start_s": a[:, 1],
+        "kind": iteration_kind(a[:, 2], a[:, 5]),
+        "num_prefill": a[:, 2].astype(np.int64),
+        "prefill_tokens": a[:, 3].astype(np.int64),
+        "prefill_work": a[:, 4],
+        "num_decode": a[:, 5].astype(np.int64),
+        "decode_kv": a[:, 6].astype(np.int64),
+        "measured_ms": a[:, 7] * 1e3,
+        "measured_forward_ms": a[:, 8] * 1e3,
+        "predicted_ms": a[:, 9] * 1e3,
+        "predicted_forward_ms": a[:, 10] * 1e3,
+    }
+
+
+def write_iterations_csv(path: str | Path, it: dict[str, np.ndarray]) -> None:
+    """One row per real iteration: its shape, measured and predicted times (ms)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(ITERATION_COLUMNS)
+        n = len(it["kind"])
+        for i in range(n):
+            w.writerow([_cell(it[c][i]) for c in ITERATION_COLUMNS])
+
+
+def write_requests_csv(path: str | Path, real: RequestTimings, sim: RequestTimings) -> None:
+    """One row per request: measured and simulated TTFT, TPOT and E2E (ms)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["request", "ttft_real_ms", "ttft_sim_ms", "tpot_real_ms", "tpot_sim_ms", "e2e_real_ms", "e2e_sim_ms"])
+        for i in range(len(real)):
+            w.writerow(
+                [i] + [_cell(1e3 * getattr(x, m)[i]) for m in ("ttft", "tpot", "e2e") for x in (real, sim)]
+            )
+
+
+def _cell(x) -> str:
+    if isinstance(x, (str, np.str_)):
+        return str(x)
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    x = float(x)
+    if not np.isfinite(x):
+        return ""
+    return f"{x:.6g}"
+
+
+def write_outputs(result: ValidationResult, out_dir: str | Path, *, plots: bool = True) -> list[str]:
+    """Write the report (JSON, table), per-iteration and per-request CSVs and plots; return the file names."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = ["validation.json", "summary.txt", "iterations.csv", "requests.csv"]
+    write_json(out / "validation.json", result.report)
+    (out / "summary.txt").write_text(format_report(result.report), encoding="utf-8")
+    write_iterations_csv(out / "iterations.csv", result.iterations)
+    write_requests_csv(out / "requests.csv", result.real, result.sim)
+    if plots and plots_available():
+        it = result.iterations
+        plot_iterations(
+            out / "iterations.png", it["predicted_ms"] / 1e3, it["measured_ms"] / 1e3, it["kind"],
+            f"{result.report['run']['model']} on {result.report['run']['device']}: predicted vs measured",
+        )
+        plot_cdfs(out / "latency_cdf.png", result.real, result.sim, "measured (solid) vs simulated (dashed)")
+        written += ["iterations.png", "latency_cdf.png"]
+    return written
