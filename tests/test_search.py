@@ -1,0 +1,388 @@
+"""Capacity search (``vidur search``): spec validation, the max-QPS bisection,
+censored SLO checks, executors, resuming, outputs, evidence and bad input."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO, SCENARIOS, need_shared
+from vidur.cli import main
+from vidur.errors import VidurError
+from vidur.search import load_search_spec, run_search, spec_from_dict
+from vidur.search.cost import cost_fields, pareto_front
+from vidur.search.maxqps import find_max_qps
+from vidur.search.probe import evaluate
+from vidur.search.spec import SLOTarget
+from vidur.search.store import ResultStore
+
+SMALL = SCENARIOS / "search-small.yaml"
+VOLATILE = ("wall_s",)
+
+
+def small_raw(**grid) -> dict:
+    raw = yaml.safe_load(SMALL.read_text())
+    raw["grid"].update(grid)
+    return raw
+
+
+def small_spec(**grid):
+    return spec_from_dict(small_raw(**grid), path=SMALL)
+
+
+def stable(rows: dict) -> dict:
+    """Result rows without timing fields (they differ run to run)."""
+
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in VOLATILE}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return {k: strip(v) for k, v in rows.items()}
+
+
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory):
+    """The small search, run once in-process."""
+    out = tmp_path_factory.mktemp("search") / "serial"
+    outcome = run_search(small_spec(), out, executor="serial", progress=False, log=lambda m: None)
+    return outcome
+
+
+# ------------------------------------------------------------ bisection
+
+
+@pytest.mark.parametrize("threshold", [0.05, 3.7, 41.0, 900.0])
+@pytest.mark.parametrize("tolerances", [[0.02], [0.04, 0.02]])
+def test_max_qps_brackets_threshold(threshold, tolerances):
+    seen = []
+
+    def probe(q, stage):
+        seen.append(stage)
+        return q <= threshold * (1.03 if stage < len(tolerances) - 1 else 1.0)  # small probes are optimistic
+
+    res = find_max_qps(probe, initial_qps=8.0, tolerances=tolerances)
+    assert res.status == "ok"
+    assert res.lo <= threshold < res.hi
+    assert res.hi / res.lo - 1 <= tolerances[-1] + 1e-12
+    assert res.probes == len(seen) <= 40
+
+
+def test_max_qps_infeasible_capped_unresolved():
+    assert find_max_qps(lambda q, s: False, initial_qps=5, tolerances=[0.02]).status == "infeasible"
+    capped = find_max_qps(lambda q, s: True, initial_qps=5, tolerances=[0.02], max_qps=100)
+    assert (capped.status, capped.lo) == ("capped", 100)
+    short = find_max_qps(lambda q, s: q < 7, initial_qps=5, tolerances=[1e-6], max_probes=6)
+    assert short.status == "unresolved" and 0 < short.lo < 7
+
+
+# ------------------------------------------------------------ SLO checks
+
+
+class _Rec:
+    def __init__(self, arrival, first_sched, first_token, completion, output):
+        f = lambda x: np.asarray(x, dtype=np.float64)
+        self.requests = {"arrival": f(arrival), "first_scheduled": f(first_sched), "first_token": f(first_token),
+                         "completion": f(completion), "output_tokens": np.asarray(output, dtype=np.int64)}
+        self.itl_values = np.array([0.01])
+        self.itl_counts = np.array([10])
+
+
+def test_unfinished_requests_count_as_violations():
+    nan = float("nan")
+    slo = (SLOTarget("scheduling_delay", 0.5, 1.0),)
+    # 3 of 4 requests never scheduled before the cap at t=100: the median delay is >= 90 s
+    rec = _Rec([0, 1, 2, 3], [0.1, nan, nan, nan], [0.2, nan, nan, nan], [0.5, nan, nan, nan], [4, 4, 4, 4])
+    ev = evaluate(rec, 100.0, slo)
+    assert not ev["met"] and ev["unfinished"] == 3
+    assert ev["slos"]["scheduling_delay_p50_s"]["value"] >= 90  # a proven lower bound
+    # dropping unfinished requests (as a plain summary does) would have passed it
+    done = _Rec([0], [0.1], [0.2], [0.5], [4])
+    assert evaluate(done, 100.0, slo)["met"]
+
+
+def test_tpot_unknown_for_running_requests_is_pessimistic():
+    nan = float("nan")
+    slo = (SLOTarget("tpot", 0.99, 0.1),)
+    rec = _Rec([0, 0], [0, 0], [0.1, 0.1], [0.5, nan], [5, 5])
+    assert not evaluate(rec, 10.0, slo)["met"]
+
+
+def test_cost_and_pareto():
+    c = cost_fields(36.0, 8, 2.5)
+    assert c["cost_per_hour"] == 20.0 and c["qps_per_dollar"] == pytest.approx(1.8)
+    assert c["dollars_per_million_requests"] == pytest.approx(20.0 / (36 * 3600) * 1e6)
+    assert cost_fields(0.0, 8, 2.5)["qps_per_dollar"] is None
+    pts = [(1.0, 1.0, "a"), (2.0, 3.0, "b"), (1.5, 0.5, "dominated"), (3.0, 2.0, "dominated2"), (None, 9, "x")]
+    assert pareto_front(pts) == ["a", "b"]
+
+
+# ------------------------------------------------------------ spec
+
+
+def test_spec_expands_grid_and_budget():
+    spec = spec_from_dict(
+        {
+            "model": "meta-llama/Meta-Llama-3-8B",
+            "workload": {"lengths": {"name": "fixed"}},
+            "grid": {
+                "devices": ["a100", "h100"],
+                "tensor_parallel": [1, 2, 16],
+                "gpu_budget": 8,
+                "replica_schedulers": [{"name": "sarathi", "chunk_size": [512, 1024]}, "vllm"],
+            },
+            "prices": {"a100": 1.5},
+        }
+    )
+    assert len(spec.configs) == 2 * 3 * 3
+    reps = {(c.device, c.tensor_parallel): c.replicas for c in spec.configs}
+    assert reps[("a100", 1)] == 8 and reps[("h100", 2)] == 4
+    assert all(c.skip_reason and "budget" in c.skip_reason for c in spec.configs if c.tensor_parallel == 16)
+    assert spec.prices == {"a100": 1.5, "h100": pytest.approx(6.155)}
+    assert [s.label for s in spec.slos] == ["scheduling_delay p99 <= 5 s"]  # the default SLO
+    assert spec.probe_duration == 300.0
+
+
+def test_slos_default_added_dropped_and_listed():
+    raw = small_raw()
+    raw["slos"] = {"ttft": [{"quantile": 0.9, "max_s": 1}, {"quantile": 0.99, "max_s": 3}], "tpot": {"max_s": 0.1}}
+    cols = [s.column for s in spec_from_dict(raw).slos]
+    assert cols == ["scheduling_delay_p99_s", "ttft_p90_s", "ttft_p99_s", "tpot_p99_s"]
+    raw["slos"]["scheduling_delay"] = None
+    assert "scheduling_delay_p99_s" not in [s.column for s in spec_from_dict(raw).slos]
+
+
+def test_trace_path_resolves_from_the_spec_file():
+    need_shared()
+    spec = load_search_spec(SCENARIOS / "search-llama3-8b.yaml")
+    assert Path(spec.workload["lengths"]["path"]).is_file()
+    assert len(spec.configs) == 36
+    assert {c.replicas for c in spec.configs} == {8, 4, 2}
+
+
+# ------------------------------------------------------------ end to end
+
+
+def test_small_search_end_to_end(serial_run):
+    o = serial_run
+    out = o.out_dir
+    status = {r["config"]: r["status"] for r in o.rows}
+    assert sum(s == "ok" for s in status.values()) == 4
+    skipped = [r for r in o.rows if r["status"] == "skipped"]
+    assert len(skipped) == 4 and all("does not fit in one" in r["reason"] for r in skipped)
+    best = o.best
+    assert best is not None and best["max_qps"] > 0 and best["slos_met"]
+    assert best["qps_per_dollar"] == max(r["qps_per_dollar"] or 0 for r in o.rows)
+    assert best["cost_per_hour"] == pytest.approx(best["gpus"] * best["price_per_gpu_hour"])
+    for name in ("results.jsonl", "results.csv", "pareto.csv", "report.txt", "best.yaml",
+                 "pareto_scheduling_delay_p99.png", "pareto_ttft_p99.png"):
+        assert (out / name).is_file(), name
+    with (out / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 8
+    assert {"max_qps", "qps_per_dollar", "cost_per_hour", "gpus", "scheduling_delay_p99_s", "ttft_p99_s"} <= set(table[0])
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pt = pq.read_table(out / "results.parquet").to_pylist()
+    assert [r["config"] for r in pt] == [r["config"] for r in table]
+    assert [r["max_qps"] for r in pt] == pytest.approx([float(r["max_qps"]) for r in table])
+    report = (out / "report.txt").read_text()
+    assert "best: " + best["config"] in report and "confirmed" in report
+    # best.yaml is a runnable scenario at the max QPS
+    sc = yaml.safe_load((out / "best.yaml").read_text())
+    assert sc["workload"]["arrival"]["qps"] == pytest.approx(best["max_qps"])
+
+
+def test_evidence_max_qps_meets_and_ten_percent_more_fails(serial_run):
+    from vidur.search import evidence_for
+
+    o = serial_run
+    assert o.evidence["confirmed"]
+    spec = small_spec()
+    ev = evidence_for(spec, spec.configs[o.best["index"]], o.best["max_qps"])
+    assert ev["at_max"]["met"] and all(v["met"] for v in ev["at_max"]["slos"].values())
+    assert not ev["above"]["met"] and any(not v["met"] for v in ev["above"]["slos"].values())
+    assert ev["above"]["qps"] == pytest.approx(1.1 * o.best["max_qps"])
+
+
+def test_process_pool_and_serial_give_identical_results(serial_run, tmp_path):
+    o = run_search(small_spec(), tmp_path / "pool", executor="process", jobs=2, progress=False, log=lambda m: None)
+    a = stable(ResultStore(serial_run.out_dir / "results.jsonl").load())
+    b = stable(ResultStore(tmp_path / "pool" / "results.jsonl").load())
+    assert a == b
+    assert (serial_run.out_dir / "results.csv").read_text() == (tmp_path / "pool" / "results.csv").read_text()
+    assert o.best["config"] == serial_run.best["config"]
+
+
+def test_ray_gives_identical_results(serial_run, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_search(small_spec(), tmp_path / "ray", executor="ray", progress=False, log=lambda m: None)
+    finally:
+        ray.shutdown()
+    a = stable(ResultStore(serial_run.out_dir / "results.jsonl").load())
+    b = stable(ResultStore(tmp_path / "ray" / "results.jsonl").load())
+    assert a == b
+
+
+def test_resume_skips_finished_configurations(serial_run, tmp_path, monkeypatch):
+    import vidur.search.executors as ex
+
+    out = tmp_path / "resume"
+    spec = small_spec()
+    first = run_search(spec, out, executor="serial", progress=False, max_configs=3, evidence=False, log=lambda m: None)
+    assert first.ran == 3 and first.pending == 5
+    assert len(ResultStore(out / "results.jsonl").load()) == 3
+    # an interrupt mid-write leaves a torn line: it is ignored
+    with (out / "results.jsonl").open("a") as f:
+        f.write('{"key": "torn", "stat')
+    # interrupt after one more configuration: what finished is kept
+    calls = []
+    real = ex._guarded
+
+    def flaky(task, host=None):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(task["key"])
+        return real(task, host)
+
+    monkeypatch.setattr(ex, "_guarded", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(spec, out, executor="serial", progress=False, log=lambda m: None)
+    assert len(ResultStore(out / "results.jsonl").load()) == 4
+    monkeypatch.setattr(ex, "_guarded", real)
+    last = run_search(spec, out, executor="serial", progress=False, evidence=False, log=lambda m: None)
+    assert (last.ran, last.reused, last.pending) == (4, 4, 0)
+    assert stable(ResultStore(out / "results.jsonl").load()) == stable(ResultStore(serial_run.out_dir / "results.jsonl").load())
+    again = run_search(spec, out, executor="serial", progress=False, evidence=False, log=lambda m: None)
+    assert again.ran == 0 and again.reused == 8
+    # prices only scale the cost columns: everything is reused, the ranking follows the new prices
+    raw = small_raw()
+    raw["prices"] = {"a100": 0.5}
+    cheap = run_search(spec_from_dict(raw, path=SMALL), out, executor="serial", progress=False, evidence=False,
+                       log=lambda m: None)
+    assert cheap.ran == 0 and cheap.reused == 8 and cheap.best["device"] == "a100"
+    # a changed SLO is a different search: nothing is reused
+    raw = small_raw()
+    raw["slos"]["ttft"]["max_s"] = 2.0
+    changed = run_search(spec_from_dict(raw, path=SMALL), out, executor="serial", progress=False,
+                         max_configs=0, evidence=False, log=lambda m: None)
+    assert changed.reused == 0 and changed.pending == 8
+
+
+# ------------------------------------------------------------ CLI and bad input
+
+
+def _cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _spec_file(tmp_path, **changes) -> Path:
+    raw = small_raw()
+    raw["workload"]["lengths"] = {"name": "fixed", "prompt_tokens": 512, "output_tokens": 64}
+    for k, v in changes.items():
+        node = raw
+        *path, last = k.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def test_cli_search_and_list(tmp_path, capsys):
+    spec = _spec_file(tmp_path, **{"grid.devices": ["h100"], "grid.tensor_parallel": [1]})
+    code, out, err = _cli(capsys, "search", spec, "--list")
+    assert code == 0 and "2 configurations" in out
+    code, out, err = _cli(capsys, "search", spec, "--out", tmp_path / "o", "--no-progress", "-j", "1",
+                          "-s", "search.tolerance", "0.1")
+    assert code == 0, err
+    assert "best: h100" in out and "confirmed" in out
+    assert (tmp_path / "o" / "results.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "changes, expect",
+    [
+        ({"grid.devices": []}, "grid.devices is empty"),
+        ({"grid.replica_schedulers": []}, "grid.replica_schedulers is empty"),
+        ({"slos.ttft_p99": {"max_s": 1}}, "valid metrics: ttft, tpot, e2e, normalized_e2e, scheduling_delay, itl"),
+        ({"grid.tp": [1]}, "unknown key 'grid.tp'"),
+        ({"search.tolerence": 0.1}, "unknown key 'search.tolerence' (did you mean 'tolerance'?)"),
+    ],
+)
+def test_bad_spec_is_one_line(tmp_path, capsys, changes, expect):
+    code, _, err = _cli(capsys, "search", _spec_file(tmp_path, **changes), "--out", tmp_path / "o")
+    assert code == 2
+    assert err.count("\n") == 1 and expect in err, err
+
+
+def test_device_without_price_is_one_line(tmp_path, capsys, vidur_host, vidur_register):
+    from vidur.hardware.spec import DeviceSpec
+
+    vidur_register(DeviceSpec(name="nopricegpu", memory_bytes=80 << 30, peak_flops=1e15, memory_bandwidth=3e12))
+    spec = _spec_file(tmp_path, **{"grid.devices": ["nopricegpu"], "grid.nodes": {"nopricegpu": "dgx_h100"}})
+    code, _, err = _cli(capsys, "search", spec, "--out", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1
+    assert "device 'nopricegpu' has no price; set prices.nopricegpu" in err
+    # a price in the spec fixes it
+    p = yaml.safe_load(spec.read_text())
+    p["prices"] = {"nopricegpu": 4.0}
+    spec.write_text(yaml.safe_dump(p))
+    assert _cli(capsys, "search", spec, "--list")[0] == 0
+
+
+def test_unreachable_ray_address_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray")
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    code, _, err = _cli(capsys, "search", _spec_file(tmp_path), "--executor", "ray", "--address",
+                          f"127.0.0.1:{port}", "--out", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot reach the Ray cluster at 127.0.0.1" in err
+
+
+def test_address_needs_ray_executor(tmp_path, capsys):
+    code, _, err = _cli(capsys, "search", _spec_file(tmp_path), "--address", "1.2.3.4:6379")
+    assert code == 2 and "--address needs --executor ray" in err
+
+
+def test_spec_errors_in_python_api():
+    with pytest.raises(VidurError, match="set grid.replicas or grid.gpu_budget"):
+        small_spec(gpu_budget=8)
+    with pytest.raises(VidurError, match="no qps to sweep"):
+        raw = small_raw()
+        raw["workload"]["arrival"] = "static"
+        spec_from_dict(raw)
+    assert not math.isnan(small_spec().drain_s)
+    assert REPO.is_dir()
+
+
+def test_csv_only_without_pyarrow(serial_run, tmp_path, monkeypatch):
+    import sys
+
+    import attrs
+
+    from vidur.search.outputs import write_outputs
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
+    warnings = []
+    report = write_outputs(small_spec(), attrs.evolve(serial_run, out_dir=tmp_path), log=warnings.append)
+    assert (tmp_path / "results.csv").is_file() and not (tmp_path / "results.parquet").exists()
+    assert any("pyarrow is not installed" in w for w in warnings) and "results.csv only" in report

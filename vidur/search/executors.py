@@ -1,0 +1,149 @@
+"""Where configuration searches run: in-process, a local process pool, or Ray.
+
+Every executor runs the same :func:`vidur.search.worker.search_config` on
+the same task dicts, so results are identical whichever runs them; only the
+order in which they finish differs (the caller sorts). ``on_result`` is
+called in the calling process as each configuration finishes.
+
+Process-pool and Ray workers build their own plugin host (built-ins plus
+installed entry points); plugins registered only in the calling process
+(``PluginHost.register``) are seen by the ``serial`` executor alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from vidur.errors import VidurError
+
+EXECUTORS = ("process", "serial", "ray")
+
+OnResult = Callable[[dict[str, Any]], None]
+
+
+def default_jobs() -> int:
+    """Cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _guarded(task: dict[str, Any], host=None) -> dict[str, Any]:
+    """Run one task; an unexpected exception becomes a ``status: error`` row
+    (not stored, so a rerun retries it) instead of stopping the search."""
+    from vidur.search.worker import search_config
+
+    try:
+        return search_config(task, host)
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" ({tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+        return {"key": task["key"], "index": task["index"], "label": task["label"], "status": "error",
+                "reason": f"{type(exc).__name__}: {exc}{where}", "max_qps": 0.0, "probes": []}
+
+
+def _init_worker() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
+
+
+def run_serial(tasks: Iterable[dict], on_result: OnResult, host=None) -> None:
+    for t in tasks:
+        on_result(_guarded(t, host))
+
+
+def run_process_pool(tasks: list[dict], on_result: OnResult, jobs: int) -> None:
+    """A pool of ``jobs`` fresh (spawned) worker processes, one configuration per task."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    pool = ctx.Pool(processes=min(jobs, len(tasks)), initializer=_init_worker)
+    try:
+        for row in pool.imap_unordered(_guarded, tasks, chunksize=1):
+            on_result(row)
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
+
+
+def check_ray_address(address: str | None) -> None:
+    """Fail fast, in one line, when ``address`` (host:port or ray://host:port) does not answer."""
+    if address in (None, "", "auto", "local"):
+        return
+    a = address.removeprefix("ray://")
+    host, _, port = a.rpartition(":")
+    if not host or not port.isdigit():
+        raise VidurError(f"--address {address!r} must be HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+    except OSError as exc:
+        raise VidurError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; "
+            "start one with `ray start --head` or fix --address"
+        ) from None
+
+
+def run_ray(tasks: list[dict], on_result: OnResult, address: str | None, jobs: int | None) -> None:
+    """Run on Ray: an existing ``ray.init`` session, the cluster at ``address``,
+    or a local instance started here (and shut down afterwards)."""
+    try:
+        import ray
+    except ImportError:
+        raise VidurError("--executor ray needs Ray: pip install 'vidur-sim[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        check_ray_address(address)
+        kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "logging_level": "ERROR"}
+        if address:
+            kwargs["address"] = address
+        elif jobs:
+            kwargs["num_cpus"] = jobs
+        try:
+            ray.init(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise VidurError(f"cannot start or join Ray{f' at {address}' if address else ''}: {msg}") from None
+        started = True
+    remote = ray.remote(num_cpus=1, max_retries=0)(_guarded)
+    refs = [remote.remote(t) for t in tasks]
+    try:
+        while refs:
+            done, refs = ray.wait(refs, num_returns=1)
+            on_result(ray.get(done[0]))
+    except BaseException:
+        for r in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(r, force=True)
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_tasks(tasks: list[dict], on_result: OnResult, *, executor: str = "process", jobs: int | None = None,
+              address: str | None = None, host=None) -> None:
+    """Dispatch ``tasks`` to ``executor`` (process, serial or ray)."""
+    if executor not in EXECUTORS:
+        raise VidurError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if address and executor != "ray":
+        raise VidurError("--address needs --executor ray")
+    if executor == "ray":
+        run_ray(tasks, on_result, address, jobs)
+        return
+    if not tasks:
+        return
+    jobs = jobs or default_jobs()
+    if executor == "serial" or jobs == 1 or len(tasks) == 1:
+        run_serial(tasks, on_result, host)
+    else:
+        run_process_pool(tasks, on_result, jobs)

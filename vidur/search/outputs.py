@@ -1,0 +1,316 @@
+"""Search outputs: results table (CSV, Parquet), Pareto table and plots, best.yaml, text report."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vidur.search.cost import pareto_front
+
+_PRETTY = {
+    "ttft": "TTFT",
+    "tpot": "TPOT",
+    "e2e": "E2E latency",
+    "normalized_e2e": "E2E per output token",
+    "scheduling_delay": "scheduling delay",
+    "itl": "ITL",
+}
+
+
+def pretty_column(col: str) -> str:
+    """``ttft_p99_s`` -> ``TTFT p99``."""
+    base = col.removesuffix("_s")
+    metric, _, q = base.rpartition("_p")
+    return f"{_PRETTY.get(metric, metric)} p{q}" if metric else col
+
+
+def latency_columns(spec) -> list[str]:
+    """The latency columns the Pareto frontier is computed against: every SLO, then TTFT/TPOT/E2E p99."""
+    cols = [s.column for s in spec.slos] + ["ttft_p99_s", "tpot_p99_s", "e2e_p99_s"]
+    return list(dict.fromkeys(cols))
+
+
+# ------------------------------------------------------------------ tables
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else _fmt(r.get(k))) for k in cols})
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""
+    return v
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]]) -> bool:
+    """Write ``rows`` as Parquet; False when pyarrow is not installed."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    data = {c: [r.get(c) for r in rows] for c in cols}
+    arrays = {}
+    for c, vals in data.items():
+        present = [v for v in vals if v is not None]
+        if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present) and any(
+            isinstance(v, float) for v in present
+        ):
+            vals = [None if v is None else float(v) for v in vals]
+        arrays[c] = pa.array(vals)
+    pq.write_table(pa.table(arrays), path)
+    return True
+
+
+def pareto_rows(spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (latency metric, frontier configuration)."""
+    from vidur.search.runner import _eligible
+
+    ok = [r for r in rows if _eligible(r)]
+    out = []
+    for col in latency_columns(spec):
+        front = pareto_front([(r.get(col), r.get("qps_per_dollar"), r) for r in ok])
+        for rank, r in enumerate(front, 1):
+            out.append({
+                "metric": col, "rank": rank, "config": r["config"], "index": r["index"], "value_s": r[col],
+                "qps_per_dollar": r["qps_per_dollar"], "max_qps": r["max_qps"], "gpus": r["gpus"],
+                "cost_per_hour": r["cost_per_hour"],
+            })
+    return out
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _style():
+    """SciencePlots' style (without LaTeX) when installed, else matplotlib's default."""
+    import contextlib
+    import warnings
+
+    import matplotlib.style
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its use of deprecated matplotlib helpers is not ours to fix
+            import scienceplots  # noqa: F401 - registers the styles
+
+        return matplotlib.style.context(["science", "no-latex", "grid"])
+    except Exception:  # noqa: BLE001 - missing or broken: fall back silently
+        return contextlib.nullcontext()
+
+
+def plot_pareto(path: Path, col: str, rows: list[dict[str, Any]], best: dict | None) -> None:
+    """Scatter of QPS per $/h vs ``col`` at max QPS for every configuration
+    meeting the SLOs (colour: device, marker: replica scheduler), frontier as a line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from vidur.search.runner import _eligible
+
+    pts = [r for r in rows if _eligible(r) and r.get(col) is not None and r.get("qps_per_dollar") is not None]
+    with _style():
+        fig = Figure(figsize=(6.4, 4.4), dpi=150)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        if not pts:
+            ax.text(0.5, 0.5, "no configuration meets the SLOs", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlabel(f"{pretty_column(col)} at max QPS")
+        else:
+            vmax = max(r[col] for r in pts)
+            mult, unit = (1e3, "ms") if vmax < 1.0 else (1.0, "s")
+            devices = list(dict.fromkeys(r["device"] for r in pts))
+            scheds = list(dict.fromkeys(r["replica_scheduler"] for r in pts))
+            colors = {d: f"C{i % 10}" for i, d in enumerate(devices)}
+            markers = {s: "osD^vP*Xhp"[i % 10] for i, s in enumerate(scheds)}
+            for r in pts:
+                ax.scatter(r[col] * mult, r["qps_per_dollar"], s=28, c=colors[r["device"]],
+                           marker=markers[r["replica_scheduler"]], alpha=0.8, linewidths=0.4, edgecolors="k")
+            front = pareto_front([(r[col], r["qps_per_dollar"], r) for r in pts])
+            fx = [r[col] * mult for r in front]
+            fy = [r["qps_per_dollar"] for r in front]
+            ax.plot(fx, fy, "k--", lw=1.0, drawstyle="steps-post", zorder=0)
+            if best is not None and best.get(col) is not None:
+                ax.scatter([best[col] * mult], [best["qps_per_dollar"]], s=160, marker="*", c="gold",
+                           edgecolors="k", linewidths=0.6, zorder=5)
+            lo, hi = min(r[col] for r in pts), vmax
+            if lo > 0 and hi / lo > 30:
+                ax.set_xscale("log")
+            ax.set_xlabel(f"{pretty_column(col)} at max QPS ({unit})")
+            handles = [Line2D([], [], ls="", marker="o", color=colors[d], label=d) for d in devices]
+            handles += [Line2D([], [], ls="", marker=markers[s], color="0.4", label=s) for s in scheds]
+            handles.append(Line2D([], [], ls="--", color="k", label="Pareto frontier"))
+            if best is not None:
+                handles.append(Line2D([], [], ls="", marker="*", color="gold", markeredgecolor="k", markersize=10,
+                                      label=r"best (max QPS per \$)"))
+            ax.legend(handles=handles, fontsize=7, loc="best", frameon=True)
+        ax.set_ylabel(r"max QPS per \$/h  ((req/s) / (\$/h))")
+        ax.set_title(f"Cost efficiency vs {pretty_column(col)}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+
+
+# ------------------------------------------------------------------ report
+
+
+def _s(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v < 1:
+        return f"{v * 1e3:.3g} ms"
+    return f"{v:.3g} s"
+
+
+def _slo_line(slos: dict[str, dict]) -> str:
+    parts = []
+    for col, v in slos.items():
+        op = "<=" if v["met"] else ">"
+        parts.append(f"{pretty_column(col)} {_s(v['value'])} {op} {_s(v['bound'])} {'ok' if v['met'] else 'FAIL'}")
+    return "; ".join(parts)
+
+
+def _table(headers: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)]
+
+
+def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
+    """The short text report."""
+    rows, best, ev = outcome.rows, outcome.best, outcome.evidence
+    L: list[str] = []
+    L.append(f"vidur search: {spec.path or '(spec)'}")
+    lengths = spec.workload.get("lengths") or {}
+    lname = lengths.get("name", "lognormal") if isinstance(lengths, dict) else lengths
+    if isinstance(lengths, dict) and lengths.get("path"):
+        lname += f" ({Path(lengths['path']).name})"
+    arrival = spec.workload["arrival"]["name"]
+    size = (f"{spec.probe_duration:g} s of arrivals" if spec.probe_duration is not None
+            else f"{spec.probe_requests:,} requests")
+    o = spec.options
+    coarse = f", coarse stage at {o.coarse_fraction:g}x size to {o.coarse_tolerance:.0%}" if o.coarse_fraction > 0 and o.coarse_tolerance > o.tolerance else ""
+    L.append(f"model {spec.model} | lengths {lname} | {arrival} arrivals swept | seed {spec.seed}")
+    L.append(f"probes: {size} each (at least {o.min_requests} requests), simulated time capped at arrivals + "
+             f"{spec.drain_s:g} s; tolerance {o.tolerance:.0%}{coarse}")
+    L.append("SLOs: " + "; ".join(s.label for s in spec.slos))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    nprobes = sum(r["probes"] for r in rows)
+    L.append(f"grid: {len(rows)} configurations ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
+             f"this run simulated {outcome.ran}, reused {outcome.reused}; {nprobes} probes in all")
+    L.append("")
+    if best is None:
+        L.append("best: no configuration meets the SLOs")
+    else:
+        L.append(f"best: {best['config']}")
+        nxt = ""
+        if best.get("next_failing_qps"):
+            nxt = f" ({best['next_failing_qps']:.4g} failed: {best['failed_slos_above'] or '?'})"
+        L.append(f"  max QPS {best['max_qps']:.4g}{nxt} | {best['gpus']} GPU{'s' if best['gpus'] != 1 else ''} x ${best['price_per_gpu_hour']:.4g}/h = "
+                 f"${best['cost_per_hour']:.4g}/h | {best['qps_per_dollar']:.4g} QPS per $/h | "
+                 f"${best['dollars_per_million_requests']:.3g} per million requests")
+        if ev is not None:
+            a, b = ev["at_max"], ev["above"]
+            L.append(f"  evidence (re-simulated, {a['requests']:,} and {b['requests']:,} requests):")
+            L.append(f"    at {a['qps']:.4g} QPS: {_slo_line(a['slos'])} -> "
+                     f"{'every SLO met' if a['met'] else 'NOT all SLOs met'}")
+            L.append(f"    at {b['qps']:.4g} QPS ({ev['factor']:g}x): {_slo_line(b['slos'])} -> "
+                     f"{'at least one SLO fails' if not b['met'] else 'all SLOs still met'}")
+            L.append(f"    {'confirmed' if ev['confirmed'] else 'NOT confirmed'}: max QPS is within "
+                     f"{(ev['factor'] - 1):.0%} of the SLO limit" if ev["confirmed"] else
+                     "    NOT confirmed: see the lines above")
+    L.append("")
+    ok = sorted((r for r in rows if r["qps_per_dollar"] and r["slos_met"]), key=lambda r: -r["qps_per_dollar"])
+    if ok:
+        lat_cols = list(dict.fromkeys([s.column for s in spec.slos] + ["ttft_p99_s", "tpot_p99_s"]))
+        headers = ["config", "max QPS", "GPUs", "$/h", "QPS per $/h", *(pretty_column(c) for c in lat_cols)]
+        body = []
+        for r in ok[:15]:
+            body.append([r["config"], f"{r['max_qps']:.4g}", str(r["gpus"]), f"{r['cost_per_hour']:.4g}",
+                         f"{r['qps_per_dollar']:.4g}", *(_s(r.get(c)) for c in lat_cols)])
+        L.append(f"configurations meeting the SLOs, by QPS per dollar (top {len(body)} of {len(ok)}):")
+        L.extend("  " + x for x in _table(headers, body))
+        L.append("")
+        L.append("Pareto frontier (max QPS per $/h vs latency at max QPS; lower latency, more QPS per $):")
+        prs = pareto_rows(spec, rows)
+        for col in latency_columns(spec):
+            pts = [p for p in prs if p["metric"] == col]
+            L.append(f"  {pretty_column(col)}: " + " | ".join(
+                f"{p['config']} ({_s(p['value_s'])}, {p['qps_per_dollar']:.3g})" for p in pts))
+        L.append("")
+    other = [r for r in rows if r["status"] not in ("ok",)]
+    if other:
+        L.append("not ranked / notes per configuration:")
+        for r in other:
+            L.append(f"  {r['status']:<10} {r['config']}: {r['reason'] or '-'}")
+        L.append("")
+    for n in notes:
+        L.append(f"note: {n}")
+    L.append("files: " + ", ".join(files))
+    return "\n".join(L) + "\n"
+
+
+def write_outputs(spec, outcome, log: Callable[[str], None]) -> str:
+    """Write every output file into ``outcome.out_dir``; returns the report text."""
+    from vidur.search.runner import best_scenario_yaml
+
+    out: Path = outcome.out_dir
+    rows = outcome.rows
+    files = ["results.jsonl"]
+    notes: list[str] = []
+    write_csv(out / "results.csv", rows)
+    files.append("results.csv")
+    if write_parquet(out / "results.parquet", rows):
+        files.append("results.parquet")
+    else:
+        msg = "pyarrow is not installed: wrote results.csv only (pip install 'vidur-sim[search]' for Parquet)"
+        log(f"warning: {msg}")
+        notes.append(msg)
+    prs = pareto_rows(spec, rows)
+    write_csv(out / "pareto.csv", prs or [{"metric": None, "rank": None, "config": None}])
+    files.append("pareto.csv")
+    try:
+        import matplotlib  # noqa: F401
+
+        have_mpl = True
+    except ImportError:
+        have_mpl = False
+        msg = "matplotlib is not installed: no plots (pip install 'vidur-sim[search]')"
+        log(f"warning: {msg}")
+        notes.append(msg)
+    if have_mpl:
+        for col in latency_columns(spec):
+            name = f"pareto_{col.removesuffix('_s')}.png"
+            plot_pareto(out / name, col, rows, outcome.best)
+            files.append(name)
+    if outcome.best is not None:
+        cfg = spec.configs[outcome.best["index"]]
+        (out / "best.yaml").write_text(best_scenario_yaml(spec, cfg, outcome.best["max_qps"]))
+        files.append("best.yaml")
+    if outcome.pending:
+        notes.append(f"{outcome.pending} configuration(s) not searched yet; rerun the same command to continue")
+    if outcome.errors:
+        notes.append(f"{len(outcome.errors)} configuration(s) failed with an internal error (not stored; a rerun retries them)")
+    unf = [r for r in rows if r.get("unfinished_at_cap")]
+    if unf:
+        notes.append(f"{len(unf)} configuration(s) had requests unfinished at the simulated-time cap at their max QPS "
+                     "(counted as violating; raise search.drain_s to resolve them)")
+    if spec.probe_requests is not None:
+        notes.append("probes are sized by request count: at high QPS they span less time and may not expose a "
+                     "slow overload; prefer workload.duration")
+    files.append("report.txt")
+    text = format_report(spec, outcome, files, notes)
+    (out / "report.txt").write_text(text)
+    return text

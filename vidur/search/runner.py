@@ -1,0 +1,246 @@
+"""Run a capacity search: configurations -> max QPS each -> table, best, Pareto, evidence.
+
+Output directory::
+
+    results.jsonl      one line per finished configuration (the resume log, with every probe)
+    results.csv        the table: every configuration, its max QPS, SLO metrics at it, cost
+    results.parquet    the same table (needs pyarrow)
+    pareto.csv         Pareto frontier of QPS per dollar vs each latency metric
+    pareto_<metric>.png one plot per latency metric (needs matplotlib)
+    best.yaml          the best configuration as a scenario at its max QPS (``vidur run best.yaml``)
+    report.txt         the short text report (also printed)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from vidur.errors import VidurError
+from vidur.search.cost import cost_fields
+from vidur.search.executors import run_tasks
+from vidur.search.probe import (
+    REPORTED,
+    metric_column,
+    probe_scenario,
+    probe_size,
+    run_probe,
+)
+from vidur.search.spec import ConfigPoint, SearchSpec, config_key
+from vidur.search.store import ResultStore
+from vidur.search.worker import make_task
+
+EVIDENCE_FACTOR = 1.1
+
+
+@attrs.define
+class SearchOutcome:
+    """What :func:`run_search` returns: the table rows (grid order), the best
+    row (or None), the evidence dict, and bookkeeping."""
+
+    rows: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    evidence: dict[str, Any] | None
+    out_dir: Path
+    ran: int  # configurations simulated in this call
+    reused: int  # configurations taken from an earlier run
+    pending: int  # configurations still not done (max_configs or errors)
+    errors: list[dict[str, Any]]
+    report: str = ""
+
+
+def canonical_key(spec: SearchSpec, cfg: ConfigPoint, host=None) -> str:
+    """``config_key`` of ``cfg`` computed on its fully-structured scenario, so
+    spelling a default explicitly (or not) gives the same key."""
+    raw = spec.base_scenario(cfg)
+    if cfg.skip_reason:
+        return config_key(spec, raw)
+    from vidur.scenario import scenario_from_dict
+
+    sc = scenario_from_dict(probe_scenario(raw, 1.0, None, 1, None), host).to_dict()
+    sc["workload"].pop("num_requests", None)
+    sc["workload"].pop("duration", None)
+    sc["workload"]["arrival"].pop("qps", None)
+    sc.pop("simulation", None)
+    sc.pop("metrics", None)
+    return config_key(spec, _drop_none(sc))
+
+
+def _drop_none(x):
+    """Leave out None-valued keys, so a new optional scenario field does not change every key."""
+    if isinstance(x, dict):
+        return {k: _drop_none(v) for k, v in x.items() if v is not None}
+    if isinstance(x, list):
+        return [_drop_none(v) for v in x]
+    return x
+
+
+def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "index": cfg.index,
+        "config": cfg.label,
+        "device": cfg.device,
+        "tensor_parallel": cfg.tensor_parallel,
+        "pipeline_parallel": cfg.pipeline_parallel,
+        "replicas": cfg.replicas,
+        "gpus": cfg.gpus,
+        "replica_scheduler": cfg.replica_scheduler["name"],
+        "scheduler_config": json.dumps({k: v for k, v in cfg.replica_scheduler.items() if k != "name"}, sort_keys=True),
+        "global_scheduler": cfg.global_scheduler["name"],
+        "status": res["status"] if res else "pending",
+        "reason": (res.get("reason") or "") if res else "",
+        "max_qps": float(res.get("max_qps") or 0.0) if res else None,
+        "next_failing_qps": res.get("hi_qps") if res else None,
+    }
+    row.update(cost_fields(row["max_qps"] or 0.0, cfg.gpus, spec.prices[cfg.device]))
+    at = (res or {}).get("at_max") or {}
+    slos = at.get("slos", {})
+    for s in spec.slos:
+        row[s.column] = slos.get(s.column, {}).get("value")
+    row["slos_met"] = bool(slos) and all(v["met"] for v in slos.values())
+    stats = at.get("stats", {})
+    for metric, q in REPORTED:
+        col = metric_column(metric, q)
+        if col not in row:
+            row[col] = stats.get(col)
+    row["throughput_rps"] = at.get("throughput_rps")
+    row["probe_requests"] = at.get("num_requests")
+    row["unfinished_at_cap"] = at.get("unfinished")
+    row["failed_slos_above"] = ",".join((res or {}).get("failed_at_hi") or [])
+    row["probes"] = len((res or {}).get("probes") or [])
+    row["key"] = (res or {}).get("key")
+    return row
+
+
+def _eligible(row: dict[str, Any]) -> bool:
+    return row["status"] in ("ok", "capped") and (row["max_qps"] or 0) > 0 and row["slos_met"]
+
+
+def pick_best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Highest QPS per dollar among configurations meeting the SLOs; ties: fewer
+    GPUs, then higher max QPS, then grid order."""
+    cands = [r for r in rows if _eligible(r)]
+    if not cands:
+        return None
+    return min(cands, key=lambda r: (-r["qps_per_dollar"], r["gpus"], -r["max_qps"], r["index"]))
+
+
+def evidence_for(spec: SearchSpec, cfg: ConfigPoint, max_qps: float, host=None, factor: float = EVIDENCE_FACTOR) -> dict[str, Any]:
+    """Re-simulate ``cfg`` with full-size probes at ``max_qps`` and ``factor`` × it.
+
+    ``confirmed`` is True when every SLO holds at ``max_qps`` and at least one
+    fails at ``factor × max_qps``.
+    """
+    base = spec.base_scenario(cfg)
+    out: dict[str, Any] = {"config": cfg.label, "factor": factor}
+    for name, q in (("at_max", max_qps), ("above", max_qps * factor)):
+        d, n = probe_size(spec.probe_duration, spec.probe_requests, 1.0, q, spec.options.min_requests)
+        ev = run_probe(base, q, duration=d, num_requests=n, drain=spec.drain_s, slos=spec.slos, host=host)
+        out[name] = {"qps": q, "met": ev["met"], "slos": ev["slos"], "requests": ev["num_requests"],
+                     "unfinished": ev["unfinished"]}
+    out["confirmed"] = bool(out["at_max"]["met"] and not out["above"]["met"])
+    return out
+
+
+def best_scenario_yaml(spec: SearchSpec, cfg: ConfigPoint, max_qps: float) -> str:
+    """The best configuration as a scenario YAML at its max QPS (same probe as the search)."""
+    import yaml
+
+    d, n = probe_size(spec.probe_duration, spec.probe_requests, 1.0, max_qps, spec.options.min_requests)
+    cap = (d + spec.drain_s) if d is not None else None
+    raw = probe_scenario(spec.base_scenario(cfg), max_qps, d, n, cap)
+    raw["simulation"]["progress"] = True
+    slos = {}
+    for s in spec.slos:
+        slos.setdefault(s.metric, {"quantile": s.quantile, "max_s": s.max_s})
+    raw["metrics"] = {"slos": slos}
+    head = (f"# best configuration of the search {spec.path or ''}: {cfg.label}\n"
+            f"# at its maximum QPS {max_qps:.4g}; run it with `vidur run best.yaml`\n")
+    if cap is None:
+        head += "# (request-count probes: the search capped simulated time at the last arrival + drain)\n"
+    return head + yaml.safe_dump(raw, sort_keys=False)
+
+
+def run_search(
+    spec: SearchSpec,
+    out_dir: str | Path,
+    *,
+    executor: str = "process",
+    jobs: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    fresh: bool = False,
+    max_configs: int | None = None,
+    evidence: bool = True,
+    host=None,
+    log: Callable[[str], None] | None = None,
+) -> SearchOutcome:
+    """Search every configuration of ``spec`` (resuming from ``out_dir``) and write the outputs."""
+    from vidur.search.outputs import write_outputs
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VidurError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
+    if not spec.configs:
+        raise VidurError("the grid has no configurations")
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    store = ResultStore(out / "results.jsonl")
+    if fresh:
+        store.clear()
+    done = store.load()
+    keys = [canonical_key(spec, cfg, host) for cfg in spec.configs]
+    by_key: dict[str, ConfigPoint] = {}
+    for k, cfg in zip(keys, spec.configs):
+        by_key.setdefault(k, cfg)
+    pending_keys = [k for k in dict.fromkeys(keys) if k not in done]
+    reused = len(set(keys)) - len(pending_keys)
+    todo = pending_keys if max_configs is None else pending_keys[: max(0, max_configs)]
+    tasks = [make_task(spec, by_key[k], k) for k in todo]
+    # most replicas first: they carry the most requests per probe (better packing at the end)
+    tasks.sort(key=lambda t: -t["scenario"]["cluster"]["num_replicas"])
+    errors: list[dict] = []
+    bar = None
+    if progress and tasks:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="config", desc="search", dynamic_ncols=True, file=sys.stderr)
+    say = bar.write if bar is not None else log
+
+    def on_result(row: dict[str, Any]) -> None:
+        if row["status"] == "error":
+            errors.append(row)
+            say(f"error   {row['label']}: {row['reason']}")
+        else:
+            store.append(row)
+            done[row["key"]] = row
+            if row["status"] == "skipped":
+                say(f"skipped {row['label']}: {row['reason']}")
+        if bar is not None:
+            bar.set_postfix_str(f"last: {row['label']} {row.get('max_qps') or 0:.3g} QPS", refresh=False)
+            bar.update(1)
+
+    try:
+        run_tasks(tasks, on_result, executor=executor, jobs=jobs, address=address, host=host)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    rows = [_table_row(spec, cfg, done.get(k)) for k, cfg in zip(keys, spec.configs)]
+    best = pick_best(rows)
+    ev = None
+    if best is not None and evidence:
+        cfg = spec.configs[best["index"]]
+        ev = evidence_for(spec, cfg, best["max_qps"], host=host)
+    outcome = SearchOutcome(
+        rows=rows, best=best, evidence=ev, out_dir=out, ran=len(tasks) - len(errors), reused=reused,
+        pending=len(pending_keys) - (len(tasks) - len(errors)), errors=errors,
+    )
+    outcome.report = write_outputs(spec, outcome, log=log)
+    return outcome

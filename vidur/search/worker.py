@@ -1,0 +1,125 @@
+"""The unit of parallel work: one configuration's whole max-QPS search.
+
+A task is a JSON-able dict (it crosses process and Ray boundaries); the
+result is a JSON-able dict too, appended as one line to ``results.jsonl``.
+Results depend only on the task, never on which executor or worker ran it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vidur.errors import VidurError
+from vidur.search.maxqps import find_max_qps, stage_tolerances
+from vidur.search.probe import estimate_capacity, probe_size, run_probe
+from vidur.search.spec import ConfigPoint, SearchSpec, SLOTarget
+
+#: first probe = this × the saturation-throughput estimate (which tends to
+#: fall 10-20 % below the SLO-limited max QPS with Poisson arrivals)
+CAPACITY_HEADROOM = 1.1
+
+
+def make_task(spec: SearchSpec, cfg: ConfigPoint, key: str) -> dict[str, Any]:
+    """The task of ``cfg``: everything a worker needs, nothing it must look up."""
+    o = spec.options
+    fractions, tolerances = stage_tolerances(o.tolerance, o.coarse_fraction, o.coarse_tolerance)
+    return {
+        "key": key,
+        "index": cfg.index,
+        "label": cfg.label,
+        "skip_reason": cfg.skip_reason,
+        "scenario": spec.base_scenario(cfg),
+        "duration": spec.probe_duration,
+        "requests": spec.probe_requests,
+        "drain": spec.drain_s,
+        "slos": [[s.metric, s.quantile, s.max_s] for s in spec.slos],
+        "fractions": fractions,
+        "tolerances": tolerances,
+        "initial_qps": o.initial_qps,
+        "fallback_qps": o.initial_qps_per_replica * max(cfg.replicas, 1),
+        "expansion": o.expansion,
+        "min_qps": o.min_qps,
+        "max_qps": o.max_qps,
+        "max_probes": o.max_probes,
+        "min_requests": o.min_requests,
+    }
+
+
+def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
+    """Find the maximum QPS of one configuration; see :mod:`vidur.search.maxqps`.
+
+    Invalid or non-fitting configurations (a :class:`VidurError` while
+    building the simulation) come back with ``status: skipped`` and the
+    reason. Other exceptions propagate.
+    """
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"key": task["key"], "index": task["index"], "label": task["label"]}
+    if task.get("skip_reason"):
+        row.update(status="skipped", reason=task["skip_reason"], max_qps=0.0, hi_qps=None, probes=[], wall_s=0.0)
+        return row
+    slos = tuple(SLOTarget(m, q, b) for m, q, b in task["slos"])
+    probes: list[dict] = []
+    full: dict[float, dict] = {}
+    last_stage = len(task["fractions"]) - 1
+
+    def probe(qps: float, stage: int) -> bool:
+        duration, n = probe_size(task["duration"], task["requests"], task["fractions"][stage], qps, task["min_requests"])
+        try:
+            ev = run_probe(task["scenario"], qps, duration=duration, num_requests=n, drain=task["drain"], slos=slos, host=host)
+        except VidurError as exc:
+            raise _Skip(str(exc) if not probes else f"at {qps:.4g} QPS: {exc}") from None
+        probes.append({
+            "qps": qps, "stage": stage, "met": ev["met"], "requests": ev["num_requests"],
+            "unfinished": ev["unfinished"], "wall_s": ev["wall_s"],
+            "slos": {k: v["value"] for k, v in ev["slos"].items()},
+        })
+        if stage == last_stage:
+            full[qps] = ev
+        return ev["met"]
+
+    try:
+        initial = task["initial_qps"]
+        if initial is None:
+            try:
+                cap = estimate_capacity(task["scenario"], host=host)
+            except VidurError as exc:
+                raise _Skip(str(exc)) from None
+            initial = CAPACITY_HEADROOM * cap if cap else task["fallback_qps"]
+        row["initial_qps"] = initial
+        res = find_max_qps(
+            probe,
+            initial_qps=initial,
+            tolerances=task["tolerances"],
+            expansion=task["expansion"],
+            min_qps=task["min_qps"],
+            max_qps=task["max_qps"],
+            max_probes=task["max_probes"],
+        )
+    except _Skip as exc:
+        row.update(status="skipped", reason=exc.args[0], max_qps=0.0, hi_qps=None, probes=probes,
+                   wall_s=round(time.perf_counter() - t0, 3))
+        return row
+    reason = {
+        "ok": "",
+        "capped": f"meets the SLOs at search.max_qps = {task['max_qps']:g}; raise it",
+        "infeasible": f"misses the SLOs even at search.min_qps = {task['min_qps']:g}",
+        "unresolved": f"not resolved within search.max_probes = {task['max_probes']}",
+    }[res.status]
+    at_max = full.get(res.lo) if res.lo else None
+    at_hi = full.get(res.hi) if res.hi is not None else None
+    row.update(
+        status=res.status,
+        reason=reason,
+        max_qps=res.lo,
+        hi_qps=res.hi,
+        at_max=at_max,
+        failed_at_hi=[k for k, v in (at_hi or {}).get("slos", {}).items() if not v["met"]],
+        probes=probes,
+        wall_s=round(time.perf_counter() - t0, 3),
+    )
+    return row
+
+
+class _Skip(Exception):
+    pass
