@@ -157,11 +157,19 @@ class EventLoop:
             self._log_row(rep, batch, now, end)
             self._push(end, 1, BATCH_END, rep, batch, 1)
             return
-        if self.fast_forward and sched.is_steady(batch):
+        d0 = est.decode_iteration_time(shape.num_decode, shape.decode_kv)
+        end = now + d0
+        # fast-forward only when a few repetitions fit before the next arrival
+        # and the first completion (results are the same either way)
+        if (
+            self.fast_forward
+            and now + 4 * d0 < self.next_arrival
+            and end < self.max_time
+            and sched.is_steady(batch)
+            and self._first_finish(batch) > 3
+        ):
             self._fast_forward(rep, batch, now)
             return
-        d = est.decode_iteration_times(shape.num_decode, np.array([shape.decode_kv], dtype=np.float64))
-        end = now + float(d[0])
         self._log_row(rep, batch, now, end)
         self._push(end, 1, BATCH_END, rep, batch, 1)
 
@@ -174,6 +182,13 @@ class EventLoop:
             )
         )
 
+    @staticmethod
+    def _first_finish(batch: Batch) -> int:
+        """Decode steps until the first request of a decode-only batch finishes."""
+        if batch.group is not None:
+            return batch.group.steps_to_first_finish()
+        return min([r.final_kv - r.kv_len for r in batch.decodes])
+
     def _fast_forward(self, rep: ReplicaState, batch: Batch, now: float) -> None:
         """Run the steady decode batch ``k`` times at once, ``k`` bounded by the
         first completion, KV capacity, the next arrival and max_time."""
@@ -182,15 +197,14 @@ class EventLoop:
         n = len(reqs)
         group = batch.group
         bs = kv.block_size
+        k = self._first_finish(batch)
         if group is not None:
-            k = group.steps_to_first_finish()
             first = group.crossers(1)  # allocated when the batch was formed
 
             def extra(steps: int) -> int:
                 return group.crossers(steps) - first
 
         else:
-            k = min([r.final_kv - r.kv_len for r in reqs])
             ctx = np.fromiter((r.kv_len for r in reqs), dtype=np.int64, count=n)
             held = np.fromiter((r.blocks for r in reqs), dtype=np.int64, count=n)
 

@@ -164,6 +164,12 @@ class RuntimeEstimator:
             + (self.pp - 1) * self.pp_transfer_time(shape.num_tokens)
         )
 
+    def decode_iteration_time(self, num_decode: int, decode_kv: int) -> float:
+        """One decode-only iteration's wall time; must equal the matching element
+        of :meth:`decode_iteration_times` bit for bit (override only with the
+        same arithmetic, to skip numpy's per-call overhead)."""
+        return float(self.decode_iteration_times(num_decode, np.array([decode_kv], dtype=np.float64))[0])
+
     def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
         """Wall time (device + CPU overhead, pp=1) of consecutive decode-only iterations.
 

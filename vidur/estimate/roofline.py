@@ -298,6 +298,10 @@ class RooflineEstimator(RuntimeEstimator):
             + self._pp_total(n)
         )
 
+    def decode_iteration_time(self, num_decode: int, decode_kv: int) -> float:
+        """Scalar twin of :meth:`decode_iteration_times` (same operations, same order)."""
+        return self.forward_time(BatchShape(num_decode=num_decode, decode_kv=decode_kv)) + self.cpu_overhead(num_decode)
+
     def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
         """Vectorised ``forward_time + cpu_overhead`` of decode-only iterations (bitwise equal to the scalar path)."""
         kv = np.asarray(decode_kv, dtype=np.float64)
