@@ -22,7 +22,7 @@ def build_parser(host=None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vidur {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for impl in reversed(host.pm.hook.vidur_register_commands.get_hookimpls()):
+    for impl in host.pm.hook.vidur_register_commands.get_hookimpls():  # registration order: built-ins first
         try:
             impl.function(cli=sub)
         except Exception as exc:

@@ -48,6 +48,18 @@ def _run(args) -> int:
     return 0
 
 
+def _command_names(impl) -> list[str]:
+    """The sub-commands a ``vidur_register_commands`` implementation adds."""
+    import argparse
+
+    sub = argparse.ArgumentParser(add_help=False).add_subparsers()
+    try:
+        impl.function(cli=sub)
+    except Exception:  # reported when the real parser is built
+        return ["?"]
+    return list(sub.choices)
+
+
 def _plugins(args) -> int:
     from vidur.plugins import KINDS, get_host
 
@@ -63,6 +75,8 @@ def _plugins(args) -> int:
         pname = host.pm.get_name(plugin)
         dists.setdefault(pname, host.distribution_of(plugin))
         by_plugin.setdefault(pname, {})
+    for impl in host.pm.hook.vidur_register_commands.get_hookimpls():
+        by_plugin.setdefault(impl.plugin_name, {})["command"] = _command_names(impl)
     for pname in sorted(by_plugin, key=lambda p: (not p.startswith("vidur."), p)):
         print(f"{pname}  [{dists[pname]}]")
         for kind in sorted(by_plugin[pname]):
