@@ -10,16 +10,6 @@ from vidur.errors import VidurError
 from vidur.hookspecs import hookimpl
 
 
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        vals = [int(x) for x in str(text).replace(" ", "").split(",") if x]
-    except ValueError:
-        raise VidurError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise VidurError(f"{what} must be positive integers, got {text!r}")
-    return vals
-
-
 def _pair(text: str, flag: str, default_second: int | None) -> tuple[int, int]:
     parts = str(text).split(":")
     try:

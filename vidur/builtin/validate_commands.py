@@ -67,12 +67,7 @@ def _validate(args) -> int:
     report = result.report
     if out is not None:
         write_outputs(result, out, plots=not args.no_plots)
-    if args.json:
-        _print_json(report)
-    else:
-        print(format_report(report), end="")
-        if out is not None:
-            print(f"\nresults: {out}")
+    _emit(report, out, args.json)
     limit = args.max_iteration_error
     if limit is not None:
         med = report["iterations"]["all"]["median"]
@@ -104,12 +99,7 @@ def _compare(args) -> int:
         write_requests_csv(out / "requests.csv", real, sim)
         if not args.no_plots and plots_available():
             plot_cdfs(out / "latency_cdf.png", real, sim, "measured on the server (solid) vs simulated (dashed)")
-    if args.json:
-        _print_json(report)
-    else:
-        print(format_report(report), end="")
-        if out is not None:
-            print(f"\nresults: {out}")
+    _emit(report, out, args.json)
     return 0
 
 
@@ -121,6 +111,18 @@ def _common(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out directory")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     p.add_argument("--no-plots", action="store_true", help="write no plots into --out")
+
+
+def _emit(report: dict, out, as_json: bool) -> None:
+    """Print the report as JSON or as the terminal table (naming the output folder)."""
+    from vidur.validate.compare import format_report
+
+    if as_json:
+        _print_json(report)
+    else:
+        print(format_report(report), end="")
+        if out is not None:
+            print(f"\nresults: {out}")
 
 
 @hookimpl

@@ -291,6 +291,16 @@ class EventLoop:
         self._push(t, 1, BATCH_END, rep, batch, 1)
 
     # -- applying a finished batch --------------------------------------------
+    @staticmethod
+    def _complete(sched: ReplicaScheduler, req: Request, now: float, done: list | None) -> list:
+        """``req`` produced its last token at ``now``: release it, note it in ``done``."""
+        req.completion = now
+        sched.finish(req)
+        if done is None:
+            done = []
+        done.append(req)
+        return done
+
     def _batch_end(self, rep: ReplicaState, batch: Batch, repeats: int, now: float) -> None:
         sched = rep.scheduler
         sched.num_in_flight -= 1
@@ -319,11 +329,7 @@ class EventLoop:
                     same -= 1
                 req.last_token = now
                 if req.kv_len >= req.final_kv:
-                    req.completion = now
-                    sched.finish(req)
-                    if done is None:
-                        done = []
-                    done.append(req)
+                    done = self._complete(sched, req, now, done)
             same += len(batch.decodes)
             if same:
                 itl.values.append(first_end - start)
@@ -341,11 +347,7 @@ class EventLoop:
                 itl.counts.append(1)
             req.last_token = now
             if req.kv_len >= req.final_kv:
-                req.completion = now
-                sched.finish(req)
-                if done is None:
-                    done = []
-                done.append(req)
+                done = self._complete(sched, req, now, done)
             else:
                 sched.prefill_done(req)
         if done is not None:
