@@ -84,7 +84,7 @@ def test_existing_run_directory_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli(capsys, "run", *small("--out", str(out)))[0] == 0
     code, _, err = run_cli(capsys, "run", *small("--out", str(out)))
-    assert code == 2 and "overwrite" in err
+    assert code == 2 and "--overwrite" in err
     assert run_cli(capsys, "run", *small("--out", str(out), "--overwrite"))[0] == 0
 
 

@@ -155,17 +155,21 @@ def test_tables_optional(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["scenario.yaml", "summary.json"]
 
 
-def test_refuses_non_empty_dir_unless_overwrite(tmp_path):
+def test_keeps_other_files_and_refuses_an_earlier_run_unless_overwrite(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("x")
     rec = make_records()
     s = summarize(rec)
-    with pytest.raises(VidurError, match="not empty"):
+    write_run_dir(out, SCENARIO, s, rec, chrome_trace=True, plots=False)  # other files are fine
+    assert (out / "keep.txt").read_text() == "x" and (out / "summary.json").exists()
+    before = (out / "summary.json").read_bytes()
+    with pytest.raises(VidurError, match="already holds a run"):
         write_run_dir(out, SCENARIO, s, rec, chrome_trace=False, plots=False)
-    assert (out / "keep.txt").exists()
+    assert (out / "summary.json").read_bytes() == before and (out / "trace.json").exists()
     write_run_dir(out, SCENARIO, s, rec, chrome_trace=False, plots=False, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "summary.json").exists()
+    assert (out / "keep.txt").exists() and (out / "summary.json").exists()
+    assert not (out / "trace.json").exists()  # the earlier run is replaced whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temp dirs left
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -31,14 +31,13 @@ def _run(args) -> int:
         sys.stdout.write(scenario.to_yaml())
         return 0
     out = None if args.no_output else (args.out or default_out_dir(args.scenario))
-    if out is not None and not args.overwrite:
-        from pathlib import Path
-
+    if out is not None and not args.overwrite:  # refuse before simulating, not after
         from vidur.errors import VidurError
+        from vidur.metrics.outputs import run_files_in
 
-        p = Path(out)
-        if p.exists() and (not p.is_dir() or any(p.iterdir())):
-            raise VidurError(f"run directory {p} already exists and is not empty; choose another --out or pass --overwrite")
+        previous = run_files_in(out)
+        if previous:
+            raise VidurError(f"{out} already holds a run ({', '.join(previous)}); choose another --out or pass --overwrite")
     result, summary = run_scenario(scenario, out, step_mode=args.step, overwrite=args.overwrite)
     from vidur.metrics.report import format_summary_table
 

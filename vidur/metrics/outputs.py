@@ -445,21 +445,21 @@ def write_run_dir(
 ) -> Path:
     """Write the run directory atomically and return its path.
 
-    Files go into a hidden temporary sibling of ``out_dir`` that is renamed
+    Files go into a hidden temporary sibling of ``out_dir`` and are moved
     into place once everything is written; on any error it is removed and
-    ``out_dir`` is untouched. An existing non-empty ``out_dir`` is refused
-    with :class:`VidurError` unless ``overwrite`` is true (it is then
-    replaced whole). Plots are skipped with a warning when matplotlib is
-    missing.
+    ``out_dir`` is untouched. Other files already in ``out_dir`` are left
+    alone; the files of an earlier run there are refused with
+    :class:`VidurError` unless ``overwrite`` is true (they are then
+    replaced). Plots are skipped with a warning when matplotlib is missing.
     """
     out = Path(out_dir)
-    if out.exists():
-        if not out.is_dir():
-            raise VidurError(f"output path {out} exists and is not a directory")
-        if not overwrite and any(out.iterdir()):
-            raise VidurError(
-                f"output directory {out} is not empty; choose another --out or allow overwriting"
-            )
+    if out.exists() and not out.is_dir():
+        raise VidurError(f"output path {out} exists and is not a directory")
+    previous = run_files_in(out)
+    if previous and not overwrite:
+        raise VidurError(
+            f"{out} already holds a run ({', '.join(previous)}); choose another --out or pass --overwrite"
+        )
     parent = out.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
@@ -481,17 +481,25 @@ def write_run_dir(
                     stacklevel=2,
                 )
         if out.exists():
-            old = parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-            os.rename(out, old)
-            try:
-                os.rename(tmp, out)
-            except BaseException:
-                os.rename(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+            for name in previous:  # an earlier run's files (overwrite): replaced whole
+                old = out / name
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+            for item in tmp.iterdir():
+                os.replace(item, out / item.name)
+            tmp.rmdir()
         else:
             os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+#: what :func:`write_run_dir` may write into a run directory
+RUN_FILES = ("scenario.yaml", "summary.json", "requests.csv", "batches.csv", "trace.json", "plots")
+
+
+def run_files_in(out_dir: str | os.PathLike) -> list[str]:
+    """The run files (of :data:`RUN_FILES`) that ``out_dir`` already holds."""
+    out = Path(out_dir)
+    return [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
