@@ -51,7 +51,9 @@ def resolve_device(device: str):
             build = f"torch {torch.__version__}" + (" (a CPU-only build)" if torch.version.cuda is None else "")
             raise VidurError(f"--device {device} requested but no CUDA GPU is available to {build}; use --device cpu")
         dev = torch.device(d)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
+        if dev.index is None:  # some CUDA APIs need an explicit index: use the current device
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if dev.index >= torch.cuda.device_count():
             raise VidurError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
         return dev
     raise VidurError(f"unknown --device {device!r}; use cpu, cuda or cuda:N")
