@@ -199,6 +199,8 @@ def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
     raw = copy.deepcopy(raw)
     from vidur.plugins import suggest
 
+    if "grid" in raw and "slos" in raw:
+        raise VidurError("this is a capacity-search spec (it has 'grid' and 'slos'), not a scenario; run it with `vidur search`")
     for key in raw:
         if key not in TOP_KEYS:
             raise VidurError(f"unknown key '{key}'{suggest(key, TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")

@@ -41,6 +41,11 @@ def _run(args) -> int:
     result, summary = run_scenario(scenario, out, step_mode=args.step, overwrite=args.overwrite)
     from vidur.metrics.report import format_summary_table
 
+    run = summary["run"]
+    print(
+        f"{run['model']} on {run['replicas']} x {run['device']} (TP{run['tensor_parallel']} PP{run['pipeline_parallel']}), "
+        f"{run['replica_scheduler']} / {run['global_scheduler']}; estimator: {run['estimator']}"
+    )
     print(format_summary_table(summary))
     if out is not None:
         print(f"run directory: {out}")

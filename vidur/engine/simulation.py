@@ -72,7 +72,9 @@ class Simulation:
         self.rng = np.random.default_rng(sc.seed)
         cl = sc.cluster
         self.model = load_model(sc.model, host)
-        self.device = host.get("device", cl.device)
+        from vidur.estimate.profiled import resolve_device
+
+        self.device = resolve_device(cl.device, self.model.name, host)  # registered, or known from a profile
         if cl.node is not None:
             self.node = host.get("node", cl.node)
         else:
