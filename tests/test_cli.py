@@ -153,3 +153,18 @@ def test_plugins_lists_builtins(capsys):
     for name in ("sarathi", "vllm", "orca", "faster_transformer", "lightllm", "round_robin", "lor", "roofline", "paged", "poisson", "h100"):
         assert name in out
     assert "vidur-sim" in out
+
+
+SHIPPED = sorted(p.name for p in (__import__("tests.conftest").conftest.SCENARIOS).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_scenario_runs(name, capsys):
+    path = f"scenarios/{name}"
+    if name.startswith("search-"):
+        code, _, err = run_cli(capsys, "run", path, "--no-output")
+        assert code == 2 and "vidur search" in err
+        return
+    code, out, err = run_cli(capsys, "run", path, "--no-output", "--no-progress", "-s", "workload.num_requests", "100")
+    assert code == 0, err
+    assert "100/100 completed" in out and "estimator:" in out
