@@ -2,10 +2,14 @@
 
 Arrivals are a pre-generated sorted array merged with a heap of
 (time, priority, seq, kind, replica, batch, repeats) events; at equal times
-arrivals come first, then batch ends, then stage-0-free events, then by
-creation order (the per-loop counter). Pure-decode runs that would repeat
-identically are fast-forwarded in one vectorised step; ``step_mode`` turns
-that off so the tests can check the two give identical results.
+arrivals come first, then wake-ups of idle replicas (so requests arriving
+together are batched together), then batch ends, then stage-0-free events,
+then creation order (the per-loop counter). Pure-decode runs that would
+repeat identically are fast-forwarded in one vectorised step;
+``fast_forward=False`` steps every iteration, so the tests can check that
+the two give identical results. Decoding requests of a replica advance as
+one lazy :class:`~vidur.scheduler.decode_group.DecodeGroup` when the policy
+allows it.
 
 An optional ``executor(replica_index, batch) -> seconds`` replaces the
 estimator for single-stage replicas: it runs the real batch (the validation
