@@ -148,3 +148,31 @@ def test_default_host_is_built_once_and_can_be_reset(monkeypatch):
     assert plugins.get_host() is a
     plugins.set_host(None)
     assert plugins.get_host() is not a
+
+
+def test_plugin_failing_while_setting_up_is_named(tmp_path):
+    """A plugin object that raises while the simulation is built is named with its plugin."""
+    from vidur.engine.simulation import Simulation
+    from vidur.errors import PluginError
+    from vidur.estimate.paged_memory import PagedMemoryPlanner
+    from vidur.hookspecs import hookimpl
+    from vidur.plugins import PluginHost
+    from vidur.scenario import load_scenario
+    from tests.conftest import SCENARIOS
+
+    class Boom(PagedMemoryPlanner):
+        name = "boom"
+
+        def plan(self, *args):
+            return 1 / 0
+
+    class Plugin:
+        @hookimpl
+        def vidur_register_memory_planners(self, register):
+            register(Boom)
+
+    host = PluginHost(autoload=False)
+    host.register(Plugin(), name="boomplug")
+    sc = load_scenario(SCENARIOS / "quickstart.yaml", host=host, settings=[("memory_planner", "boom")])
+    with pytest.raises(PluginError, match=r"memory planner 'boom' from plugin 'boomplug'.*ZeroDivisionError"):
+        Simulation(sc, host)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,8 @@ class Simulation:
         check_parallelism(self.model, tp, pp, self.node)
 
         planner_cls = host.get("memory_planner", sc.memory_planner.name)
-        self.memory = planner_cls(sc.memory_planner.config).plan(self.model, self.device, tp, pp)
+        with self._setting_up("memory planner", "memory_planner", sc.memory_planner.name):
+            self.memory = planner_cls(sc.memory_planner.config).plan(self.model, self.device, tp, pp)
 
         est_name = resolve_estimator_name(sc, self.model.name, cl.device, tp)
         est_cls = host.get("runtime_estimator", est_name)
@@ -94,13 +96,18 @@ class Simulation:
             if not (attrs.has(type(est_cfg)) and hasattr(est_cfg, "engine_mode")):
                 raise VidurError(f"cluster.engine_mode is set but the {est_name!r} estimator has no engine mode")
             est_cfg = attrs.evolve(est_cfg, engine_mode=cl.engine_mode)
-        self.estimator = est_cls(est_cfg, self.model, self.device, self.node, tp, pp)
+        with self._setting_up("runtime estimator", "runtime_estimator", est_name):
+            self.estimator = est_cls(est_cfg, self.model, self.device, self.node, tp, pp)
         self.estimator_name = est_name
 
         if requests is None:
-            arrival = host.get("workload.arrival", sc.workload.arrival.name)(sc.workload.arrival.config)
-            lengths = host.get("workload.length", sc.workload.lengths.name)(sc.workload.lengths.config)
-            requests = build_requests(arrival, lengths, self.rng, sc.workload.num_requests, sc.workload.duration)
+            wl = sc.workload
+            with self._setting_up("arrival process", "workload.arrival", wl.arrival.name):
+                arrival = host.get("workload.arrival", wl.arrival.name)(wl.arrival.config)
+            with self._setting_up("length generator", "workload.length", wl.lengths.name):
+                lengths = host.get("workload.length", wl.lengths.name)(wl.lengths.config)
+            with self._setting_up("workload", "workload.arrival", wl.arrival.name, ("workload.length", wl.lengths.name)):
+                requests = build_requests(arrival, lengths, self.rng, wl.num_requests, wl.duration)
         if len(requests) == 0:
             raise VidurError("the workload produced no requests; raise workload.duration or set num_requests")
         self.table = requests
@@ -111,12 +118,30 @@ class Simulation:
         for i in range(cl.num_replicas):
             bs = sched_cls.kv_block_size or self.memory.block_size
             num_blocks = self.memory.num_blocks * self.memory.block_size // bs
-            sched = sched_cls(sc.replica_scheduler.config, KVBlockManager(num_blocks, bs), i, pp)
+            with self._setting_up("replica scheduler", "replica_scheduler", sc.replica_scheduler.name):
+                sched = sched_cls(sc.replica_scheduler.config, KVBlockManager(num_blocks, bs), i, pp)
             schedulers.append(sched)
             self.replica_states.append(ReplicaState(i, sched, self.estimator, self.model.num_layers, pp))
         self._check_requests_fit(schedulers[0])
         router_cls = host.get("global_scheduler", sc.global_scheduler.name)
-        self.router = router_cls(sc.global_scheduler.config, schedulers, self.rng)
+        with self._setting_up("global scheduler", "global_scheduler", sc.global_scheduler.name):
+            self.router = router_cls(sc.global_scheduler.config, schedulers, self.rng)
+
+    @contextmanager
+    def _setting_up(self, label: str, kind: str, name: str, also: tuple[str, str] | None = None):
+        """Name the plugin(s) (and distribution) when building one of their objects fails."""
+        try:
+            yield
+        except VidurError:
+            raise
+        except Exception as exc:
+            who = []
+            for k, n in [(kind, name)] + ([also] if also else []):
+                entry = self.host.entry(k, n)
+                who.append(f"{k.replace('workload.', '').replace('_', ' ')} {n!r} from plugin {entry.plugin!r} ({entry.distribution})")
+            raise PluginError(
+                f"{' / '.join(who)} failed while setting up the {label}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _check_requests_fit(self, sched) -> None:
         t = self.table
