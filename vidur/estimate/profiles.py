@@ -77,9 +77,17 @@ def _package_profiles_dirs() -> list[Path]:
 
 
 def profile_roots() -> list[Path]:
-    """Directories searched for profiles, in order."""
+    """Directories searched for profiles, in order: ``$VIDUR_PROFILE_PATH``,
+    ``./profiles`` (where ``vidur profile`` writes by default), then the
+    profiles shipped beside the package."""
     roots = [Path(p).expanduser() for p in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if p.strip()]
-    return roots + _package_profiles_dirs()
+    local = Path.cwd() / "profiles"
+    roots += [local] if local.is_dir() else []
+    out: list[Path] = []
+    for r in roots + _package_profiles_dirs():
+        if r.resolve() not in [o.resolve() for o in out]:
+            out.append(r)
+    return out
 
 
 def _name(x: Any) -> str:
