@@ -72,10 +72,12 @@ def test_same_seed_same_bytes(tmp_path, capsys):
     assert (d / "requests.csv").read_bytes() != (dirs[0] / "requests.csv").read_bytes()
 
 
-def test_step_mode_gives_identical_files(tmp_path, capsys):
+@pytest.mark.parametrize("scenario", [Q, "scenarios/validate-tiny-cpu.yaml"], ids=["roofline", "profile"])
+def test_step_mode_gives_identical_files(tmp_path, capsys, scenario):
     a, b = tmp_path / "fast", tmp_path / "step"
-    assert run_cli(capsys, "run", *small("--out", str(a)))[0] == 0
-    assert run_cli(capsys, "run", *small("--out", str(b), "--step"))[0] == 0
+    args = [scenario, "--no-progress", "-s", "workload.num_requests", "300"]
+    assert run_cli(capsys, "run", *args, "--out", str(a))[0] == 0
+    assert run_cli(capsys, "run", *args, "--out", str(b), "--step")[0] == 0
     for name in ("summary.json", "requests.csv", "batches.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 

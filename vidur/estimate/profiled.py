@@ -344,31 +344,14 @@ class ProfileEstimator(RuntimeEstimator):
             t += (self.pp - 1) * self.pp_transfer_time(n)
         return t
 
+    def decode_iteration_time(self, num_decode: int, decode_kv: int) -> float:
+        """One decode-only iteration: ``forward_time + cpu_overhead`` (pure Python, no numpy overhead)."""
+        return self.forward_time(BatchShape(num_decode=num_decode, decode_kv=int(decode_kv))) + self.cpu_overhead(num_decode)
+
     def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
-        """Vectorised ``forward_time + cpu_overhead`` of consecutive decode-only iterations."""
-        kv = np.asarray(decode_kv, dtype=float)
-        b = int(num_decode)
-        if b == 0 or kv.size == 0:
-            return np.array([self.forward_time(BatchShape(num_decode=b, decode_kv=int(x))) + self.cpu_overhead(b) for x in kv])
-        tok = self.token_time(b)
-        if b > self._dec_b_max:
-            self._warn("decode", f"a decode batch of {b}")
-        elif kv.max() > self._dec_kv_max:
-            self._warn("decode_ctx", f"{b} decodes reading {int(kv.max())} KV entries")
-        xs, ys, x0, x1 = self._dec_curves.get(b) or self._decode_curve(b)
-        x = np.log(np.maximum(kv / b, 1.0))
-        y = np.interp(x, xs, ys)
-        hi = x > x1
-        if hi.any():
-            y[hi] = ys[-1] + (x[hi] - x1)
-        attn = np.exp(y)
-        layer = tok + attn
-        if self._launch and (self._eager or b > self._graph_max):
-            layer = np.maximum(layer, self._launch)
-        rest = self.embed_time(b) + self.head_time(b) + self.cpu_overhead(b)
-        if self.pp > 1:
-            rest += (self.pp - 1) * self.pp_transfer_time(b)
-        return self.model.num_layers * layer + rest
+        """:meth:`decode_iteration_time` element by element, so both agree bit for bit."""
+        f = self.decode_iteration_time
+        return np.array([f(num_decode, kv) for kv in np.asarray(decode_kv).tolist()], dtype=np.float64)
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
         """Seconds per operator of one layer (``add`` covers both residual adds), ``tp_all_reduce``,
