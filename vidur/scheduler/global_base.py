@@ -15,9 +15,12 @@ class GlobalScheduler:
     """Routes each arriving request to a replica.
 
     Subclasses set ``name`` and ``Config`` and implement :meth:`route`,
-    which sees every replica's scheduler (queues, KV manager). Set
-    ``needs_live_state = True`` if routing reads token-level progress or KV
-    usage: the engine then steps every iteration instead of fast-forwarding.
+    which sees every replica's scheduler (queues, KV manager). Queues,
+    request counts and ``kv.used`` are exact whenever ``route`` runs. A
+    router that reads per-request progress (``kv_len``, ``generated``,
+    ``last_token``) calls ``replica.sync_decoding()`` first and sets
+    ``needs_live_state = True``: the engine then steps every iteration
+    instead of fast-forwarding.
     """
 
     name: ClassVar[str] = ""
