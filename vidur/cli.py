@@ -33,8 +33,15 @@ def build_parser(host=None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"vidur: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line to stderr and exit 2."""
+    """Entry point: user errors print one line to stderr and exit 2; warnings are one line too."""
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
