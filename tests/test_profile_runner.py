@@ -174,3 +174,185 @@ def test_collectives_over_gloo_write_vidur_format(tmp_path):
     assert (tmp_path / "network" / "send_recv.csv").is_file()
     fits = fits_from_json(json.loads(net.read_text()), "measured")
     assert ("all_reduce", 2, 2) in fits and fits[("all_reduce", 2, 2)].table_time(1 << 18) > 0
+
+
+# --- profile what runs: one layer implementation, the executor timed on CPU -----------------------
+
+
+def test_executor_and_profiler_run_one_layer_implementation(model, monkeypatch):
+    """The executor's forward pass and the profiler's LayerShard both call vidur.profile.ops.layer_forward."""
+    from vidur.entities.batch import Batch
+    from vidur.entities.request import Request
+    from vidur.profile import ops
+    from vidur.validate.executor import ReferenceExecutor
+
+    calls = []
+    real = ops.layer_forward
+
+    def counting(*args, **kwargs):
+        calls.append(args[6] if len(args) > 6 else kwargs.get("li", 0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "layer_forward", counting)
+    ex = ReferenceExecutor(model, "cpu", max_kv_tokens=1024)
+    b = Batch()
+    b.add(Request(1, 0.0, 20, 4), 20)
+    ex.execute(b)
+    assert calls == list(range(model.num_layers))
+    layer = ops.LayerShard(model, 1, torch.device("cpu"), torch.float32)
+    kc = torch.zeros(8, layer.shape.kv_heads, layer.shape.head_dim)
+    layer.forward(torch.randn(1, model.hidden_size), layer.make_weights(), [1], [3], kc, kc.clone(),
+                  torch.tensor([3]), torch.tensor([3]))
+    assert len(calls) == model.num_layers + 1
+
+
+def test_layer_shard_and_executor_layer_agree_numerically(model):
+    """Same weights, same tokens: the profiler's layer and the executor's layer give the same output."""
+    from vidur.profile import ops
+    from vidur.validate.executor import ReferenceExecutor, _Seq
+
+    ex = ReferenceExecutor(model, "cpu", max_kv_tokens=1024, max_seq_tokens=512)
+    layer = ops.LayerShard(model, 1, torch.device("cpu"), torch.float32, max_pos=512)
+    q_lens, ctxs = [5, 1], [0, 7]
+    n = sum(q_lens)
+    x = torch.randn(n, model.hidden_size)
+    pos = torch.tensor([0, 1, 2, 3, 4, 7])
+    total = sum(q + c for q, c in zip(q_lens, ctxs))
+    kc = torch.randn(total, layer.shape.kv_heads, layer.shape.head_dim)
+    vc = torch.randn_like(kc)
+    slots = torch.tensor([0, 1, 2, 3, 4, 12])
+    ref = layer.forward(x, ex.layers[0], q_lens, ctxs, kc.clone(), vc.clone(), slots, pos)
+    # the executor's KV layout: each sequence in its own slot range
+    seqs = [_Seq([0] * 5), _Seq([0] * 8)]
+    seqs[0].base, seqs[1].base = 0, 5
+    ex.k_pool[0][:total] = kc
+    ex.v_pool[0][:total] = vc
+    inp = {"slots": slots, "entries": [(None, seqs[0], 5, 0), (None, seqs[1], 1, 7)]}
+    from vidur.validate.executor import _SdpaKV
+
+    cos, sin = ops.rope_gather(ex.cos_cache, ex.sin_cache, pos)
+    out = ops.layer_forward(ex.shape, x, ex.layers[0], cos, sin, _SdpaKV(ex, inp), 0)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_time_iteration_times_every_operator(model):
+    from vidur.profile.ops import LAYER_STEPS, OpClock
+    from vidur.validate.executor import ReferenceExecutor
+
+    ex = ReferenceExecutor(model, "cpu", max_kv_tokens=4096)
+    runs = ex.time_iteration([30, 60], [(16, 8)], repeats=2)
+    assert len(runs) == 2
+    want = set(LAYER_STEPS) | {"embed", "final_norm", "lm_head", "sample", "cpu_prepare", "cpu_sample"}
+    assert set(runs[0]) == want and all(v >= 0 for v in runs[0].values())
+    assert runs[0]["attn"] > 0 and runs[0]["gate_up_proj"] > 0
+    assert ex.ranges.free == [[0, ex.ranges.size]]  # the synthetic sequences' slots are given back
+    c = OpClock(0.0)
+    c.start()
+    c("a")
+    c("a")
+    assert c.counts["a"] == 2 and c.per_call()["a"] >= 0
+
+
+def test_cpu_profile_rows_come_from_the_executor(small_profile, model):
+    meta = store.read_metadata(small_profile)
+    assert "reference executor" in meta["method"] and meta["layers_profiled"] == model.num_layers
+    info = meta["shards"]["1"]
+    assert info["executor"]["layers"] == model.num_layers and info["seconds"] > 0
+    assert "sdpa per request" in info["attention_backend"]
+
+
+def test_prober_attention_and_noise_handling(model):
+    from vidur.profile.cpu import CpuProber, _pace_factor
+
+    pr = CpuProber(model, 1, SMALL, torch.float32, repeats=2)
+    keys = pr.probe_keys("attn_decode", 4, 4, 256) + pr.probe_keys("qkv_proj", 4, 0, 0)
+    assert keys == [("decode", 4, 256), ("decode", 4, 0), ("decode", 4, 0)]
+    assert pr.probe_keys("attn_prefill", 16, 1, 0) == [("chunks", 16)]  # the very same iteration
+    assert pr.probe_keys("qkv_proj", 500, 0, 0) == [("chunks", 500)]
+    assert pr.row("attn_decode", 4, 4, 256) is None  # not measured yet
+    pr.measure(keys)
+    attn = pr.row("attn_decode", 4, 4, 256)
+    assert attn[0] > 0 and attn[4] == 2
+    assert pr.excess(("decode", 4, 256)) >= 0
+    assert attn[0] >= min(pr.samples[("decode", 4, 256)]["attn"])
+    # pace: a machine twice as slow for a while has its runs scaled back
+    pace = [(float(t), 2.0 if 10 <= t < 20 else 1.0) for t in range(40)]
+    f = _pace_factor(pace)
+    assert f(15.0) == pytest.approx(2.0) and f(30.0) == pytest.approx(1.0) and f(100.0) == pytest.approx(1.0)
+
+
+def test_launch_cost_is_measured_on_the_executor(model):
+    """The GPU's cpu_launch_layer code path (the executor's eager layer, host time), run on the CPU."""
+    from vidur.profile.ops import LayerShard
+    from vidur.profile.runner import Profiler
+
+    prof = Profiler(model, "cpu", grid=SMALL, progress=False)
+    layer = LayerShard(model, 1, torch.device("cpu"), torch.float32)
+    stats = prof._launch_cost(layer, 4)
+    assert stats.median > 0 and prof.launch_method.startswith("reference executor")
+    assert prof._launch_ex.num_layers == 2
+
+
+def test_executor_builds_any_decoder_the_shared_layer_covers():
+    """LayerNorm, GELU MLP, biases, partial rotary, parallel attention/MLP: chunked = one-shot prefill."""
+    from vidur.entities.batch import Batch
+    from vidur.entities.request import Request
+    from vidur.model.spec import ModelSpec
+    from vidur.validate.executor import ReferenceExecutor
+
+    spec = ModelSpec(
+        name="test/tiny-phi", hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=4, head_dim=32,
+        intermediate_size=256, vocab_size=512, max_position_embeddings=512, gated_mlp=False, norm="layernorm",
+        activation="gelu_new", attention_bias=True, parallel_attn_mlp=True, output_bias=True, mlp_bias=True,
+        lm_head_bias=True, partial_rotary_factor=0.5,
+    )
+    with pytest.raises(VidurError, match="Llama-family"):
+        ReferenceExecutor(spec, "cpu", max_kv_tokens=1024)
+    ex = ReferenceExecutor(spec, "cpu", max_kv_tokens=1024, llama_only=False)
+
+    def run(chunks):
+        r = Request(9, 0.0, 40, 3)
+        out = []
+        for q in chunks + [1, 1]:
+            b = Batch()
+            b.add(r, q)
+            ex.execute(b)
+            r.kv_len += q
+            if r.kv_len >= r.prefill_target:
+                out.append(ex.last_tokens[0])
+        ex.release()
+        return out
+
+    assert run([40]) == run([25, 15])
+    two = ReferenceExecutor(spec, "cpu", max_kv_tokens=1024, llama_only=False, tp=2, layers=1)
+    assert (two.q_heads, two.vocab, len(two.layers)) == (2, 256, 1)
+    assert two.time_iteration([10], repeats=1)[0]["attn"] > 0
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_fused_rope_matches_rotate_half(model, factor):
+    """The layer's rope (one pass over the fused QKV output) against a plain rotate-half reference."""
+    import attrs
+
+    from vidur.profile import ops
+
+    spec = attrs.evolve(model, partial_rotary_factor=factor)
+    shape = ops.ShardShape(spec, 1)
+    cos_c, sin_c = ops.rope_cache(shape, 64, "cpu", torch.float32)
+    n, d, rot = 5, shape.head_dim, shape.rot_dim
+    qkv = torch.randn(n, shape.qkv_out)
+    pos = torch.tensor([0, 3, 7, 20, 63])
+    q, k, v = ops.rope(qkv, *ops.rope_gather(cos_c, sin_c, pos), shape)
+    cos, sin = cos_c[pos][:, None], sin_c[pos][:, None]
+
+    def ref(x):
+        x = x.clone()
+        a, b = x[..., : rot // 2].clone(), x[..., rot // 2 : rot].clone()
+        x[..., : rot // 2] = a * cos - b * sin
+        x[..., rot // 2 : rot] = b * cos + a * sin
+        return x
+
+    qd, kd = shape.q_dim, shape.kv_dim
+    assert torch.allclose(q, ref(qkv[:, :qd].view(n, -1, d)), atol=1e-6)
+    assert torch.allclose(k, ref(qkv[:, qd : qd + kd].view(n, -1, d)), atol=1e-6)
+    assert torch.equal(v, qkv[:, qd + kd :].view(n, -1, d))

@@ -143,6 +143,34 @@ def test_flash_over_slot_ranges_and_its_graphs_match_sdpa(tiny):
     assert "FlashAttention varlen" in graphs.description
 
 
+def test_warmup_pays_the_one_off_costs_of_a_chunk_after_context(tiny):
+    """The first chunk after cached context imports the lower-right causal mask (~1.5 s on CPU): in warm-up."""
+    import sys
+
+    ex = E.ReferenceExecutor(tiny, "cpu", max_kv_tokens=4096)
+    ex.warmup((8,), (1,), steps=1)
+    assert "torch.nn.attention.bias" in sys.modules
+    assert ex.iterations == 0 and not ex.seqs and ex.ranges.free == [[0, ex.ranges.size]]
+
+
+def test_denormal_flushing_is_confined_to_iterations(tiny):
+    """Flushing denormals is process-wide CPU state: on while an iteration runs, off again after it."""
+    ex = E.ReferenceExecutor(tiny, "cpu", max_kv_tokens=4096)
+    run_plan(ex, [[(Request(2, 0.0, 10, 2), 10)]])
+    assert not E._flushing_denormals(torch)
+
+
+def test_tensor_parallel_shard_and_fewer_layers(tiny):
+    """What the profiler builds: one rank of TP 2 (heads, MLP, vocabulary halved), fewer layers."""
+    ex = E.ReferenceExecutor(tiny, "cpu", max_kv_tokens=4096, tp=2, layers=2)
+    assert (ex.q_heads, ex.kv_heads, ex.vocab, len(ex.layers), len(ex.k_pool)) == (
+        tiny.num_heads // 2, tiny.num_kv_heads // 2, tiny.vocab_size // 2, 2, 2)
+    assert ex.layers[0]["gate_up_proj"].shape == (tiny.intermediate_size, tiny.hidden_size)
+    r = Request(4, 0.0, 30, 3)
+    got = run_plan(ex, [[(r, 30)], [(r, 1)], [(r, 1)]])
+    assert len(got[4]) == 3 and all(0 <= t < ex.vocab for t in got[4])
+
+
 def test_preempted_request_recomputes_and_frees_its_kv(tiny):
     ex = E.ReferenceExecutor(tiny, "cpu", max_kv_tokens=4096, reserved_tokens=200)
     r = Request(3, 0.0, 60, 10)
@@ -238,15 +266,21 @@ def test_validate_tiny_model_on_cpu_end_to_end(tmp_path, capsys):
     it = rep["iterations"]
     assert it["all"]["count"] == run["iterations_real"] > n
     assert it["decode_only"]["count"] > 0 and it["mixed"]["count"] + it["prefill_only"]["count"] > 0
-    # loose bounds for a noisy shared 2-core machine: catch unit or wiring errors, not noise
-    assert it["all"]["median"] < 0.97
-    assert -0.97 < it["all"]["bias"] < 4.0
+    # The CPU profile times this executor's own iterations, so the simulation tracks the real run: on an
+    # idle 2-core machine ~5-15 % median error per iteration and per request. A shared host drifts by
+    # ±10-30 % over seconds, so the bounds leave room for that (the profile before it timed the executor's
+    # own iterations: 57-81 % per iteration, 64-93 % per request).
+    assert it["all"]["median"] < 0.4, it
+    assert -0.4 < it["all"]["bias"] < 0.4, it
+    for kind in ("decode_only", "mixed", "prefill_only"):
+        if it[kind]["count"] >= 5:
+            assert abs(it[kind]["bias"]) < 0.45, (kind, it[kind])
     for m in ("ttft", "tpot", "e2e"):
         cell = rep["requests"][m]["p50"]
         assert cell["real"] > 0 and cell["sim"] > 0
-        assert 0.02 < cell["sim"] / cell["real"] < 50
+        assert 0.6 < cell["sim"] / cell["real"] < 1.6, (m, cell)
     mk = rep["cluster"]["makespan_s"]
-    assert 0.2 < mk["sim"] / mk["real"] < 5
+    assert 0.8 < mk["sim"] / mk["real"] < 1.25
     files = sorted(p.name for p in out_dir.iterdir())
     assert files == ["iterations.csv", "requests.csv", "summary.txt", "validation.json"]
     lines = (out_dir / "iterations.csv").read_text().splitlines()

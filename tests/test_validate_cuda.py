@@ -73,6 +73,16 @@ def test_cuda_layouts_and_graphs_generate_the_same_tokens():
         assert same >= total - 2, (name, eager, got)
 
 
+def test_cuda_time_iteration_gives_host_times_per_operator():
+    """What the profiler's cpu_launch_layer measures on a GPU: each operator's host (launch) time."""
+    from vidur.profile.ops import LAYER_STEPS
+
+    ex = _executor()
+    runs = ex.time_iteration([256] * 4, repeats=2)
+    assert len(runs) == 2 and set(LAYER_STEPS) <= set(runs[0])
+    assert sum(runs[0][op] for op in LAYER_STEPS) > 0
+
+
 def test_cuda_validate_tiny_model_end_to_end(tmp_path):
     from vidur.scenario import scenario_from_dict
     from vidur.validate.run import validate_scenario, write_outputs

@@ -7,7 +7,10 @@
 #
 # Needs only python with torch, numpy and attrs (tqdm and pytest optional); nothing is
 # downloaded. One layer per TP shard is timed (CUDA events over CUDA-graph replays of
-# back-to-back calls, rotated weight copies > L2, bf16). A global deadline (default
+# back-to-back calls, rotated weight copies > L2, bf16), each operator through the function the
+# reference executor's layer calls (vidur/profile/ops.py); a layer's eager host launch time is
+# measured on the reference executor itself (two layers of the shard; the shard's metadata says
+# "launch_method", with the reason when it fell back to the profiler's own layer). A global deadline (default
 # 300 s of profiling, VIDUR_GPU_BUDGET) keeps the whole run under 6 minutes; whatever
 # is not finished stays resumable. Writes at most 6 files to $OUT:
 #   profile_all.log, cuda_tests.log, <device>-<model>.tar.gz (one per model), summary.txt
@@ -78,7 +81,8 @@ for meta in sorted(work.glob("*/*/*/metadata.json")):
     for tp, s in sorted(m["shards"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"{rel} tp{tp}: complete={s.get('complete')} rows={s.get('rows')} "
                      f"attention={s.get('attention_backend')} missing={s.get('missing_points')} "
-                     f"graph_fallbacks={s.get('graph_capture_fallbacks')} errors={s.get('errors', [])}")
+                     f"graph_fallbacks={s.get('graph_capture_fallbacks')} launch={str(s.get('launch_method'))[:80]!r} "
+                     f"errors={s.get('errors', [])}")
 (out / "summary.txt").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -1,8 +1,11 @@
-"""Fitting a profile: monotone piecewise-linear curves in log space.
+"""Fitting a profile: piecewise-linear curves in log space.
 
-Every operator's time is smoothed with isotonic regression (time never
-falls when the work grows) on ``log(time)`` against ``log(size)``, and the
-knots are kept as an interpolation table. Prediction is linear
+Every operator's measured medians become the knots of an interpolation
+table in ``log(time)`` against ``log(size)``; where the timings are noisy
+(CPU profiles), attention and host-overhead curves are first smoothed with
+isotonic regression (time never falls when the work grows), token-level
+curves by a narrow local-linear fit (their kernels' times are not monotone
+in the token count). Prediction is linear
 interpolation between knots in log-log space, i.e. a local power law, which
 is exact for the two regimes that matter (flat when latency- or
 weight-bound, proportional when compute- or bandwidth-bound). Beyond the
@@ -101,6 +104,28 @@ def isotonic(y: np.ndarray, w: np.ndarray | None = None, backend: str = "numpy")
     return IsotonicRegression(increasing=True).fit(x, y, sample_weight=w).predict(x)
 
 
+#: bandwidth (in natural-log size) of the local-linear smoothing of noisy token-level curves
+LOCAL_BANDWIDTH = 0.1
+
+
+def local_linear(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, h: float = LOCAL_BANDWIDTH) -> np.ndarray:
+    """Each ``y[i]`` replaced by a weighted linear fit at ``x[i]`` (Gaussian kernel of width ``h``)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    base = np.ones(len(x)) if w is None else np.asarray(w, dtype=float)
+    out = y.copy()
+    for i in range(len(x)):
+        k = base * np.exp(-0.5 * ((x - x[i]) / h) ** 2)
+        k[k < 1e-6] = 0.0
+        sw = k.sum()
+        mx = (k * x).sum() / sw
+        my = (k * y).sum() / sw
+        var = (k * (x - mx) ** 2).sum()
+        slope = (k * (x - mx) * (y - my)).sum() / var if var > 1e-12 else 0.0
+        out[i] = my + slope * (x[i] - mx)
+    return out
+
+
 # --- curves -------------------------------------------------------------------
 
 
@@ -126,11 +151,15 @@ class Curve:
         self.x_max = self._xl[-1]
 
     @classmethod
-    def fit(cls, sizes, times, hi_slope: float = 1.0, backend: str = "numpy", smooth: bool = True) -> "Curve":
+    def fit(cls, sizes, times, hi_slope: float = 1.0, backend: str = "numpy", smooth: bool | str = True) -> "Curve":
         """Fit to measured ``times`` (seconds) at ``sizes`` (> 0).
 
-        ``smooth`` makes the knots monotone (isotonic regression); without
-        it the knots are the measured medians themselves.
+        ``smooth``: True makes the knots monotone (isotonic regression);
+        ``"local"`` replaces each knot by a local linear fit in log-log space
+        over its neighbours within about ±:data:`LOCAL_BANDWIDTH` (Gaussian
+        weights): it averages out noise where sizes are dense and keeps
+        features narrower than that (a slow 3-row GEMM between 2 and 4 rows);
+        False keeps the measured medians themselves.
         """
         sizes = np.asarray(sizes, dtype=float)
         times = np.asarray(times, dtype=float)
@@ -147,6 +176,8 @@ class Curve:
         else:  # duplicates: median of the repeats, weighted by their count
             uy = np.array([np.median(ly[s : s + c]) for s, c in zip(start, counts)])
             w = counts.astype(float)
+        if smooth == "local":
+            return cls(ux, local_linear(ux, uy, w), hi_slope)
         return cls(ux, isotonic(uy, w, backend) if smooth else uy, hi_slope)
 
     def log_eval(self, lx: float) -> float:
@@ -351,9 +382,12 @@ def fit_shard(
 
     ``backend`` picks the isotonic solver (see :func:`isotonic`). ``smooth``:
     ``"isotonic"`` forces monotone curves, ``"none"`` interpolates the
-    measured medians, ``"auto"`` smooths an operator only when its
-    measurements are noisy (CPU timings); on clean GPU data the raw medians
-    interpolate better, since real kernels have small non-monotone steps.
+    measured medians, ``"auto"`` smooths only operators whose measurements
+    are noisy (CPU timings): attention and host overheads isotonically,
+    token-level operators locally (:func:`local_linear`), since their kernels
+    are not monotone in the token count (on GPUs small steps; on CPUs a GEMM
+    of 3 rows can take longer than one of 8). On clean (GPU) data every curve
+    interpolates the measured medians.
     """
 
     def rows(op: str) -> dict[str, np.ndarray]:
@@ -365,11 +399,16 @@ def fit_shard(
     def sm(cols: dict[str, np.ndarray]) -> bool:
         return smooth == "isotonic" or (smooth == "auto" and _noisy(cols))
 
+    def sm_token(cols: dict[str, np.ndarray]) -> bool | str:
+        if smooth == "isotonic":
+            return True
+        return "local" if smooth == "auto" and _noisy(cols) else False
+
     token: dict[str, Curve] = {}
     for op in LAYER_TOKEN_OPS + EDGE_OPS:
         c = rows(op)
         if len(c["op"]):
-            token[op] = Curve.fit(c["num_tokens"], c["median_ms"] * MS, HI_SLOPE.get(op, 1.0), backend, sm(c))
+            token[op] = Curve.fit(c["num_tokens"], c["median_ms"] * MS, HI_SLOPE.get(op, 1.0), backend, sm_token(c))
     missing = [op for op in ("qkv_proj", "o_proj", "down_proj") if op not in token]
     if missing:
         raise VidurError(f"profile shard tp={data.tp} has no {missing[0]} measurements; re-run `vidur profile`")

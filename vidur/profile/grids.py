@@ -54,9 +54,12 @@ class Grid:
     prefill_batch_chunks: tuple[int, ...] = (16, 64, 256, 1024, 4096)
     cpu_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
     token_step: float = 1 / 8
+    dense_tokens: int = 0  # also every token count up to this one (CPU GEMM times are not monotone in the rows)
 
     def tokens(self) -> list[int]:
-        return token_grid(self.max_tokens, self.token_step)
+        toks = set(token_grid(self.max_tokens, self.token_step))
+        toks.update(range(1, min(self.dense_tokens, self.max_tokens) + 1))
+        return sorted(toks)
 
     def contexts(self, hi: int) -> list[int]:
         """Cached-context lengths from 0 to ``hi``."""
@@ -93,17 +96,19 @@ class Grid:
 #: GPU default: 1..16384 tokens, attention up to the model's maximum context
 FULL = Grid()
 
-#: CPU default (tiny models): a coarser, shorter grid that runs in about a minute
+#: CPU default (tiny models): a coarser, shorter grid (every token count to 64: a CPU GEMM of 3 rows
+#: can take longer than one of 8), decode batches by powers of 2
 CPU = Grid(
     max_tokens=4096,
-    prefill_chunks=(1, 4, 16, 64, 256, 1024, 2048, 4096),
+    prefill_chunks=(1, 4, 16, 32, 64, 128, 256, 1024, 2048, 4096),
     context_ratio=2.0,
-    decode_batches=(1, 4, 16, 64, 256),
+    decode_batches=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     max_kv_tokens=1 << 17,
     prefill_batches=(4, 16),
     prefill_batch_chunks=(16, 256),
-    cpu_batches=(1, 4, 16, 64, 256),
+    cpu_batches=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     token_step=1 / 4,
+    dense_tokens=64,
 )
 
 #: for tests: a handful of points per operator

@@ -1,24 +1,35 @@
-"""PyTorch operators of one decoder layer, sharded for tensor parallelism.
+"""PyTorch operators of a decoder layer: one implementation for the profiler and the executor.
 
-The profiler times these functions one by one; a reference executor can
-run a whole layer with :meth:`LayerShard.forward`, so what is profiled is
-what is executed. Tensor parallelism ``t`` is emulated on one device by
-sharding the weight and head dimensions (Megatron style: QKV and gate/up
-column-parallel, output and down projections row-parallel, vocabulary-
-parallel embedding and LM head); the all-reduces are priced separately by
-the collective model.
+:func:`layer_forward` is *the* decoder layer: the reference executor
+(:class:`vidur.validate.executor.ReferenceExecutor`) runs it for every layer
+of every iteration, and the profiler times it (on CPU inside the executor's
+own iterations; on GPU its operators one by one through the same functions,
+and its host launch time as a whole). What is profiled is what is executed.
 
-Attention: on CUDA, ``torch.nn.attention.varlen.varlen_attn`` (FlashAttention)
-over a paged KV cache when the installed torch supports it, else over
-packed contiguous KV, else ``scaled_dot_product_attention``; on CPU,
-``scaled_dot_product_attention`` (causal, lower-right aligned for chunks
-after cached context). :attr:`LayerShard.attention_backend` says which.
+Each step of the layer is one named operator of the profile
+(:data:`vidur.estimate.profiles.LAYER_TOKEN_OPS` plus ``attn``); an optional
+``tick(op)`` callback after each step lets a host clock attribute every
+nanosecond of the layer, glue included, to the operator it follows
+(:class:`OpClock`).
+
+Tensor parallelism ``t`` is emulated on one device by sharding the weight
+and head dimensions (Megatron style: QKV and gate/up column-parallel,
+output and down projections row-parallel, vocabulary-parallel embedding and
+LM head); the all-reduces are priced separately by the collective model.
+
+Attention (GPU profiling, :class:`Attention`): ``torch.nn.attention.varlen.varlen_attn``
+(FlashAttention) over a paged KV cache when the installed torch supports
+it, else over packed contiguous KV, else ``scaled_dot_product_attention``.
+On CPU the executor runs one :func:`sdpa_chunk` per request (causal, lower-right
+aligned for chunks after cached context), and that is what the CPU profile
+measures.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+import time
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +38,19 @@ from vidur.model.spec import ModelSpec
 
 PAGE = 256  # KV page size (FlashAttention-2's paged KV needs a multiple of 256)
 Fn = Callable[[], object]
+Tick = Callable[[str], None]
+
+#: the operators of one decoder layer, in execution order (``add`` twice); ``attn`` is attention
+LAYER_STEPS = (
+    "input_norm", "qkv_proj", "rope", "kv_cache_write", "attn", "o_proj", "add",
+    "post_norm", "gate_up_proj", "act", "down_proj", "add",
+)
 
 
 class ShardShape:
     """Per-rank sizes of one layer at tensor parallelism ``tp``."""
 
-    def __init__(self, model: ModelSpec, tp: int):
+    def __init__(self, model: ModelSpec, tp: int = 1):
         self.model = model
         self.tp = tp
         self.hidden = model.hidden_size
@@ -47,14 +65,51 @@ class ShardShape:
     def qkv_out(self) -> int:
         return (self.q_heads + 2 * self.kv_heads) * self.head_dim
 
+    @property
+    def q_dim(self) -> int:
+        return self.q_heads * self.head_dim
 
-def _norm(model: ModelSpec, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def gate_up_out(self) -> int:
+        return (2 if self.model.gated_mlp else 1) * self.inter
+
+    def layer_weight_shapes(self) -> dict[str, tuple[int, ...] | None]:
+        """Parameter shapes of one layer (None: the model has no such bias)."""
+        m, h = self.model, self.hidden
+        ln = m.norm == "layernorm"
+        return {
+            "input_norm": (h,),
+            "input_norm.bias": (h,) if ln else None,
+            "qkv_proj": (self.qkv_out, h),
+            "qkv_proj.bias": (self.qkv_out,) if m.attention_bias else None,
+            "o_proj": (h, self.q_dim),
+            "o_proj.bias": (h,) if m.output_bias else None,
+            "post_norm": (h,),
+            "post_norm.bias": (h,) if ln and not m.parallel_attn_mlp else None,
+            "gate_up_proj": (self.gate_up_out, h),
+            "gate_up_proj.bias": (self.gate_up_out,) if m.mlp_bias else None,
+            "down_proj": (h, self.inter),
+            "down_proj.bias": (h,) if m.mlp_bias else None,
+        }
+
+    def layer_params(self) -> int:
+        return sum(math.prod(s) for s in self.layer_weight_shapes().values() if s)
+
+
+# --- the operators ------------------------------------------------------------------------
+
+
+def norm(model: ModelSpec, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     if model.norm == "layernorm":
         return F.layer_norm(x, (x.shape[-1],), w, b, 1e-5)
     return F.rms_norm(x, (x.shape[-1],), w, 1e-5)
 
 
-def _act(model: ModelSpec, x: torch.Tensor, inter: int) -> torch.Tensor:
+def act(model: ModelSpec, x: torch.Tensor, inter: int) -> torch.Tensor:
     if model.gated_mlp:
         return F.silu(x[:, :inter]) * x[:, inter:]
     if "gelu" in model.activation:
@@ -63,6 +118,7 @@ def _act(model: ModelSpec, x: torch.Tensor, inter: int) -> torch.Tensor:
 
 
 def rope_cache(shape: ShardShape, max_pos: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [max_pos, rot_dim / 2] of the rotary embedding."""
     half = max(1, shape.rot_dim // 2)
     inv = 1.0 / (shape.model.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
     t = torch.arange(max_pos, device=device, dtype=torch.float32)
@@ -70,19 +126,229 @@ def rope_cache(shape: ShardShape, max_pos: int, device, dtype) -> tuple[torch.Te
     return freqs.cos().to(dtype), freqs.sin().to(dtype)
 
 
-def apply_rope(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor, cos_c: torch.Tensor, sin_c: torch.Tensor, rot: int):
-    """Rotary embedding (rotate-half, Llama/NeoX style) of the first ``rot`` dims of each head, in place."""
-    cos = cos_c[pos].unsqueeze(1)
-    sin = sin_c[pos].unsqueeze(1)
+def rope_gather(cos_c: torch.Tensor, sin_c: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotary factors of the positions ``pos`` (once per forward pass), shaped [n, 1, rot/2]."""
+    return cos_c[pos].unsqueeze(1), sin_c[pos].unsqueeze(1)
+
+
+def rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, shape: ShardShape):
+    """Split the fused QKV output and rotate the first ``rot_dim`` dims of every Q and K head.
+
+    Rotate-half (Llama/NeoX style), in one pass over Q and K together;
+    returns ``q`` [n, Hq, D], ``k`` [n, Hkv, D] (views of one new tensor) and
+    ``v`` [n, Hkv, D] (a view of ``qkv``).
+    """
+    n = qkv.shape[0]
+    hq, hkv, d = shape.q_heads, shape.kv_heads, shape.head_dim
+    qd, kd = hq * d, hkv * d
+    qk = qkv[:, : qd + kd].view(n, hq + hkv, d)
+    rot = shape.rot_dim
     half = rot // 2
-    for x in (q, k):
-        x1 = x[..., :half]
-        x2 = x[..., half:rot]
-        r1 = x1 * cos - x2 * sin
-        r2 = x2 * cos + x1 * sin
-        x[..., :half] = r1
-        x[..., half:rot] = r2
-    return q, k
+    a, b = qk[..., :half], qk[..., half:rot]
+    if rot == d:
+        qk = torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+    else:
+        qk = torch.cat((a * cos - b * sin, b * cos + a * sin, qk[..., rot:]), dim=-1)
+    return qk[:, :hq], qk[:, hq:], qkv[:, qd + kd :].view(n, hkv, d)
+
+
+def sdpa_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: int, scale: float, gqa: bool) -> torch.Tensor:
+    """Attention of one request's new tokens: q [ql, Hq, D]; k, v [Hkv, ctx+ql, D] -> [ql, Hq, D].
+
+    Causal, aligned to the end (query i sees keys up to ``ctx + i``). The
+    executor's CPU path calls this once per request of an iteration.
+    """
+    ql = q.shape[0]
+    qq = q.transpose(0, 1).unsqueeze(0)
+    kk, vv = k.unsqueeze(0), v.unsqueeze(0)
+    if ql == 1:
+        out = F.scaled_dot_product_attention(qq, kk, vv, scale=scale, enable_gqa=gqa)
+    elif ctx == 0:
+        out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=scale, enable_gqa=gqa)
+    elif q.device.type == "cpu":
+        from torch.nn.attention.bias import causal_lower_right
+
+        mask = causal_lower_right(ql, ctx + ql)
+        out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    else:  # an explicit boolean mask: every CUDA backend takes it together with GQA
+        mask = torch.ones(ql, ctx + ql, dtype=torch.bool, device=q.device).tril(diagonal=ctx)
+        out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    return out[0].transpose(0, 1)
+
+
+class KV(Protocol):
+    """The KV cache of one iteration as a layer sees it."""
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store the new tokens' keys and values of ``layer``."""
+
+    def attend(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        """Attention of the new tokens' queries [n, Hq, D] over the cache -> [n, Hq, D]."""
+
+
+def init_layer_weights(shape: ShardShape, normal: Callable[..., torch.Tensor], ones: Callable[[int], torch.Tensor]) -> dict:
+    """One layer's parameters, keyed by operator (``<op>`` and ``<op>.bias``; None where absent)."""
+    w: dict[str, torch.Tensor | None] = {}
+    for key, shp in shape.layer_weight_shapes().items():
+        if shp is None:
+            w[key] = None
+        elif key.endswith("norm"):
+            w[key] = ones(shp[0])
+        else:
+            w[key] = normal(*shp)
+    return w
+
+
+def layer_forward(
+    shape: ShardShape,
+    x: torch.Tensor,
+    w: dict,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    kv: KV,
+    li: int = 0,
+    tick: Tick | None = None,
+) -> torch.Tensor:
+    """One decoder layer (TP all-reduces left out) over the iteration's tokens ``x`` [n, hidden].
+
+    ``cos``/``sin``: the rotary factors of the tokens' positions
+    (:func:`rope_gather`); ``kv``: the iteration's KV cache; ``tick(op)`` (if
+    given) is called after each step with the operator's name.
+    """
+    m = shape.model
+    n = x.shape[0]
+    hs = norm(m, x, w["input_norm"], w["input_norm.bias"])
+    if tick is not None:
+        tick("input_norm")
+    qkv = F.linear(hs, w["qkv_proj"], w["qkv_proj.bias"])
+    if tick is not None:
+        tick("qkv_proj")
+    q, k, v = rope(qkv, cos, sin, shape)
+    if tick is not None:
+        tick("rope")
+    kv.write(li, k, v)
+    if tick is not None:
+        tick("kv_cache_write")
+    a = kv.attend(li, q)
+    if tick is not None:
+        tick("attn")
+    o = F.linear(a.reshape(n, shape.q_dim), w["o_proj"], w["o_proj.bias"])
+    if tick is not None:
+        tick("o_proj")
+    if m.parallel_attn_mlp:
+        mlp_in = hs
+    else:
+        x = x + o
+        if tick is not None:
+            tick("add")
+        mlp_in = norm(m, x, w["post_norm"], w["post_norm.bias"])
+        if tick is not None:
+            tick("post_norm")
+    gu = F.linear(mlp_in, w["gate_up_proj"], w["gate_up_proj.bias"])
+    if tick is not None:
+        tick("gate_up_proj")
+    h = act(m, gu, shape.inter)
+    if tick is not None:
+        tick("act")
+    d = F.linear(h, w["down_proj"], w["down_proj.bias"])
+    if tick is not None:
+        tick("down_proj")
+    if m.parallel_attn_mlp:
+        x = x + o
+        if tick is not None:
+            tick("add")
+    x = x + d
+    if tick is not None:
+        tick("add")
+    return x
+
+
+def embed_forward(ids: torch.Tensor, table: torch.Tensor, pos: torch.Tensor, cos_c, sin_c, tick: Tick | None = None):
+    """Token embedding and the rotary factors of the positions: ``(x, cos, sin)``."""
+    x = F.embedding(ids, table)
+    cos, sin = rope_gather(cos_c, sin_c, pos)
+    if tick is not None:
+        tick("embed")
+    return x, cos, sin
+
+
+def head_forward(
+    model: ModelSpec,
+    x: torch.Tensor,
+    last: torch.Tensor | None,
+    norm_w: torch.Tensor,
+    norm_b: torch.Tensor | None,
+    lm_head: torch.Tensor,
+    lm_bias: torch.Tensor | None = None,
+    tick: Tick | None = None,
+) -> torch.Tensor:
+    """Final norm of each sequence's last token (rows ``last``; None: every row), LM head, greedy argmax."""
+    h = x if last is None else x.index_select(0, last)
+    h = norm(model, h, norm_w, norm_b)
+    if tick is not None:
+        tick("final_norm")
+    logits = F.linear(h, lm_head, lm_bias)
+    if tick is not None:
+        tick("lm_head")
+    tokens = torch.argmax(logits, dim=-1)
+    if tick is not None:
+        tick("sample")
+    return tokens
+
+
+class OpClock:
+    """A host clock that charges the time since the previous tick to the operator named at each tick.
+
+    ``clock.start()``, then ``clock(op)`` after each operator: ``sums[op]``
+    (seconds) and ``counts[op]`` accumulate. :attr:`overhead` (seconds per
+    tick, measured once per process by :func:`tick_overhead`) is taken off
+    every interval, so the sums are what the operators take without the clock.
+    Only meaningful where the host waits for every operator (CPU).
+    """
+
+    __slots__ = ("counts", "overhead", "sums", "t")
+
+    def __init__(self, overhead: float | None = None):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.overhead = tick_overhead() if overhead is None else overhead
+        self.t = 0.0
+
+    def start(self) -> None:
+        self.t = time.perf_counter()
+
+    def __call__(self, op: str) -> None:
+        now = time.perf_counter()
+        sums = self.sums
+        if op in sums:
+            sums[op] += now - self.t
+            self.counts[op] += 1
+        else:
+            sums[op] = now - self.t
+            self.counts[op] = 1
+        self.t = time.perf_counter()
+
+    def per_call(self) -> dict[str, float]:
+        """Mean seconds per call of each operator, the clock's own cost taken off."""
+        return {op: max(0.0, s / self.counts[op] - self.overhead) for op, s in self.sums.items()}
+
+
+_TICK_OVERHEAD: list[float] = []
+
+
+def tick_overhead() -> float:
+    """Seconds an :class:`OpClock` interval gains from the clock itself (median of a few calibrations)."""
+    if not _TICK_OVERHEAD:
+        runs = []
+        for _ in range(5):
+            c = OpClock(0.0)
+            c.start()
+            for _ in range(2000):
+                c("x")
+            runs.append(c.sums["x"] / c.counts["x"])
+        runs.sort()
+        _TICK_OVERHEAD.append(runs[len(runs) // 2])
+    return _TICK_OVERHEAD[0]
 
 
 class Attention:
@@ -228,10 +494,12 @@ def _cumsum(xs):
 
 
 class LayerShard:
-    """Weights and operators of one decoder layer on one TP rank.
+    """One decoder layer on one TP rank, for timing its operators one by one (GPU profiling).
 
-    ``copies`` independent weight sets are allocated so that the profiler
-    can rotate through them and keep weights out of the L2 cache.
+    Every closure :meth:`token_op` returns calls the same function the layer
+    (:func:`layer_forward`) calls at that step; ``copies`` independent input
+    and weight sets let the profiler rotate through them and keep weights out
+    of the L2 cache. :meth:`forward` runs the shared layer itself.
     """
 
     def __init__(self, model: ModelSpec, tp: int, device: torch.device, dtype: torch.dtype, max_pos: int | None = None):
@@ -252,22 +520,17 @@ class LayerShard:
 
     def weight_shapes(self, op: str) -> list[tuple[int, ...]]:
         """Parameter shapes an operator reads (for rotation sizing and launch-cost runs)."""
-        s, m = self.shape, self.model
-        h = s.hidden
-        if op in ("input_norm", "post_norm", "final_norm"):
-            return [(h,), (h,)] if m.norm == "layernorm" else [(h,)]
-        if op == "qkv_proj":
-            return [(s.qkv_out, h)] + ([(s.qkv_out,)] if m.attention_bias else [])
-        if op == "o_proj":
-            return [(h, s.q_heads * s.head_dim)] + ([(h,)] if m.output_bias else [])
-        if op == "gate_up_proj":
-            out = (2 if m.gated_mlp else 1) * s.inter
-            return [(out, h)] + ([(out,)] if m.mlp_bias else [])
-        if op == "down_proj":
-            return [(h, s.inter)] + ([(h,)] if m.mlp_bias else [])
+        s = self.shape
         if op in ("embed", "lm_head"):
-            return [(s.vocab, h)]
-        return []
+            return [(s.vocab, s.hidden)]
+        if op == "final_norm":
+            return [(s.hidden,), (s.hidden,)] if self.model.norm == "layernorm" else [(s.hidden,)]
+        layer = s.layer_weight_shapes()
+        if op == "post_norm" and self.model.norm == "layernorm":
+            return [(s.hidden,), (s.hidden,)]
+        if op not in layer:
+            return []
+        return [layer[op]] + ([layer[op + ".bias"]] if layer.get(op + ".bias") else [])
 
     def signature(self, op: str) -> tuple:
         """Operators with equal signatures take equal time (measure once, reuse)."""
@@ -300,7 +563,7 @@ class LayerShard:
             ws = [self._w(h) + 1 for _ in range(c)]
             bs = [self._w(h) if m.norm == "layernorm" else None for _ in range(c)]
             x = xs(h)
-            return lambda n: [(lambda i=i: _norm(m, x[i][:n], ws[i], bs[i])) for i in range(c)]
+            return lambda n: [(lambda i=i: norm(m, x[i][:n], ws[i], bs[i])) for i in range(c)]
         if op in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"):
             shapes = self.weight_shapes(op)
             out_f, in_f = shapes[0]
@@ -309,20 +572,17 @@ class LayerShard:
             x = xs(in_f)
             return lambda n: [(lambda i=i: F.linear(x[i][:n], ws[i], bs[i])) for i in range(c)]
         if op == "act":
-            width = (2 if m.gated_mlp else 1) * s.inter
-            x = xs(width)
-            return lambda n: [(lambda i=i: _act(m, x[i][:n], s.inter)) for i in range(c)]
+            x = xs(s.gate_up_out)
+            return lambda n: [(lambda i=i: act(m, x[i][:n], s.inter)) for i in range(c)]
         if op == "add":
             a, b = xs(h), xs(h)
             return lambda n: [(lambda i=i: a[i][:n] + b[i][:n]) for i in range(c)]
         if op == "rope":
-            q = [torch.randn(max_n, s.q_heads, s.head_dim, device=dev, dtype=dt) for _ in range(c)]
-            k = [torch.randn(max_n, s.kv_heads, s.head_dim, device=dev, dtype=dt) for _ in range(c)]
+            qkv = xs(s.qkv_out)
             limit = self.cos.shape[0]
             pos = torch.randint(0, limit, (max_n,), device=dev)
-            return lambda n: [
-                (lambda i=i: apply_rope(q[i][:n], k[i][:n], pos[:n], self.cos, self.sin, s.rot_dim)) for i in range(c)
-            ]
+            cos, sin = rope_gather(self.cos, self.sin, pos)
+            return lambda n: [(lambda i=i: rope(qkv[i][:n], cos[:n], sin[:n], s)) for i in range(c)]
         if op == "kv_cache_write":
             slots_total = max(max_n * 2, PAGE)
             kc = torch.zeros(slots_total, s.kv_heads, s.head_dim, device=dev, dtype=dt)
@@ -349,14 +609,9 @@ class LayerShard:
         """Bytes of weights one call reads (for sizing the rotation)."""
         return sum(math.prod(shp) for shp in self.weight_shapes(op)) * self.dtype.itemsize
 
-    # -- whole layer (launch-cost measurement, reference execution) --------------
+    # -- whole layer (launch-cost measurement) --------------------------------------
     def make_weights(self) -> dict[str, torch.Tensor | None]:
-        w: dict[str, torch.Tensor | None] = {}
-        for op in ("input_norm", "post_norm", "qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
-            shapes = self.weight_shapes(op)
-            w[op] = self._w(*shapes[0]) + (1 if "norm" in op else 0)
-            w[op + ".bias"] = self._w(*shapes[1]) if len(shapes) > 1 else None
-        return w
+        return init_layer_weights(self.shape, self._w, lambda n: self._w(n) + 1)
 
     def forward(
         self,
@@ -370,62 +625,52 @@ class LayerShard:
         pos: torch.Tensor,
         attn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """One decoder layer over a mixed batch (TP all-reduces left out).
+        """:func:`layer_forward` over a mixed batch whose KV lies back to back in one cache.
 
         ``x``: [tokens, hidden] with each request's new tokens contiguous;
         ``k_cache``/``v_cache``: [slots, kv_heads, head_dim]; ``slots`` the
-        cache slot of each new token; ``attn(q, k_cache, v_cache)`` computes
-        attention of the new tokens. By default the requests' KV are assumed
-        to lie back to back in the cache (request i at ``sum(previous kv)``),
-        attended with the profiled backend: one varlen FlashAttention call on
-        CUDA, per-request SDPA on CPU.
+        cache slot of each new token (request i's KV starts at the sum of the
+        previous requests' ``ctx + q``); ``attn(q, k_cache, v_cache)``
+        replaces the attention (default: one varlen call on CUDA, per-request
+        :func:`sdpa_chunk` otherwise).
         """
-        s, m = self.shape, self.model
-        n = x.shape[0]
-        residual = x
-        hs = _norm(m, x, w["input_norm"], w.get("input_norm.bias"))
-        qkv = F.linear(hs, w["qkv_proj"], w.get("qkv_proj.bias"))
-        qd, kd = s.q_heads * s.head_dim, s.kv_heads * s.head_dim
-        q = qkv[:, :qd].reshape(n, s.q_heads, s.head_dim)
-        k = qkv[:, qd : qd + kd].reshape(n, s.kv_heads, s.head_dim)
-        v = qkv[:, qd + kd :].reshape(n, s.kv_heads, s.head_dim)
+        cos, sin = rope_gather(self.cos, self.sin, pos)
+        kv = _BackToBackKV(self, q_lens, ctxs, k_cache, v_cache, slots, attn)
+        return layer_forward(self.shape, x, w, cos, sin, kv)
+
+
+class _BackToBackKV:
+    """One layer's KV cache with the requests' tokens back to back (:meth:`LayerShard.forward`)."""
+
+    def __init__(self, layer: LayerShard, q_lens, ctxs, kc, vc, slots, attn):
+        self.layer, self.q_lens, self.ctxs = layer, q_lens, ctxs
+        self.kc, self.vc, self.slots, self.attn = kc, vc, slots, attn
+
+    def write(self, li: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.kc.index_copy_(0, self.slots, k)
+        self.vc.index_copy_(0, self.slots, v)
+
+    def attend(self, li: int, q: torch.Tensor) -> torch.Tensor:
+        layer, kc, vc = self.layer, self.kc, self.vc
         q = q.contiguous()
-        k = k.contiguous()
-        apply_rope(q, k, pos, self.cos, self.sin, s.rot_dim)
-        k_cache.index_copy_(0, slots, k)
-        v_cache.index_copy_(0, slots, v.contiguous())
-        if attn is not None:
-            a = attn(q, k_cache, v_cache)
-        elif self.attention.backend in ("varlen", "varlen_paged"):
+        if self.attn is not None:
+            return self.attn(q, kc, vc)
+        att = layer.attention
+        if att.backend in ("varlen", "varlen_paged"):
             # requests' KV lie back to back in the cache: it already is the packed varlen layout
-            kv_lens = [c + ql for ql, c in zip(q_lens, ctxs)]
-            cu_q = torch.tensor([0, *_cumsum(q_lens)], device=q.device, dtype=torch.int32)
+            kv_lens = [c + ql for ql, c in zip(self.q_lens, self.ctxs)]
+            cu_q = torch.tensor([0, *_cumsum(self.q_lens)], device=q.device, dtype=torch.int32)
             cu_k = torch.tensor([0, *_cumsum(kv_lens)], device=q.device, dtype=torch.int32)
             total = sum(kv_lens)
-            a = self.attention._varlen(
-                q, k_cache[:total], v_cache[:total], cu_q, cu_k, max(q_lens), max(kv_lens), True
-            )
-        else:
-            outs = []
-            at_q, at_k = 0, 0
-            for ql, c in zip(q_lens, ctxs):
-                kl = c + ql
-                qq = q[at_q : at_q + ql].transpose(0, 1).unsqueeze(0)
-                kk = k_cache[at_k : at_k + kl].transpose(0, 1).unsqueeze(0)
-                vv = v_cache[at_k : at_k + kl].transpose(0, 1).unsqueeze(0)
-                outs.append(self.attention._sdpa(qq, kk, vv, True)[0].transpose(0, 1))
-                at_q += ql
-                at_k += kl
-            a = torch.cat(outs, 0)
-        o = F.linear(a.reshape(n, qd), w["o_proj"], w.get("o_proj.bias"))
-        if m.parallel_attn_mlp:
-            mlp_in = hs
-        else:
-            x = residual + o
-            residual = x
-            mlp_in = _norm(m, x, w["post_norm"], w.get("post_norm.bias"))
-        gu = F.linear(mlp_in, w["gate_up_proj"], w.get("gate_up_proj.bias"))
-        d = F.linear(_act(m, gu, s.inter), w["down_proj"], w.get("down_proj.bias"))
-        if m.parallel_attn_mlp:
-            return residual + o + d
-        return residual + d
+            return att._varlen(q, kc[:total], vc[:total], cu_q, cu_k, max(self.q_lens), max(kv_lens), True)
+        s = layer.shape
+        outs = []
+        at_q, at_k = 0, 0
+        for ql, c in zip(self.q_lens, self.ctxs):
+            kl = c + ql
+            kk = kc[at_k : at_k + kl].transpose(0, 1)
+            vv = vc[at_k : at_k + kl].transpose(0, 1)
+            outs.append(sdpa_chunk(q[at_q : at_q + ql], kk, vv, c, att.scale, s.q_heads != s.kv_heads))
+            at_q += ql
+            at_k += kl
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)

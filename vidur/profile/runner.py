@@ -1,5 +1,11 @@
 """The profiler: measure every operator of one decoder layer per TP shard.
 
+On a GPU each operator of :mod:`vidur.profile.ops` is timed on its own
+(CUDA-graph replays over rotated weight copies, :mod:`vidur.profile.timing`)
+and a layer's host launch time is measured on the reference executor's
+eager layer; on a CPU every row comes from the reference executor's own
+iterations, timed operator by operator (:mod:`vidur.profile.cpu`).
+
 :func:`profile_model` writes ``<out>/metadata.json`` and ``<out>/tp<t>.csv``
 (see :mod:`vidur.estimate.profiles`). Rows are appended and flushed as they
 are measured and the metadata is rewritten atomically after every
@@ -30,6 +36,8 @@ from vidur.profile.grids import FULL, CPU, Grid
 GPU_NAMES = ("h200", "h100", "h800", "b200", "gb200", "a100", "a800", "a40", "l40s", "l40", "l4", "a10g", "a10", "v100", "t4")
 
 EDGE_MAX_SEQS = 2048  # final norm / LM head / sampling run per sequence, not per token
+LAUNCH_CONTEXT = 256  # cached context of the decodes whose layer launch time is measured (GPU)
+LAUNCH_MAX_SEQS = 512
 
 
 def _torch():
@@ -209,14 +217,19 @@ class Profiler:
 
             torch.cuda.set_device(self.dev)
             self.timer = CudaGraphTimer(self.dev, repeats=repeats or 5)
+            self.method = self.timer.method
             props = torch.cuda.get_device_properties(self.dev)
             self.l2 = int(getattr(props, "L2_cache_size", 50 << 20)) or (50 << 20)
         else:
-            from vidur.profile.timing import CpuTimer
+            from vidur.profile.cpu import METHOD
 
-            self.timer = CpuTimer(repeats=repeats or 7)
+            self.timer = None
+            self.repeats = repeats or 6
+            self.method = METHOD.format(repeats=self.repeats)
             self.l2 = 0
         self.cache: dict[tuple, tuple] = {}  # (signature, n, b, c) -> stats row, shared across shards
+        self._launch_ex = None  # the executor timing GPU launch costs (one shard at a time)
+        self.launch_method: str | None = None
 
     # -- helpers -------------------------------------------------------------
     def _sync(self) -> None:
@@ -237,6 +250,12 @@ class Profiler:
         from vidur.profile.timing import host_time
 
         torch = self.torch
+        if not self.gpu:  # every CPU row comes from the executor's own iterations (CpuProber.measure)
+            for p in pts:
+                row = layer.row(op, *p)
+                if row is not None:
+                    emit((op,) + p + row)
+            return
         if op in store.LAYER_TOKEN_OPS or op in store.EDGE_OPS:
             sig = layer.signature(op)
             todo = [p for p in pts if (sig,) + p not in self.cache]
@@ -278,6 +297,7 @@ class Profiler:
         elif op == "cpu_launch_layer":
             for n, b, c in pts:
                 emit((op, n, b, c) + self._launch_cost(layer, b).row())
+            self._launch_ex = None
         elif op == "cpu_graph_replay":
             for n, b, c in pts:
                 emit((op, n, b, c) + self._graph_replay_cost(layer).row())
@@ -329,7 +349,59 @@ class Profiler:
         return lambda: layer.forward(x, w, [1] * n, [ctx] * n, kc, vc, slots, pos, attn)
 
     def _launch_cost(self, layer, n: int):
-        """Host time to issue one layer's kernels in eager mode (no synchronisation inside)."""
+        """Host time to issue one layer's kernels in eager mode, measured on the reference executor.
+
+        The executor (built with two layers of this shard) runs an eager
+        decode iteration of ``n`` sequences and its :class:`~vidur.profile.ops.OpClock`
+        charges the host time of each layer's operators, attention included;
+        the GPU never stalls the host within a pass. Where the executor cannot
+        build the model (not a Llama-family decoder) the profiler's
+        :meth:`LayerShard.forward` (the same layer code) runs back to back instead.
+        """
+        try:
+            stats = self._launch_cost_executor(layer.shape.tp, n)
+            self.launch_method = "reference executor, eager decode iteration, host time of each layer"
+            return stats
+        except Exception as exc:  # noqa: BLE001 - fall back to the shared layer run on its own
+            self.launch_method = f"LayerShard.forward back to back (executor unavailable: {type(exc).__name__}: {exc})"[:300]
+            self._launch_ex = None
+            self._free()
+        return self._launch_cost_layer(layer, n)
+
+    def _launch_executor(self, tp: int):
+        ex = self._launch_ex
+        if ex is None or ex.tp != tp:
+            from vidur.validate.executor import ReferenceExecutor
+
+            self._launch_ex = None
+            ctx, most = LAUNCH_CONTEXT, LAUNCH_MAX_SEQS
+            ex = ReferenceExecutor(
+                self.model,
+                "cuda" if self.gpu else "cpu",
+                max_kv_tokens=most * (ctx + 1),
+                reserved_tokens=most * (ctx + 1),
+                max_batch_tokens=most,
+                max_seq_tokens=ctx + 2,
+                max_requests=most,
+                tp=tp,
+                layers=2,
+                dtype=self.dtype,
+                llama_only=False,
+            )
+            self._launch_ex = ex
+        return ex
+
+    def _launch_cost_executor(self, tp: int, n: int):
+        """Host time per layer of the executor's eager forward pass over ``n`` decodes (ms)."""
+        from vidur.profile.ops import LAYER_STEPS
+        from vidur.profile.timing import Stats
+
+        ex = self._launch_executor(tp)
+        runs = ex.time_iteration([LAUNCH_CONTEXT] * min(n, LAUNCH_MAX_SEQS), repeats=7, warmup=2)
+        return Stats([sum(r.get(op, 0.0) for op in LAYER_STEPS) * 1e3 for r in runs])
+
+    def _launch_cost_layer(self, layer, n: int):
+        """Host time to issue one layer's kernels (:meth:`LayerShard.forward`, back to back, no sync inside)."""
         from vidur.profile.timing import Stats
 
         fwd = self._layer_inputs(layer, n)
@@ -382,8 +454,6 @@ class Profiler:
         deadline: float | None = None,
     ) -> bool:
         """Measure shard ``tp`` into ``out``; returns True when complete."""
-        from vidur.profile.ops import LayerShard
-
         f = out / store.shard_file(tp)
         rows = store.read_partial_rows(f)
         done = {_key(r[0], r[1], r[2], r[3]) for r in rows}
@@ -391,13 +461,33 @@ class Profiler:
         info = meta["shards"].setdefault(str(tp), {"file": f.name, "rows": 0, "complete": False})
         info.update({"file": f.name, "rows": len(rows), "complete": False})
         info.setdefault("started", _now())
-        layer = LayerShard(self.model, tp, self.dev, self.dtype)
-        info["attention_backend"] = layer.attention.select_backend()
+        t_start = time.time()
+        if self.gpu:
+            from vidur.profile.ops import LayerShard
+
+            layer = LayerShard(self.model, tp, self.dev, self.dtype)
+            info["attention_backend"] = layer.attention.select_backend()
+        else:
+            from vidur.profile.cpu import CpuProber
+
+            layer = CpuProber(self.model, tp, self.grid, self.dtype, self.repeats)
+            info["attention_backend"] = layer.attention_backend
+            info["executor"] = layer.describe()
         store.write_metadata(out, meta)
 
         bar = None
         total = plan.total(done)
-        if self.progress and total:
+        if not self.gpu and total:  # CPU: run every probe first, then write the rows
+            keys = [k for op, pts in plan.groups for p in pts if _key(op, *p) not in done for k in layer.probe_keys(op, *p)]
+            todo = len(set(keys)) * layer.rounds
+            probe_bar = _progress(todo, f"{self.model.short_name} tp{tp} probes") if self.progress else None
+            try:
+                layer.measure(keys, deadline, probe_bar.update if probe_bar is not None else None)
+            finally:
+                if probe_bar is not None:
+                    probe_bar.close()
+            info["executor"] = layer.describe()
+        elif self.progress and total:
             bar = _progress(total, f"{self.model.short_name} tp{tp}")
         count = len(rows)
         complete = True
@@ -406,7 +496,7 @@ class Profiler:
                 todo = [p for p in pts if _key(op, *p) not in done]
                 if not todo:
                     continue
-                if deadline is not None and time.time() > deadline:
+                if self.gpu and deadline is not None and time.time() > deadline:
                     complete = False
                     break
                 buf: list[tuple] = []
@@ -448,6 +538,11 @@ class Profiler:
             info["finished"] = _now()
         if self.gpu:
             info["graph_capture_fallbacks"] = getattr(self.timer, "graph_failures", 0)
+            if getattr(self, "launch_method", None):
+                info["launch_method"] = self.launch_method
+        del layer
+        self._launch_ex = None
+        info["seconds"] = round(info.get("seconds", 0.0) + time.time() - t_start, 1)
         store.write_metadata(out, meta)
         return complete
 
@@ -526,13 +621,13 @@ def profile_model(
     name = device_name or device_sku(prof.dev)
     outdir = Path(out) if out else Path(root or "profiles") / name / model.name
     outdir.mkdir(parents=True, exist_ok=True)
-    meta = _open_metadata(outdir, model, name, prof, command)
+    meta = _open_metadata(outdir, model, name, prof, command, fresh=force and set(_shard_tps(outdir)) <= set(tps))
     deadline = time.time() + time_budget_s if time_budget_s is not None else None
     for t in tps:
         info = meta["shards"].get(str(t))
         if info and info.get("complete") and not force:
             continue
-        if force and info:
+        if force:
             (outdir / store.shard_file(t)).unlink(missing_ok=True)
             meta["shards"].pop(str(t), None)
         prof.run_shard(outdir, t, meta, opset, deadline)
@@ -541,7 +636,23 @@ def profile_model(
     return outdir
 
 
-def _open_metadata(outdir: Path, model: ModelSpec, name: str, prof: Profiler, command: str | None) -> dict:
+def _cpu_layers(model: ModelSpec, prof: Profiler) -> int:
+    from vidur.profile.cpu import profile_layers
+
+    return profile_layers(model, 1, prof.dtype.itemsize)
+
+
+def _shard_tps(outdir: Path) -> list[int]:
+    if not (outdir / store.METADATA).is_file():
+        return []
+    return [int(t) for t in store.read_metadata(outdir).get("shards", {})]
+
+
+def _open_metadata(
+    outdir: Path, model: ModelSpec, name: str, prof: Profiler, command: str | None, fresh: bool = False
+) -> dict:
+    """The profile's metadata: read back (resuming or adding shards) unless ``fresh`` (every shard is
+    re-measured: ``--force``), when it starts over with this run's method, grid and machine."""
     spec = attrs.asdict(model)
     if (outdir / store.METADATA).is_file():
         meta = store.read_metadata(outdir)
@@ -553,8 +664,9 @@ def _open_metadata(outdir: Path, model: ModelSpec, name: str, prof: Profiler, co
             )
         if meta.get("dtype") != prof.dtype_name:
             raise VidurError(f"{outdir} was profiled in {meta.get('dtype')}, not {prof.dtype_name}; choose another --out")
-        meta.setdefault("commands", []).append(command or " ".join(sys.argv))
-        return meta
+        if not fresh:
+            meta.setdefault("commands", []).append(command or " ".join(sys.argv))
+            return meta
     return {
         "format": store.FORMAT,
         "model": model.name,
@@ -562,8 +674,8 @@ def _open_metadata(outdir: Path, model: ModelSpec, name: str, prof: Profiler, co
         "device": name,
         "device_info": device_info(prof.dev),
         "dtype": prof.dtype_name,
-        "method": prof.timer.method,
-        "layers_profiled": 1,
+        "method": prof.method,
+        "layers_profiled": 1 if prof.gpu else _cpu_layers(model, prof),
         "grid": attrs.asdict(prof.grid),
         "created": _now(),
         "command": command or " ".join(sys.argv),

@@ -1,4 +1,4 @@
-"""Timers: CUDA events over CUDA-graph replays on GPU, ``perf_counter`` on CPU.
+"""Timers: CUDA events over CUDA-graph replays on GPU; host wall time.
 
 GPU method (per measurement point): warm up every rotated closure (so lazy
 initialisation and cuBLAS heuristics happen outside the timing), capture
@@ -9,8 +9,8 @@ times; rotating weight copies whose total exceeds the L2 cache keeps small
 operators from being flattered by a warm cache. If capture fails the same
 back-to-back loop runs eagerly between events.
 
-CPU method: ``time.perf_counter`` around an inner loop sized to ~0.2 ms,
-median over repeats.
+CPU profiles are not timed here: they time the reference executor's own
+iterations operator by operator (:mod:`vidur.profile.cpu`).
 """
 
 from __future__ import annotations
@@ -39,33 +39,6 @@ class Stats:
 
     def row(self) -> tuple[float, float, float, float, int]:
         return (self.median, self.mean, self.min, self.std, self.repeats)
-
-
-class CpuTimer:
-    """Median of ``repeats`` timings of an inner loop of calls (host clock)."""
-
-    method = "cpu: time.perf_counter around an inner loop (~0.2 ms), median of repeats"
-
-    def __init__(self, repeats: int = 7, target_s: float = 2e-4, max_inner: int = 64):
-        self.repeats = repeats
-        self.target_s = target_s
-        self.max_inner = max_inner
-
-    def measure(self, fns: Sequence[Fn]) -> Stats:
-        k = len(fns)
-        for f in fns:  # warm-up
-            f()
-        t0 = time.perf_counter()
-        fns[0]()
-        single = max(time.perf_counter() - t0, 1e-7)
-        inner = max(1, min(self.max_inner, int(self.target_s / single)))
-        samples = []
-        for r in range(self.repeats):
-            t0 = time.perf_counter()
-            for j in range(inner):
-                fns[(r + j) % k]()
-            samples.append((time.perf_counter() - t0) / inner * 1e3)
-        return Stats(samples)
 
 
 class CudaGraphTimer:

@@ -10,7 +10,11 @@ not depend on their values): bf16 on CUDA, float32 on CPU.
 The layer is the usual Llama one: RMSNorm, fused QKV projection, rotary
 embedding (rotate-half), grouped-query attention, output projection,
 residual, RMSNorm, fused gate/up projection, SiLU-gated MLP, down projection,
-residual; then final RMSNorm, LM head and argmax.
+residual; then final RMSNorm, LM head and argmax. Every operator comes from
+:mod:`vidur.profile.ops` (:func:`~vidur.profile.ops.layer_forward` is the
+layer), the module the profiler times: on CPU the profiler runs this very
+executor (:meth:`ReferenceExecutor.time_iteration`) with a clock ticking
+after each operator, so the CPU profile measures what validation executes.
 
 KV cache (never recomputed; a preempted request's KV is dropped and rebuilt
 by its recompute prefill, as the scheduler decided):
@@ -38,8 +42,9 @@ the sampled tokens on the host: what a serving engine's iteration takes) and
 ``forward_s`` (CUDA events around the forward pass and sampling on GPU;
 ``perf_counter`` on CPU). KV allocation happens before the clock starts.
 
-Only this module (and the validation runner that imports it lazily) needs
-torch; the simulator never imports it.
+Only this module (with :mod:`vidur.profile.ops`, and the validation runner
+and profiler that import it lazily) needs torch; the simulator never imports
+it.
 """
 
 from __future__ import annotations
@@ -110,6 +115,12 @@ def gpu_sku(name: str) -> str | None:
         if sku in n:
             return sku
     return None
+
+
+def _flushing_denormals(torch) -> bool:
+    """Whether this thread already flushes denormal floats to zero (``torch.set_flush_denormal``)."""
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    return bool((tiny * 1.0).item() == 0.0)
 
 
 def _available_memory(device: str) -> int:
@@ -199,6 +210,14 @@ class ReferenceExecutor:
     forces the kernel, ``paged``, ``flash`` or ``sdpa`` (default: the first
     that works; see :meth:`_choose_attention`). ``threads`` sets
     ``torch.set_num_threads`` (CPU).
+
+    For the profiler: ``tp`` builds the weights of one rank of tensor
+    parallelism ``tp`` (heads, MLP and vocabulary sharded; the all-reduces
+    are not run), ``layers`` builds fewer decoder layers than the model has,
+    ``dtype`` overrides bf16 (CUDA) / float32 (CPU), ``llama_only=False``
+    builds any decoder the shared operators cover (LayerNorm, GELU, biases,
+    partial rotary, parallel attention/MLP); :meth:`time_iteration` times a
+    synthetic iteration operator by operator.
     """
 
     def __init__(
@@ -214,20 +233,35 @@ class ReferenceExecutor:
         attention: str | None = None,
         threads: int | None = None,
         seed: int = 0,
+        tp: int = 1,
+        layers: int | None = None,
+        dtype=None,
+        llama_only: bool = True,
     ):
-        check_supported(model)
+        if llama_only:
+            check_supported(model)
         torch = self.torch = _torch()
+        from vidur.profile import ops
+
+        self._ops = ops  # the operators, shared with the profiler
         self.model = model
         self.device_type = resolve_device(device)
         self.device = torch.device(self.device_type)
-        self.dtype = torch.bfloat16 if self.device_type == "cuda" else torch.float32
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device_type == "cuda" else torch.float32
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if threads is not None and self.device_type == "cpu":
             torch.set_num_threads(max(1, int(threads)))
-        if self.device_type == "cpu":
-            torch.set_flush_denormal(True)  # random activations must not hit slow denormal paths
+        # random activations must not hit slow denormal paths: flush them while an iteration runs (and
+        # only then: the flag is process-wide CPU state that other code, e.g. Hypothesis, refuses to share)
+        self._flush = self.device_type == "cpu" and not _flushing_denormals(torch)
         self.seed = seed
-        self.q_heads, self.kv_heads, self.head_dim = model.num_heads, model.num_kv_heads, model.head_dim
-        self.q_dim, self.kv_dim = self.q_heads * self.head_dim, self.kv_heads * self.head_dim
+        self.tp = int(tp)
+        self.shape = ops.ShardShape(model, self.tp)
+        self.num_layers = int(layers) if layers else model.num_layers
+        self.vocab = self.shape.vocab
+        self.q_heads, self.kv_heads, self.head_dim = self.shape.q_heads, self.shape.kv_heads, self.shape.head_dim
+        self.q_dim, self.kv_dim = self.shape.q_dim, self.shape.kv_dim
         self.max_pos = max(int(max_seq_tokens or model.max_position_embeddings), 1)
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.gqa = self.q_heads != self.kv_heads
@@ -247,8 +281,8 @@ class ReferenceExecutor:
         else:
             shape = (range_slots, self.kv_heads, self.head_dim)
             self.ranges = _Ranges(range_slots)
-        self.k_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(model.num_layers)]
-        self.v_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(model.num_layers)]
+        self.k_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.num_layers)]
+        self.v_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.num_layers)]
         self.seqs: dict[int, _Seq] = {}
         self._live: dict[int, object] = {}  # request id -> Request whose KV this executor holds
         self.last_tokens: list[int] = []
@@ -263,12 +297,12 @@ class ReferenceExecutor:
 
     # -- construction ---------------------------------------------------------
     def _bytes_needed(self, kv_slots: int, max_batch_tokens: int) -> tuple[int, int, int]:
-        m = self.model
-        el = 2 if self.device_type == "cuda" else 4
-        weights = m.num_params() * el
-        kv = 2 * m.num_layers * int(kv_slots) * self.kv_dim * el
-        act = int(max_batch_tokens) * (m.hidden_size * 4 + self.q_dim + 2 * self.kv_dim + 3 * m.intermediate_size) * el
-        act += 1024 * m.vocab_size * 4  # logits of up to 1024 sequences
+        s = self.shape
+        el = self.dtype.itemsize
+        weights = (self.num_layers * s.layer_params() + 2 * s.vocab * s.hidden + s.hidden) * el
+        kv = 2 * self.num_layers * int(kv_slots) * self.kv_dim * el
+        act = int(max_batch_tokens) * (s.hidden * 4 + self.q_dim + 2 * self.kv_dim + 3 * s.inter) * el
+        act += 1024 * s.vocab * 4  # logits of up to 1024 sequences
         return weights, kv, act
 
     def _check_memory(self, kv_slots: int, max_batch_tokens: int) -> None:
@@ -285,6 +319,8 @@ class ReferenceExecutor:
             )
 
     def _build_weights(self) -> None:
+        """Random weights of every layer (:func:`vidur.profile.ops.init_layer_weights`), embedding, LM head."""
+        init_layer_weights, rope_cache = self._ops.init_layer_weights, self._ops.rope_cache
         torch, m, dev, dt = self.torch, self.model, self.device, self.dtype
         g = torch.Generator(device=dev)
         g.manual_seed(self.seed)
@@ -297,29 +333,14 @@ class ReferenceExecutor:
         def ones(n: int) -> torch.Tensor:
             return torch.ones(n, device=dev, dtype=dt)
 
-        h, inter = m.hidden_size, m.intermediate_size
-        qkv_out = self.q_dim + 2 * self.kv_dim
-        self.layers = []
-        for _ in range(m.num_layers):
-            self.layers.append(
-                {
-                    "in_norm": ones(h),
-                    "qkv": rand(qkv_out, h),
-                    "qkv_bias": rand(qkv_out) if m.attention_bias else None,
-                    "o": rand(h, self.q_dim),
-                    "post_norm": ones(h),
-                    "gate_up": rand(2 * inter, h),
-                    "down": rand(h, inter),
-                }
-            )
-        self.embed = rand(m.vocab_size, h, std=1.0)  # like nn.Embedding's N(0, 1): tokens stay distinguishable
-        self.final_norm = ones(h)
-        self.lm_head = self.embed if m.tie_word_embeddings else rand(m.vocab_size, h)
-        half = self.head_dim // 2
-        inv = 1.0 / (m.rope_theta ** (torch.arange(0, half, device=dev, dtype=torch.float32) / half))
-        freqs = torch.outer(torch.arange(self.max_pos, device=dev, dtype=torch.float32), inv)
-        self.cos_cache = freqs.cos().to(dt)
-        self.sin_cache = freqs.sin().to(dt)
+        s = self.shape
+        self.layers = [init_layer_weights(s, rand, ones) for _ in range(self.num_layers)]
+        self.embed = rand(s.vocab, s.hidden, std=1.0)  # like nn.Embedding's N(0, 1): tokens stay distinguishable
+        self.final_norm = ones(s.hidden)
+        self.final_norm_bias = rand(s.hidden) if m.norm == "layernorm" else None
+        self.lm_head = self.embed if m.tie_word_embeddings else rand(s.vocab, s.hidden)
+        self.lm_head_bias = rand(s.vocab) if m.lm_head_bias else None
+        self.cos_cache, self.sin_cache = rope_cache(s, self.max_pos, dev, dt)
 
     # -- attention backends --------------------------------------------------
     def _choose_attention(self, forced: str | None) -> str:
@@ -448,23 +469,7 @@ class ReferenceExecutor:
 
     def _sdpa(self, q, k, v, ctx: int):
         """q: [ql, Hq, D]; k, v: [Hkv, ctx+ql, D] -> [ql, Hq, D] (causal, aligned to the end)."""
-        F = self.torch.nn.functional
-        ql = q.shape[0]
-        qq = q.transpose(0, 1).unsqueeze(0)
-        kk, vv = k.unsqueeze(0), v.unsqueeze(0)
-        if ql == 1:
-            out = F.scaled_dot_product_attention(qq, kk, vv, scale=self.scale, enable_gqa=self.gqa)
-        elif ctx == 0:
-            out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=self.scale, enable_gqa=self.gqa)
-        elif self.device_type == "cpu":
-            from torch.nn.attention.bias import causal_lower_right
-
-            mask = causal_lower_right(ql, ctx + ql)
-            out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=self.scale, enable_gqa=self.gqa)
-        else:  # an explicit boolean mask: every CUDA backend takes it together with GQA
-            mask = self.torch.ones(ql, ctx + ql, dtype=self.torch.bool, device=q.device).tril(diagonal=ctx)
-            out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=self.scale, enable_gqa=self.gqa)
-        return out[0].transpose(0, 1)
+        return self._ops.sdpa_chunk(q, k, v, ctx, self.scale, self.gqa)
 
     @property
     def description(self) -> str:
@@ -492,7 +497,7 @@ class ReferenceExecutor:
         s = self.seqs.get(req.id)
         if s is None:
             rng = np.random.default_rng((self.seed, abs(int(req.id)), int(req.id) < 0))
-            s = _Seq(rng.integers(0, self.model.vocab_size, size=int(req.prompt)).tolist())
+            s = _Seq(rng.integers(0, self.vocab, size=int(req.prompt)).tolist())
             self.seqs[req.id] = s
         return s
 
@@ -508,6 +513,9 @@ class ReferenceExecutor:
 
     def _reserve(self, req, s: _Seq, upto: int) -> None:
         """Make room for KV tokens ``[0, upto)`` of ``req`` (outside the timed region)."""
+        self._reserve_slots(s, upto, max(int(req.prompt) + int(req.output), upto), f"request {req.id}'s")
+
+    def _reserve_slots(self, s: _Seq, upto: int, cap: int, who: str) -> None:
         if self.attention == "paged":
             need = -(-upto // PAGE) - len(s.pages)
             if need > 0:
@@ -519,12 +527,11 @@ class ReferenceExecutor:
                 for _ in range(need):
                     s.pages.append(self.free_pages.pop())
         elif s.base < 0:
-            cap = max(int(req.prompt) + int(req.output), upto)
             s.base = self.ranges.alloc(cap)
             if s.base < 0:
                 raise VidurError(
-                    f"the reference executor's KV pool ({self.ranges.size} token slots) cannot hold request "
-                    f"{req.id}'s {cap} tokens next to the running ones; validate fewer or shorter requests"
+                    f"the reference executor's KV pool ({self.ranges.size} token slots) cannot hold "
+                    f"{who} {cap} tokens next to the running ones; validate fewer or shorter requests"
                 )
             s.cap = cap
 
@@ -543,7 +550,6 @@ class ReferenceExecutor:
     def execute(self, batch) -> IterationTiming:
         """Run one iteration of ``batch`` (a :class:`vidur.entities.batch.Batch`) and time it."""
         self._sync_state()
-        torch = self.torch
         entries = []  # (req, seq, q, ctx): decodes first, then prefill chunks
         for r in batch.decodes:
             entries.append((r, self._seq(r), 1, int(r.kv_len)))
@@ -561,30 +567,8 @@ class ReferenceExecutor:
             self._reserve(r, s, ctx + q)
             self._live[r.id] = r
         nd = len(batch.decodes)
-        cuda = self.device_type == "cuda"
         graph = self._graphs.get(self._bucket(nd)) if (self._graphs and nd == len(entries)) else None
-        if cuda:
-            torch.cuda.synchronize(self.device)
-            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        t0 = time.perf_counter()
-        if graph is not None:
-            self._fill_graph_inputs(graph, entries)
-        else:
-            inputs = self._prepare(entries, nd)
-        if cuda:
-            ev0.record()
-        tf = time.perf_counter()
-        if graph is not None:
-            graph["graph"].replay()
-            tokens = graph["tokens"][: len(entries)]
-        else:
-            with torch.inference_mode():
-                tokens = self._forward(inputs)
-        if cuda:
-            ev1.record()
-        out = tokens.tolist()  # synchronises
-        t1 = time.perf_counter()
-        forward_s = ev0.elapsed_time(ev1) / 1e3 if cuda else t1 - tf
+        timing, out = self._run(entries, nd, graph)
         for (r, s, q, ctx), tok in zip(entries, out):
             s.written = ctx + q
             s.ctx_exec = ctx
@@ -594,7 +578,117 @@ class ReferenceExecutor:
         self.iterations += 1
         if graph is not None:
             self.graph_iterations += 1
-        return IterationTiming(t1 - t0, forward_s)
+        return timing
+
+    def _run(self, entries, nd: int, graph=None, clock=None) -> tuple[IterationTiming, list[int]]:
+        """The timed part of an iteration: input preparation, forward pass, sampled tokens on the host.
+
+        ``clock`` (an :class:`~vidur.profile.ops.OpClock`, for the profiler)
+        is ticked after the input preparation (``cpu_prepare``), every
+        operator of the forward pass and the copy of the tokens to the host
+        (``cpu_sample``).
+        """
+        torch = self.torch
+        cuda = self.device_type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        if self._flush:
+            torch.set_flush_denormal(True)
+            try:
+                return self._timed(entries, nd, graph, clock, cuda)
+            finally:
+                torch.set_flush_denormal(False)
+        return self._timed(entries, nd, graph, clock, cuda)
+
+    def _timed(self, entries, nd, graph, clock, cuda):
+        torch = self.torch
+        if cuda:
+            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0 = time.perf_counter()
+        if clock is not None:
+            clock.t = t0
+        if graph is not None:
+            self._fill_graph_inputs(graph, entries)
+        else:
+            inputs = self._prepare(entries, nd)
+        if clock is not None:
+            clock("cpu_prepare")
+        if cuda:
+            ev0.record()
+        tf = time.perf_counter()
+        if graph is not None:
+            graph["graph"].replay()
+            tokens = graph["tokens"][: len(entries)]
+        else:
+            with torch.inference_mode():
+                tokens = self._forward(inputs, clock)
+        if cuda:
+            ev1.record()
+        out = tokens.tolist()  # synchronises
+        t1 = time.perf_counter()
+        if clock is not None:
+            clock("cpu_sample")
+        forward_s = ev0.elapsed_time(ev1) / 1e3 if cuda else t1 - tf
+        return IterationTiming(t1 - t0, forward_s), out
+
+    def time_iteration(
+        self,
+        decodes: Iterable[int] = (),
+        prefills: Iterable[tuple[int, int]] = (),
+        *,
+        repeats: int = 5,
+        warmup: int = 1,
+        max_s: float | None = None,
+        min_repeats: int = 3,
+        clock_overhead: float | None = None,
+    ) -> list[dict[str, float]]:
+        """Time a synthetic iteration operator by operator: what the profiler measures on CPU.
+
+        ``decodes``: the cached context of each decoding request;
+        ``prefills``: ``(chunk, context)`` of each prefill chunk. The
+        sequences get random tokens and KV slots as requests would, and the
+        iteration runs exactly as :meth:`execute` runs it (input preparation,
+        embedding, every layer with this executor's KV layout and attention
+        calls, LM head, tokens to the host), ``warmup + repeats`` times over
+        the same inputs, with an :class:`~vidur.profile.ops.OpClock` ticking
+        after every operator. Stops after ``min_repeats`` timed runs once
+        ``max_s`` seconds have passed. Returns one dict per timed run:
+        seconds per call of each operator (the layer operators per layer;
+        ``add`` per call, two per layer; ``attn`` is attention), plus
+        ``cpu_prepare`` and ``cpu_sample``. A host clock: exact on CPU; on
+        CUDA it gives the host (launch) time of each operator.
+        """
+        from vidur.profile.ops import OpClock
+
+        decodes = [int(c) for c in decodes]
+        specs = [(1, c) for c in decodes] + [(int(q), int(c)) for q, c in prefills]
+        if not specs:
+            raise ValueError("time_iteration needs at least one decode or prefill")
+        rng = np.random.default_rng((self.seed, len(specs)))
+        seqs: list[_Seq] = []
+        entries = []
+        try:
+            for q, ctx in specs:
+                s = _Seq(rng.integers(0, self.vocab, size=ctx + q).tolist())
+                seqs.append(s)
+                self._reserve_slots(s, ctx + q, ctx + q, "a profiled sequence's")
+                s.written = ctx
+                entries.append((None, s, q, ctx))
+            out: list[dict[str, float]] = []
+            t_start = time.perf_counter()
+            for i in range(warmup + repeats):
+                clock = OpClock(clock_overhead)
+                self._run(entries, len(decodes), None, clock)
+                if i < warmup:
+                    t_start = time.perf_counter()
+                    continue
+                out.append(clock.per_call())
+                if max_s is not None and len(out) >= min_repeats and time.perf_counter() - t_start > max_s:
+                    break
+            return out
+        finally:
+            for s in seqs:
+                self._drop_kv(s)
 
     def _host_arrays(self, entries):
         """ids, positions, query and KV lengths, KV slots of an iteration (numpy, host side)."""
@@ -667,78 +761,18 @@ class ReferenceExecutor:
         inp["calls"] = calls
         return inp
 
-    def _forward(self, inp: dict):
-        """Embedding, decoder layers, final norm, LM head of the last token of each sequence, argmax."""
-        torch = self.torch
-        F = torch.nn.functional
-        n = inp["n"]
-        x = F.embedding(inp["ids"], self.embed)
-        pos = inp["pos"]
-        cos = self.cos_cache[pos].unsqueeze(1)
-        sin = self.sin_cache[pos].unsqueeze(1)
-        half = self.head_dim // 2
-        hq, hkv, d = self.q_heads, self.kv_heads, self.head_dim
-        qd, kd = self.q_dim, self.kv_dim
-        eps = 1e-5
-        inter = self.model.intermediate_size
-        attend = self._attend_paged if self.attention == "paged" else (
-            self._attend_flash if self.kernel == "flash" else self._attend_contiguous
-        )
+    def _forward(self, inp: dict, tick=None):
+        """Embedding, the decoder layers (:func:`vidur.profile.ops.layer_forward`), final norm and LM head
+        of the last token of each sequence, argmax: the operators of :mod:`vidur.profile.ops`."""
+        ops = self._ops
+        x, cos, sin = ops.embed_forward(inp["ids"], self.embed, inp["pos"], self.cos_cache, self.sin_cache, tick)
+        kv = (_PagedKV if self.attention == "paged" else _FlashKV if self.kernel == "flash" else _SdpaKV)(self, inp)
+        shape = self.shape
         for li, w in enumerate(self.layers):
-            hs = F.rms_norm(x, (x.shape[-1],), w["in_norm"], eps)
-            qkv = F.linear(hs, w["qkv"], w["qkv_bias"])
-            qk = qkv[:, : qd + kd].view(n, hq + hkv, d)
-            a, b = qk[..., :half], qk[..., half:]
-            qk = torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
-            q = qk[:, :hq]
-            k = qk[:, hq:]
-            v = qkv[:, qd + kd :].view(n, hkv, d)
-            attn = attend(li, q, k, v, inp)
-            x = x + F.linear(attn.reshape(n, qd), w["o"])
-            hs = F.rms_norm(x, (x.shape[-1],), w["post_norm"], eps)
-            gu = F.linear(hs, w["gate_up"])
-            x = x + F.linear(F.silu(gu[:, :inter]) * gu[:, inter:], w["down"])
-        last = x if inp["last"] is None else x.index_select(0, inp["last"])
-        last = F.rms_norm(last, (last.shape[-1],), self.final_norm, eps)
-        logits = F.linear(last, self.lm_head)
-        return torch.argmax(logits, dim=-1)
-
-    def _attend_paged(self, li, q, k, v, inp):
-        kp, vp = self.k_pool[li], self.v_pool[li]
-        slots = inp["slots"]
-        kp.view(-1, self.kv_heads, self.head_dim).index_copy_(0, slots, k)
-        vp.view(-1, self.kv_heads, self.head_dim).index_copy_(0, slots, v)
-        q = q.contiguous()
-        outs = [
-            self._varlen(q[t0:t1], kp, vp, cu_q, cu_k, max_q, max_k, used, tab, causal)
-            for t0, t1, cu_q, cu_k, used, tab, max_q, max_k, causal in inp["calls"]
-        ]
-        return outs[0] if len(outs) == 1 else self.torch.cat(outs, 0)
-
-    def _attend_flash(self, li, q, k, v, inp):
-        kp, vp = self.k_pool[li], self.v_pool[li]
-        slots = inp["slots"]
-        kp.index_copy_(0, slots, k)
-        vp.index_copy_(0, slots, v)
-        q = q.contiguous()
-        outs = [
-            self._flash(q[t0:t1], kp, vp, cu_q, cu_k, max_q, max_k, used, causal)
-            for t0, t1, cu_q, cu_k, used, _tab, max_q, max_k, causal in inp["calls"]
-        ]
-        return outs[0] if len(outs) == 1 else self.torch.cat(outs, 0)
-
-    def _attend_contiguous(self, li, q, k, v, inp):
-        kp, vp = self.k_pool[li], self.v_pool[li]
-        slots = inp["slots"]
-        kp.index_copy_(0, slots, k)
-        vp.index_copy_(0, slots, v)
-        outs = []
-        at = 0
-        for r, s, ql, ctx in inp["entries"]:
-            b, kl = s.base, ctx + ql
-            outs.append(self._sdpa(q[at : at + ql], kp[b : b + kl].transpose(0, 1), vp[b : b + kl].transpose(0, 1), ctx))
-            at += ql
-        return outs[0] if len(outs) == 1 else self.torch.cat(outs, 0)
+            x = ops.layer_forward(shape, x, w, cos, sin, kv, li, tick)
+        return ops.head_forward(
+            self.model, x, inp["last"], self.final_norm, self.final_norm_bias, self.lm_head, self.lm_head_bias, tick
+        )
 
     # -- CUDA graphs for decode-only iterations (as vLLM does) -----------------------------
     def _bucket(self, n: int) -> int:
@@ -859,12 +893,24 @@ class ReferenceExecutor:
 
     # -- warm-up and clean-up ---------------------------------------------------------
     def warmup(self, prefill_tokens: Iterable[int] = (8, 64, 256), decode_batches: Iterable[int] = (1, 4, 16), steps: int = 2) -> None:
-        """Run throw-away iterations (lazy init, allocator, kernel selection) before timing anything."""
+        """Run throw-away iterations (lazy init, allocator, kernel selection) before timing anything.
+
+        Also one chunk after cached context, whose first use pays one-off
+        costs (on CPU, importing the lower-right causal mask takes ~1.5 s).
+        """
         from vidur.entities.batch import Batch
         from vidur.entities.request import Request
 
         base = -1_000_000
         rid = base
+        r = Request(rid, 0.0, min(32, self.max_pos - 4), 2)
+        rid -= 1
+        for q in (16, r.prompt - 16):  # a chunk, then a chunk after it
+            b = Batch()
+            b.add(r, q)
+            self.execute(b)
+            r.kv_len += q
+        self._forget(r)
         for q in prefill_tokens:
             q = max(1, min(int(q), self.max_pos - 4))
             for _ in range(steps):
@@ -906,3 +952,80 @@ class ReferenceExecutor:
         for rid in list(self.seqs):
             self._drop_kv(self.seqs.pop(rid))
         self._live = {}
+
+
+# --- the KV cache of one iteration, as the shared layer sees it (vidur.profile.ops.KV) ------------
+
+
+class _PagedKV:
+    """Paged pool, FlashAttention varlen over the block table (one call for the decodes, one for the chunks)."""
+
+    __slots__ = ("ex", "inp")
+
+    def __init__(self, ex: ReferenceExecutor, inp: dict):
+        self.ex, self.inp = ex, inp
+
+    def write(self, li, k, v) -> None:
+        ex, slots = self.ex, self.inp["slots"]
+        ex.k_pool[li].view(-1, ex.kv_heads, ex.head_dim).index_copy_(0, slots, k)
+        ex.v_pool[li].view(-1, ex.kv_heads, ex.head_dim).index_copy_(0, slots, v)
+
+    def attend(self, li, q):
+        ex = self.ex
+        kp, vp = ex.k_pool[li], ex.v_pool[li]
+        q = q.contiguous()
+        outs = [
+            ex._varlen(q[t0:t1], kp, vp, cu_q, cu_k, max_q, max_k, used, tab, causal)
+            for t0, t1, cu_q, cu_k, used, tab, max_q, max_k, causal in self.inp["calls"]
+        ]
+        return outs[0] if len(outs) == 1 else ex.torch.cat(outs, 0)
+
+
+class _FlashKV:
+    """Slot-range pool, FlashAttention varlen with per-sequence start offsets (one call per group)."""
+
+    __slots__ = ("ex", "inp")
+
+    def __init__(self, ex: ReferenceExecutor, inp: dict):
+        self.ex, self.inp = ex, inp
+
+    def write(self, li, k, v) -> None:
+        ex, slots = self.ex, self.inp["slots"]
+        ex.k_pool[li].index_copy_(0, slots, k)
+        ex.v_pool[li].index_copy_(0, slots, v)
+
+    def attend(self, li, q):
+        ex = self.ex
+        kp, vp = ex.k_pool[li], ex.v_pool[li]
+        q = q.contiguous()
+        outs = [
+            ex._flash(q[t0:t1], kp, vp, cu_q, cu_k, max_q, max_k, used, causal)
+            for t0, t1, cu_q, cu_k, used, _tab, max_q, max_k, causal in self.inp["calls"]
+        ]
+        return outs[0] if len(outs) == 1 else ex.torch.cat(outs, 0)
+
+
+class _SdpaKV:
+    """Slot-range pool, one :func:`~vidur.profile.ops.sdpa_chunk` call per request (CPU)."""
+
+    __slots__ = ("ex", "inp")
+
+    def __init__(self, ex: ReferenceExecutor, inp: dict):
+        self.ex, self.inp = ex, inp
+
+    def write(self, li, k, v) -> None:
+        ex, slots = self.ex, self.inp["slots"]
+        ex.k_pool[li].index_copy_(0, slots, k)
+        ex.v_pool[li].index_copy_(0, slots, v)
+
+    def attend(self, li, q):
+        ex = self.ex
+        kp, vp = ex.k_pool[li], ex.v_pool[li]
+        scale, gqa, sdpa_chunk = ex.scale, ex.gqa, ex._ops.sdpa_chunk
+        outs = []
+        at = 0
+        for _r, s, ql, ctx in self.inp["entries"]:
+            b, kl = s.base, ctx + ql
+            outs.append(sdpa_chunk(q[at : at + ql], kp[b : b + kl].transpose(0, 1), vp[b : b + kl].transpose(0, 1), ctx, scale, gqa))
+            at += ql
+        return outs[0] if len(outs) == 1 else ex.torch.cat(outs, 0)
