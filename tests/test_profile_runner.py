@@ -262,7 +262,7 @@ def test_cpu_profile_rows_come_from_the_executor(small_profile, model):
 
 
 def test_prober_attention_and_noise_handling(model):
-    from vidur.profile.cpu import CpuProber, _pace_factor
+    from vidur.profile.cpu import CpuProber
 
     pr = CpuProber(model, 1, SMALL, torch.float32, repeats=2)
     keys = pr.probe_keys("attn_decode", 4, 4, 256) + pr.probe_keys("qkv_proj", 4, 0, 0)
@@ -272,13 +272,10 @@ def test_prober_attention_and_noise_handling(model):
     assert pr.row("attn_decode", 4, 4, 256) is None  # not measured yet
     pr.measure(keys)
     attn = pr.row("attn_decode", 4, 4, 256)
-    assert attn[0] > 0 and attn[4] == 2
+    assert attn[0] > 0 and attn[4] == 1  # two rounds, one run each: the faster one is kept
     assert pr.excess(("decode", 4, 256)) >= 0
     assert attn[0] >= min(pr.samples[("decode", 4, 256)]["attn"])
-    # pace: a machine twice as slow for a while has its runs scaled back
-    pace = [(float(t), 2.0 if 10 <= t < 20 else 1.0) for t in range(40)]
-    f = _pace_factor(pace)
-    assert f(15.0) == pytest.approx(2.0) and f(30.0) == pytest.approx(1.0) and f(100.0) == pytest.approx(1.0)
+    assert pr.describe()["machine_speed"]["pace_runs"] >= 1
 
 
 def test_launch_cost_is_measured_on_the_executor(model):

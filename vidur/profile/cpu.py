@@ -26,14 +26,17 @@ runs ("probes"):
   they read (:meth:`CpuProber.excess`: the other operators minus those of a
   reference probe without context, fitted over the KV footprint).
 
-Noise (a shared host's speed drifts by ±10-30 % over seconds to minutes) is
-fought three ways: every probe runs in :data:`ROUNDS` rounds over the whole
-shard, each round in a new random order (a warm-up and ``repeats / ROUNDS``
-timed runs; a probe whose run takes over :data:`LONG_RUN_S`: no warm-up, one
-run, in :data:`LONG_ROUNDS` rounds), a row being the median over its runs; a
-small pace probe runs every :data:`PACE_EVERY_S` and each timed run is
-scaled to the machine's median pace over the profile; and token-level
-curves are smoothed locally when fitted (:func:`vidur.estimate.fit.local_linear`).
+Noise: on a shared host, other tenants' cache and memory traffic slows the
+memory-bound work of small iterations by up to 2x for seconds to minutes
+(compute-bound GEMMs far less). The profile aims at the machine undisturbed:
+every probe runs in :data:`ROUNDS` rounds over the whole shard, each round in
+a new random order (a warm-up and ``repeats / ROUNDS`` timed runs; a probe
+whose run takes over :data:`LONG_RUN_S`: no warm-up, one run, in
+:data:`LONG_ROUNDS` rounds), and a row is the median of the faster half of
+its runs (by the whole iteration's time); token-level curves are smoothed
+locally when fitted (:func:`vidur.estimate.fit.local_linear`). A small pace
+probe runs every :data:`PACE_EVERY_S`; its spread is in the shard's
+metadata (``executor.machine_speed``): how disturbed the machine was.
 """
 
 from __future__ import annotations
@@ -64,12 +67,12 @@ ATTENTION = {"attn_prefill", "attn_decode"}
 PER_SEQUENCE = {"final_norm", "lm_head", "sample", "cpu_prepare", "cpu_sample"}
 LAYER = "_layer"  # a probe's per-run sum over one layer's operators (attention included)
 ROUND = "_round"  # the round of each timed run
-TIME = "_time"  # when it ran (perf_counter seconds)
-#: the pace probe (a small decode iteration) runs every PACE_EVERY_S; each timed run is divided by the
-#: machine's speed around it (the pace probe's median within PACE_WINDOW_S, over its median overall)
+#: the pace probe (a small decode iteration) runs every PACE_EVERY_S: its spread, in the shard's metadata,
+#: says how much the machine's speed varied while it was profiled
 PACE = ("decode", 8, 128)
 PACE_EVERY_S = 0.5
-PACE_WINDOW_S = 2.0
+#: the operators outside the layers (their per-run times add to the layer's times once per iteration)
+OUTSIDE_LAYERS = ("cpu_prepare", "embed", "final_norm", "lm_head", "sample", "cpu_sample")
 #: token-level operators up to this many tokens come from ``decode`` probes at context 0, beyond from ``chunks``
 DECODE_TOKENS = 64
 
@@ -78,8 +81,8 @@ METHOD = (
     "KV layout, per-request SDPA, input preparation and thread count of vidur validate), a perf_counter clock "
     "ticking after every operator (its own cost taken off); token-level operators from decodes without context "
     "(<= 64 tokens) or chunked prefills; attention calls plus their cache excess on the other operators (fitted "
-    "over the KV footprint); median of {repeats} runs in shuffled rounds (each after a warm-up), scaled to the "
-    "machine's median pace (see vidur/profile/cpu.py)"
+    "over the KV footprint); {repeats} runs in shuffled rounds (each after a warm-up), a row the median of the "
+    "faster half: the machine undisturbed by other tenants (see vidur/profile/cpu.py)"
 )
 
 
@@ -276,19 +279,18 @@ class CpuProber:
                                 a.setdefault(op, []).append(v * 1e3)
                             a.setdefault(LAYER, []).append(sum(run.get(op, 0.0) for op in LAYER_STEPS) * 1e3)
                             a.setdefault(ROUND, []).append(float(r))
-                            a.setdefault(TIME, []).append((t0 + t1) / 2)
                         done[key] += 1
                     if progress is not None:
                         progress(1)
-        speed = _pace_factor(pace)
         self.pace_spread = _spread(pace)
         for key in keys:
             if done[key] >= (min(LONG_ROUNDS, self.rounds) if long[key] else self.rounds):
                 a = acc[key]
-                f = [speed(t) for t in a[TIME]]
-                self.samples[key] = {
-                    op: (v if op in (ROUND, TIME) else [x / fi for x, fi in zip(v, f)]) for op, v in a.items()
-                }
+                # the faster half of the runs: the machine undisturbed by other tenants
+                total = [lay * self.layers + sum(v[i] for op, v in a.items() if op in OUTSIDE_LAYERS)
+                         for i, lay in enumerate(a[LAYER])]
+                keep = sorted(sorted(range(len(total)), key=lambda i: (total[i], i))[: -(-len(total) // 2)])
+                self.samples[key] = {op: [v[i] for i in keep] for op, v in a.items()}
 
     @staticmethod
     def _reference(key: tuple) -> tuple | None:
@@ -331,31 +333,15 @@ class CpuProber:
         }
 
 
-def _pace_factor(pace: list[tuple[float, float]]) -> Callable[[float], float]:
-    """``f(t)``: how much slower than usual the machine ran around time ``t`` (1: its median speed)."""
-    if len(pace) < 3:
-        return lambda t: 1.0
-    times = [t for t, _ in pace]
-    overall = statistics.median(v for _, v in pace)
-
-    def f(t: float) -> float:
-        lo = bisect.bisect_left(times, t - PACE_WINDOW_S)
-        hi = bisect.bisect_right(times, t + PACE_WINDOW_S)
-        if hi <= lo:  # none within the window: the nearest
-            i = min(max(bisect.bisect_left(times, t), 0), len(times) - 1)
-            lo, hi = i, i + 1
-        return statistics.median(v for _, v in pace[lo:hi]) / overall
-
-    return f
-
-
 def _spread(pace: list[tuple[float, float]]) -> dict:
-    if len(pace) < 3:
-        return {}
-    vs = sorted(v for _, v in pace)
-    med = statistics.median(vs)
-
-    def q(p: float) -> float:
-        return vs[min(len(vs) - 1, int(p * len(vs)))] / med
-
-    return {"pace_probe": list(PACE), "pace_runs": len(vs), "pace_ms_median": round(med, 4), "p10": round(q(0.1), 3), "p90": round(q(0.9), 3)}
+    """The pace probe's runs: how many, their median (ms) and their 10th/90th percentiles relative to it."""
+    out: dict = {"pace_probe": list(PACE), "pace_runs": len(pace)}
+    if len(pace) >= 3:
+        vs = sorted(v for _, v in pace)
+        med = statistics.median(vs)
+        out.update(
+            pace_ms_median=round(med, 4),
+            p10=round(vs[int(0.1 * len(vs))] / med, 3),
+            p90=round(vs[min(len(vs) - 1, int(0.9 * len(vs)))] / med, 3),
+        )
+    return out
