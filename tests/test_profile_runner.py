@@ -353,3 +353,18 @@ def test_fused_rope_matches_rotate_half(model, factor):
     assert torch.allclose(q, ref(qkv[:, :qd].view(n, -1, d)), atol=1e-6)
     assert torch.allclose(k, ref(qkv[:, qd : qd + kd].view(n, -1, d)), atol=1e-6)
     assert torch.equal(v, qkv[:, qd + kd :].view(n, -1, d))
+
+
+def test_force_starts_the_metadata_over(small_profile, tmp_path, model):
+    """--force re-measures every shard: method, grid and machine come from this run, not the old one."""
+    import shutil
+
+    p = tmp_path / "forced"
+    shutil.copytree(small_profile, p)
+    meta = json.loads((p / "metadata.json").read_text())
+    meta["method"], meta["created"] = "an older method", "2000-01-01T00:00:00+0000"
+    (p / "metadata.json").write_text(json.dumps(meta))
+    profile_model(model, "cpu", [1], out=p, grid=SMALL, repeats=1, progress=False, force=True)
+    new = store.read_metadata(p)
+    assert new["method"] != "an older method" and new["created"] != "2000-01-01T00:00:00+0000"
+    assert new["shards"]["1"]["complete"] and "commands" not in new

@@ -266,19 +266,20 @@ def test_validate_tiny_model_on_cpu_end_to_end(tmp_path, capsys):
     it = rep["iterations"]
     assert it["all"]["count"] == run["iterations_real"] > n
     assert it["decode_only"]["count"] > 0 and it["mixed"]["count"] + it["prefill_only"]["count"] > 0
-    # The CPU profile times this executor's own iterations, so the simulation tracks the real run: on a
-    # quiet 2-core machine ~5-15 % median error per iteration, ~1-10 % per request at p50. Other tenants'
-    # cache traffic slows small iterations by up to 2x for seconds to minutes, hence the margins (the
-    # profile of isolated, cache-warm operators was off by 57-81 % per iteration, 64-93 % per request).
-    assert it["all"]["median"] < 0.45, it
-    assert -0.5 < it["all"]["bias"] < 0.4, it
+    # The CPU profile times this executor's own iterations, so the simulation tracks the real run: in the
+    # machine state the profile was taken in, ~5-15 % median error per iteration and ~1-10 % per request at
+    # p50. A shared host's state moves the real side alone: other tenants' cache traffic slows small
+    # iterations by up to 2x for minutes, and an undisturbed host runs them up to ~25 % faster than the
+    # profile, hence these margins (measured: iteration bias -45 % .. +40 % across states).
+    assert it["all"]["median"] < 0.5, it
+    assert -0.55 < it["all"]["bias"] < 0.6, it
     for kind in ("decode_only", "mixed", "prefill_only"):
         if it[kind]["count"] >= 5:
-            assert -0.55 < it[kind]["bias"] < 0.45, (kind, it[kind])
+            assert -0.6 < it[kind]["bias"] < 0.65, (kind, it[kind])
     for m in ("ttft", "tpot", "e2e"):
         cell = rep["requests"][m]["p50"]
         assert cell["real"] > 0 and cell["sim"] > 0
-        assert 0.5 < cell["sim"] / cell["real"] < 1.6, (m, cell)
+        assert 0.45 < cell["sim"] / cell["real"] < 1.8, (m, cell)
     mk = rep["cluster"]["makespan_s"]
     assert 0.8 < mk["sim"] / mk["real"] < 1.25
     files = sorted(p.name for p in out_dir.iterdir())

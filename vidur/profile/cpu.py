@@ -24,7 +24,7 @@ runs ("probes"):
   attention: the attention calls as timed, plus what they add to the
   layer's other operators by pushing weights out of the caches with the KV
   they read (:meth:`CpuProber.excess`: the other operators minus those of a
-  reference probe without context, fitted over the KV footprint).
+  reference probe without context, fitted over the query-key pairs).
 
 Noise: on a shared host, other tenants' cache and memory traffic slows the
 memory-bound work of small iterations by up to 2x for seconds to minutes
@@ -81,7 +81,7 @@ METHOD = (
     "KV layout, per-request SDPA, input preparation and thread count of vidur validate), a perf_counter clock "
     "ticking after every operator (its own cost taken off); token-level operators from decodes without context "
     "(<= 64 tokens) or chunked prefills; attention calls plus their cache excess on the other operators (fitted "
-    "over the KV footprint); {repeats} runs in shuffled rounds (each after a warm-up), a row the median of the "
+    "over the query-key pairs); {repeats} runs in shuffled rounds (each after a warm-up), a row the median of the "
     "faster half: the machine undisturbed by other tenants (see vidur/profile/cpu.py)"
 )
 
@@ -165,7 +165,7 @@ class CpuProber:
         probes have not been measured (see :meth:`measure`).
 
         Attention: each timed run's attention call plus the attention's
-        excess (:meth:`excess`) at the probe's KV footprint.
+        excess (:meth:`excess`) at the probe's query-key pairs.
         """
         keys = self.probe_keys(op, n, b, c)
         if any(k not in self.samples for k in keys):
@@ -177,18 +177,20 @@ class CpuProber:
         return Stats([a + extra for a in probe["attn"]]).row()
 
     @staticmethod
-    def kv_footprint(key: tuple) -> int:
-        """KV entries a probe's attention reads (per layer)."""
+    def pairs(key: tuple) -> int:
+        """Query-key pairs of a probe's attention (per layer and head): the KV entries a decode reads,
+        the scores (and mask) a prefill chunk computes."""
         if key[0] == "decode":
             return key[1] * (key[2] + 1)
         if key[0] == "prefill":
-            return key[2] * (key[1] + key[3])
+            _, q, b, c = key
+            return b * q * (q + c)
         return 0
 
     def excess(self, key: tuple) -> float:
-        """What attention adds to the layer's other operators (ms): the weights its KV reads push out
-        of the caches. Each probe's excess is the median over its runs of its other operators minus
-        its reference probe's in the same round; one non-decreasing curve over the KV footprint,
+        """What attention adds to the layer's other operators (ms): the weights that its KV reads (and
+        a prefill's scores) push out of the caches. Each probe's excess is the median over its runs of its other operators minus
+        its reference probe's in the same round; one non-decreasing curve over the query-key pairs,
         fitted to the probes of a kind (decode, prefill) together, gives the value used, so that no
         single noisy difference (the other operators of a small batch vary more than its attention
         takes) decides a row."""
@@ -199,7 +201,7 @@ class CpuProber:
         xs, ys = fits[1].get(kind, ([], []))
         if not xs:
             return 0.0
-        x = math.log(self.kv_footprint(key))
+        x = math.log(self.pairs(key))
         i = bisect.bisect_right(xs, x)
         if i == 0:
             return ys[0]
@@ -224,7 +226,7 @@ class CpuProber:
             everywhere = statistics.median(x for v in by_round.values() for x in v)
             base = {r: statistics.median(v) for r, v in by_round.items()}
             diffs = [lay - a - base.get(r, everywhere) for lay, a, r in zip(probe[LAYER], probe["attn"], probe[ROUND])]
-            points.setdefault(key[0], []).append((math.log(self.kv_footprint(key)), statistics.median(diffs), len(diffs)))
+            points.setdefault(key[0], []).append((math.log(self.pairs(key)), statistics.median(diffs), len(diffs)))
         out = {}
         for kind, pts in points.items():
             pts.sort()
