@@ -632,6 +632,13 @@ def profile_model(
             meta["shards"].pop(str(t), None)
         prof.run_shard(outdir, t, meta, opset, deadline)
     meta["updated"] = _now()
+    shard_tps = sorted(int(t) for t in meta["shards"])
+    meta["seconds"] = round(sum(s.get("seconds", 0.0) for s in meta["shards"].values()), 1)
+    meta["regenerate"] = (
+        f"vidur profile --model {model.name} --device {'cuda' if prof.gpu else 'cpu'} "
+        f"--tp {','.join(map(str, shard_tps))} --force  (from the directory holding profiles/; "
+        f"{meta['seconds']:.0f} s of measurement here)"
+    )
     store.write_metadata(outdir, meta)
     return outdir
 
