@@ -189,11 +189,13 @@ class CpuProber:
 
     def excess(self, key: tuple) -> float:
         """What attention adds to the layer's other operators (ms): the weights that its KV reads (and
-        a prefill's scores) push out of the caches. Each probe's excess is the median over its runs of its other operators minus
-        its reference probe's in the same round; one non-decreasing curve over the query-key pairs,
-        fitted to the probes of a kind (decode, prefill) together, gives the value used, so that no
-        single noisy difference (the other operators of a small batch vary more than its attention
-        takes) decides a row."""
+        a prefill's scores) push out of the caches.
+
+        Each probe's excess is the median over its runs of its other operators minus its reference
+        probe's in the same round; one non-decreasing curve over the query-key pairs, fitted to the
+        probes of a kind (decode, prefill) together, gives the value used, so that no single noisy
+        difference (the other operators of a small batch vary more than its attention takes)
+        decides a row."""
         kind = key[0]
         fits = self._excess_fits
         if fits is None or fits[0] != len(self.samples):
