@@ -981,8 +981,8 @@ class _PagedKV:
         return outs[0] if len(outs) == 1 else ex.torch.cat(outs, 0)
 
 
-class _FlashKV:
-    """Slot-range pool, FlashAttention varlen with per-sequence start offsets (one call per group)."""
+class _SlotKV:
+    """A slot-range KV pool: each request owns a contiguous range of slots."""
 
     __slots__ = ("ex", "inp")
 
@@ -993,6 +993,12 @@ class _FlashKV:
         ex, slots = self.ex, self.inp["slots"]
         ex.k_pool[li].index_copy_(0, slots, k)
         ex.v_pool[li].index_copy_(0, slots, v)
+
+
+class _FlashKV(_SlotKV):
+    """Slot-range pool, FlashAttention varlen with per-sequence start offsets (one call per group)."""
+
+    __slots__ = ()
 
     def attend(self, li, q):
         ex = self.ex
@@ -1005,18 +1011,10 @@ class _FlashKV:
         return outs[0] if len(outs) == 1 else ex.torch.cat(outs, 0)
 
 
-class _SdpaKV:
+class _SdpaKV(_SlotKV):
     """Slot-range pool, one :func:`~vidur.profile.ops.sdpa_chunk` call per request (CPU)."""
 
-    __slots__ = ("ex", "inp")
-
-    def __init__(self, ex: ReferenceExecutor, inp: dict):
-        self.ex, self.inp = ex, inp
-
-    def write(self, li, k, v) -> None:
-        ex, slots = self.ex, self.inp["slots"]
-        ex.k_pool[li].index_copy_(0, slots, k)
-        ex.v_pool[li].index_copy_(0, slots, v)
+    __slots__ = ()
 
     def attend(self, li, q):
         ex = self.ex
