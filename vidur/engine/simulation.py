@@ -31,18 +31,11 @@ class SimulationResult:
 
 
 def resolve_estimator_name(scenario: Scenario, model_name: str, device: str, tp: int) -> str:
-    """``auto`` -> ``profile`` when a profile exists for (device, model, tp), else ``roofline``."""
-    name = scenario.runtime_estimator.name
-    if name != "auto":
-        return name
-    try:
-        from vidur.estimate.profiles import find_profile
-    except ImportError:
-        return "roofline"
-    try:
-        return "profile" if find_profile(device, model_name, tp) is not None else "roofline"
-    except VidurError:
-        return "roofline"
+    """``auto`` -> ``profile`` when a readable profile exists for (device, model, tp), else
+    ``roofline`` (the run's header says which estimator priced it)."""
+    from vidur.estimate.profiled import choose_estimator
+
+    return choose_estimator(device, model_name, tp, scenario.runtime_estimator.name)[0]
 
 
 def _base_files() -> dict[str, str]:

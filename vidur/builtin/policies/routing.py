@@ -39,7 +39,7 @@ class LeastOutstanding(GlobalScheduler):
     def route(self, req: Request) -> int:
         best, best_load = 0, None
         for i, rep in enumerate(self.replicas):
-            load = len(rep.waiting) + len(rep.running)
+            load = rep.num_outstanding
             if best_load is None or load < best_load:
                 best, best_load = i, load
         return best

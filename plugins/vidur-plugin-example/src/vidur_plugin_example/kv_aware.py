@@ -43,7 +43,7 @@ class KVAwareRouter(GlobalScheduler):
             kv = rep.kv
             queued = sum(r.prefill_target for r in rep.waiting) if w else 0
             pressure = (kv.used * kv.block_size + w * queued) / (kv.num_blocks * kv.block_size)
-            key = (pressure, len(rep.waiting) + len(rep.running))
+            key = (pressure, rep.num_outstanding)
             if best_key is None or key < best_key:
                 best, best_key = i, key
         return best
