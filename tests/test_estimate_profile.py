@@ -197,3 +197,23 @@ def test_shipped_fit_is_reused_not_refitted(model, tmp_path):
 
     make(model, 2)
     assert not cache_dir().exists() or not any(cache_dir().iterdir())
+
+
+def test_h200_prefill_prices_kv_parity_and_fresh_chunks():
+    """One chunk: its KV length's parity is known and priced; several: the mean of both parities."""
+    llama = load_model("meta-llama/Meta-Llama-3-8B")
+    est = ProfileEstimator(ProfileConfig(), llama, resolve_device("h200", llama.name), default_node("h200"), 1, 1)
+    fs = est.fs
+    assert fs.prefill_odd is not None and fs.prefill_fresh is not None
+
+    def one(q, ctx):
+        return est.prefill_attention(1, q, q * (ctx + (q + 1) / 2))
+
+    assert one(1024, 181) == pytest.approx(fs.prefill_time(1024, 181), rel=1e-9)
+    assert one(1024, 181) > 1.3 * one(1024, 180)
+    assert one(512, 0) == pytest.approx(fs.prefill_time(512, 0), rel=1e-9)
+    assert one(512, 0) < 0.8 * one(512, 16)  # the unmasked kernel of a fresh chunk
+    two = est.prefill_attention(2, 2 * 1024, 2 * 1024 * (181 + 1025 / 2))
+    mean = 0.5 * (fs.prefill_time(1024, 181) + fs.prefill_time(1024, 180))
+    f = fs.prefill_batch_factor(2, 1024)
+    assert two == pytest.approx(2 * f * mean, rel=0.02)

@@ -140,3 +140,64 @@ def test_holdout_mape_on_real_a100_measurements(tmp_path):
     assert set(res) == {1, 2, 4, 8}
     worst = max(v["mape"] for ops in res.values() for v in ops.values())
     assert worst <= 5.0, res
+
+
+H200 = REPO / "profiles" / "h200" / "meta-llama" / "Meta-Llama-3-8B"
+
+
+def _prefill_shard(odd_factor: float, fresh_factor: float) -> fit.ShardData:
+    """Synthetic prefill measurements: time ∝ q·(ctx + q) + latency; odd KV lengths and fresh chunks scaled."""
+    rows = []
+    for q in (1, 16, 256, 1024):
+        for ctx in (0, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 1024):
+            t = 0.01 + 1e-7 * q * (ctx + q)
+            if ctx == 0:
+                t *= fresh_factor
+            elif (ctx + q) % 2:
+                t *= odd_factor
+            rows.append(("attn_prefill", q, 1, ctx, t))
+    for n in (1, 16, 256, 1024):
+        rows.append(("qkv_proj", n, 0, 0, 0.01 + 1e-5 * n))
+        rows.append(("o_proj", n, 0, 0, 0.01 + 1e-5 * n))
+        rows.append(("down_proj", n, 0, 0, 0.01 + 1e-5 * n))
+    cols = {
+        "op": np.array([r[0] for r in rows]),
+        "num_tokens": np.array([r[1] for r in rows], dtype=float),
+        "batch": np.array([r[2] for r in rows], dtype=float),
+        "context": np.array([r[3] for r in rows], dtype=float),
+        "median_ms": np.array([r[4] for r in rows]),
+    }
+    cols["std_ms"] = cols["median_ms"] * 0.001
+    return fit.ShardData(1, cols)
+
+
+def test_odd_kv_lengths_and_fresh_chunks_are_priced_apart():
+    """A masked kernel that is 1.5x slower on odd KV lengths, and a 2x faster unmasked fresh chunk."""
+    fs = fit.fit_shard(_prefill_shard(1.5, 0.5))
+    assert fs.prefill_odd is not None and fs.prefill_fresh is not None
+    even = fs.prefill_time(256, 300)  # KV 556
+    odd = fs.prefill_time(256, 301)  # KV 557
+    assert odd / even == pytest.approx(1.5, rel=0.01)
+    assert fs.prefill_time(256, 300.5) == pytest.approx(even * 1.25, rel=0.01)  # an average: the mean factor
+    ms = 1e-3
+    assert fs.prefill_time(256, 0) == pytest.approx(0.5 * (0.01 + 1e-7 * 256 * 256) * ms, rel=1e-6)
+    assert fs.prefill_time(256, 16) == pytest.approx((0.01 + 1e-7 * 256 * 272) * ms, rel=1e-6)
+    back = fit.FittedShard.from_json(1, json.loads(json.dumps(fs.to_json())))
+    for q, c in ((256, 301), (16, 0), (100, 77)):
+        assert back.prefill_time(q, c) == pytest.approx(fs.prefill_time(q, c), rel=1e-6)
+
+
+def test_parity_is_ignored_when_it_does_not_matter():
+    fs = fit.fit_shard(_prefill_shard(1.02, 1.0))
+    assert fs.prefill_odd is None
+    assert fs.prefill_time(256, 301) == pytest.approx(fs.prefill_time(256, 300), rel=0.01)
+
+
+def test_h200_prefill_fit_knows_odd_lengths_and_fresh_chunks():
+    """The shipped H200 profile (SDPA): odd KV lengths are measured slower, held-out prefill MAPE ≤ 5 %."""
+    prof = load_profile(H200)
+    fs = fit.fit_shard(prof.shards[1])
+    assert fs.prefill_odd is not None and fs.prefill_fresh is not None
+    assert fs.prefill_time(1024, 181) > 1.3 * fs.prefill_time(1024, 180)
+    res = fit.holdout_mape(prof, 0.2, seed=0)
+    assert res[1]["attn_prefill"]["mape"] <= 5.0, res[1]["attn_prefill"]

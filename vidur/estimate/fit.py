@@ -15,7 +15,13 @@ below the first it stays flat; the estimator warns when it extrapolates.
 - token-level operators: one curve over ``num_tokens``;
 - prefill attention: one curve per profiled chunk length ``q`` over
   ``log(context + q)``, interpolated across ``log q`` at equal context;
-  batches of ``n`` chunks scale by a measured batching factor;
+  batches of ``n`` chunks scale by a measured batching factor. Chunks with
+  no cached context have a curve over ``q`` of their own (another kernel
+  runs them). Where the
+  measurements show that an odd KV length (``context + q``) is consistently
+  slower (SDPA's masked kernel reads odd-length bf16 rows unaligned: 1.1-1.7x
+  on an H200), the curves are fitted to even lengths and a second table holds
+  the odd/even ratio (see :func:`_parity_split`);
 - decode attention: one curve per batch size over ``log(context + 1)``,
   interpolated across ``log batch`` at equal context;
 - CPU overheads: one curve over the number of sequences.
@@ -48,12 +54,15 @@ from vidur.estimate.profiles import (
     load_profile,
 )
 
-FIT_FORMAT = "vidur-fit/1"
+FIT_FORMAT = "vidur-fit/2"  # 2: fresh-chunk curve and odd-KV-length table for prefill
 FIT_CACHE_ENV = "VIDUR_CACHE_DIR"
 MS = 1e-3
 
 #: median relative spread of repeats above which ``smooth="auto"`` makes a curve monotone
 NOISE_THRESHOLD = 0.05
+
+#: median |log(odd / even)| of prefill attention above which odd KV lengths get their own factor
+PARITY_THRESHOLD = 0.05
 
 #: log-log slope past the last knot, per operator (default 1: proportional)
 HI_SLOPE = {"cpu_launch_layer": 0.0, "cpu_graph_replay": 0.0}
@@ -306,6 +315,8 @@ class FittedShard:
         decode: RowTable | None,
         prefill_batch: RowTable | None,
         cpu: dict[str, Curve],
+        prefill_odd: RowTable | None = None,
+        prefill_fresh: Curve | None = None,
     ):
         self.tp = tp
         self.token = token
@@ -313,6 +324,10 @@ class FittedShard:
         self.decode = decode
         self.prefill_batch = prefill_batch
         self.cpu = cpu
+        #: log(odd / even) prefill time by KV-length parity (None: parity does not matter)
+        self.prefill_odd = prefill_odd
+        #: one chunk with no cached context, over q (None: priced by :attr:`prefill` at context 0)
+        self.prefill_fresh = prefill_fresh
 
     # ranges the data covered (for extrapolation warnings)
     @property
@@ -320,9 +335,25 @@ class FittedShard:
         layer = [c for op, c in self.token.items() if op in LAYER_TOKEN_OPS]
         return min(c.size_range[1] for c in layer) if layer else 0.0
 
+    def odd_factor(self, q: float, context: float) -> float:
+        """Time of an odd KV length relative to an even one at this (q, context) (1: no difference)."""
+        if self.prefill_odd is None:
+            return 1.0
+        return math.exp(self.prefill_odd.log_eval(q, context))
+
     def prefill_time(self, q: float, context: float) -> float:
-        """Seconds of one causal prefill chunk of ``q`` tokens after ``context`` cached tokens."""
-        return math.exp(self.prefill.log_eval(q, context))
+        """Seconds of one causal prefill chunk of ``q`` tokens after ``context`` cached tokens.
+
+        When odd KV lengths are priced apart (:attr:`prefill_odd`), a whole
+        ``context + q`` gets the factor of its parity and a fractional one
+        (an average over requests) the mean of both.
+        """
+        if context < 0.5 and self.prefill_fresh is not None:
+            return self.prefill_fresh(q)
+        t = math.exp(self.prefill.log_eval(q, context))
+        if self.prefill_odd is None:
+            return t
+        return t * parity_scale(self.odd_factor(q, context), context + q)
 
     def prefill_batch_factor(self, n: float, q: float) -> float:
         """Time of ``n`` equal chunks relative to ``n`` times one chunk (≤ 1 when batching helps)."""
@@ -340,6 +371,8 @@ class FittedShard:
             "prefill": None if self.prefill is None else self.prefill.to_json(),
             "decode": None if self.decode is None else self.decode.to_json(),
             "prefill_batch": None if self.prefill_batch is None else self.prefill_batch.to_json(),
+            "prefill_odd": None if self.prefill_odd is None else self.prefill_odd.to_json(),
+            "prefill_fresh": None if self.prefill_fresh is None else self.prefill_fresh.to_json(),
             "cpu": {k: v.to_json() for k, v in sorted(self.cpu.items())},
         }
 
@@ -352,6 +385,8 @@ class FittedShard:
             None if d.get("decode") is None else RowTable.from_json(d["decode"]),
             None if d.get("prefill_batch") is None else RowTable.from_json(d["prefill_batch"]),
             {k: Curve.from_json(v) for k, v in d.get("cpu", {}).items()},
+            None if d.get("prefill_odd") is None else RowTable.from_json(d["prefill_odd"]),
+            None if d.get("prefill_fresh") is None else Curve.from_json(d["prefill_fresh"]),
         )
 
 
@@ -366,6 +401,87 @@ def _row_table(rows_key: np.ndarray, ctx: np.ndarray, t: np.ndarray, offset: Any
     if not rows:
         raise VidurError("no attention measurements to fit")
     return RowTable(rows, curves, offset)
+
+
+def parity_scale(odd_factor: float, kv: float) -> float:
+    """Multiplier of the even-length time for KV length ``kv``: the odd factor when ``kv`` is a
+    whole odd number, 1 when whole and even, their mean when fractional (an average of requests)."""
+    k = round(kv)
+    if abs(kv - k) > 1e-6:
+        return 0.5 * (1.0 + odd_factor)
+    return odd_factor if k % 2 else 1.0
+
+
+def _prefill_tables(
+    q: np.ndarray, ctx: np.ndarray, t: np.ndarray, backend: str, smooth: bool
+) -> tuple[RowTable, RowTable | None, Curve | None]:
+    """Single-chunk prefill: the context table, the odd-length ratio table and the fresh-chunk curve.
+
+    A chunk with no cached context runs another kernel than one after
+    context (the executor's causal SDPA without a mask vs. with one: 2.3x
+    apart at 1,024 tokens on an H200), so the context-0 points become a
+    curve over ``q`` of their own (``None`` when no row has two points with
+    context) and each row's context curve starts at its first cached
+    context. Rows with fewer than two such points keep their context-0 point.
+    See :func:`_parity_split` for the odd-length table.
+    """
+    fresh = ctx == 0
+    with_ctx = np.zeros(len(q), dtype=bool)
+    for r in np.unique(q):
+        m = (q == r) & ~fresh
+        if m.sum() >= 2:
+            with_ctx |= m
+    fresh_curve = None
+    if with_ctx.any() and fresh.any():
+        fresh_curve = Curve.fit(q[fresh], t[fresh], 2.0, backend, smooth)  # causal work grows as q²
+        keep = with_ctx | (fresh & ~np.isin(q, q[with_ctx]))
+        q, ctx, t = q[keep], ctx[keep], t[keep]
+    table, odd = _parity_split(q, ctx, t, backend, smooth)
+    return table, odd, fresh_curve
+
+
+def _parity_split(
+    q: np.ndarray, ctx: np.ndarray, t: np.ndarray, backend: str, smooth: bool
+) -> tuple[RowTable, RowTable | None]:
+    """Prefill curves, with odd KV lengths priced apart when they differ.
+
+    Fits the curves to the even KV lengths (``ctx + q``), then measures each
+    odd point against its row's even curve. When the odd points are
+    consistently off (median ``|log ratio|`` above :data:`PARITY_THRESHOLD`
+    and at least 80 % of them on the same side), returns the even table plus
+    a table of ``log(odd / even)`` per row (flat between and beyond its
+    knots); otherwise one table over all points and ``None``. Rows with
+    fewer than two even points keep all their points in the main table.
+    """
+    kv = (ctx + q).astype(np.int64)
+    odd = (kv % 2) == 1
+    if odd.sum() < 3 or (~odd).sum() < 3:
+        return _row_table(q, ctx, t, "row", backend, smooth), None
+    rows = np.unique(q)
+    split = np.zeros(len(q), dtype=bool)  # odd points priced by the ratio table
+    for r in rows:
+        m = q == r
+        if (m & ~odd).sum() >= 2:
+            split |= m & odd
+    if split.sum() < 3:
+        return _row_table(q, ctx, t, "row", backend, smooth), None
+    even = _row_table(q[~split], ctx[~split], t[~split], "row", backend, smooth)
+    ratio = np.array([math.log(ti) - even.log_eval(qi, ci) for qi, ci, ti in zip(q[split], ctx[split], t[split])])
+    same_side = max((ratio > 0).mean(), (ratio < 0).mean())
+    if abs(float(np.median(ratio))) <= PARITY_THRESHOLD or same_side < 0.8:
+        return _row_table(q, ctx, t, "row", backend, smooth), None
+    curves = []
+    for r in rows:
+        m = q[split] == r
+        if not m.any():
+            curves.append(Curve([0.0], [0.0], 0.0))
+            continue
+        lx = np.log(ctx[split][m] + r)
+        order = np.argsort(lx)
+        ux, inv = np.unique(lx[order], return_inverse=True)
+        uy = np.array([np.median(ratio[m][order][inv == i]) for i in range(len(ux))])
+        curves.append(Curve(ux, uy, 0.0))
+    return even, RowTable([float(r) for r in rows], curves, "row")
 
 
 def _noisy(cols: dict[str, np.ndarray]) -> bool:
@@ -415,16 +531,19 @@ def fit_shard(
 
     pre = rows("attn_prefill")
     single = pre["batch"] <= 1
-    prefill = prefill_batch = None
+    prefill = prefill_batch = prefill_odd = prefill_fresh = None
     if single.any():
-        prefill = _row_table(pre["num_tokens"][single], pre["context"][single], pre["median_ms"][single] * MS, "row", backend, sm(pre))
+        prefill, prefill_odd, prefill_fresh = _prefill_tables(
+            pre["num_tokens"][single], pre["context"][single], pre["median_ms"][single] * MS, backend, sm(pre)
+        )
     multi = ~single
     if multi.any() and prefill is not None:
         n = pre["batch"][multi]
         q = pre["num_tokens"][multi]
         ctx = pre["context"][multi]
         t = pre["median_ms"][multi] * MS
-        ref = np.array([n_ * math.exp(prefill.log_eval(q_, c_)) for n_, q_, c_ in zip(n, q, ctx)])
+        single_fit = FittedShard(data.tp, {}, prefill, None, None, {}, prefill_odd, prefill_fresh)
+        ref = np.array([n_ * single_fit.prefill_time(q_, c_) for n_, q_, c_ in zip(n, q, ctx)])
         ratio = np.minimum(t / ref, 1.0)
         b_rows, b_curves = [], []
         for nv in np.unique(n):
@@ -444,7 +563,7 @@ def fit_shard(
         c = rows(op)
         if len(c["op"]):
             cpu[op] = Curve.fit(np.maximum(c["batch"], 1), c["median_ms"] * MS, HI_SLOPE.get(op, 1.0), backend, True)
-    return FittedShard(data.tp, token, prefill, decode, prefill_batch, cpu)
+    return FittedShard(data.tp, token, prefill, decode, prefill_batch, cpu, prefill_odd, prefill_fresh)
 
 
 # --- the whole profile ---------------------------------------------------------
@@ -503,7 +622,7 @@ def fit_profile(profile: Profile, backend: str = "numpy") -> FittedProfile:
         "device": profile.device,
         "model": profile.model,
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "method": "isotonic log-log piecewise-linear",
+        "method": "log-log piecewise-linear (isotonic on noisy data); prefill by KV-length parity and fresh chunks",
     }
     return FittedProfile(profile.data_hash, shards, info, dict(profile.shard_hashes))
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from vidur.errors import VidurError
 from vidur.estimate.base import BatchShape, RuntimeEstimator
-from vidur.estimate.fit import FittedShard, get_fitted
+from vidur.estimate.fit import FittedShard, get_fitted, parity_scale
 from vidur.estimate.profiles import LAYER_TOKEN_OPS, Profile, check_model_matches, find_profile, load_profile
 from vidur.hardware.spec import DeviceSpec, NodeSpec
 from vidur.model.spec import ModelSpec
@@ -190,6 +190,9 @@ class ProfileEstimator(RuntimeEstimator):
         if sel is None:
             sel = self._prefill_selection(n, q)
         c0, off0, c1, off1, w, scale = sel
+        fresh = self.fs.prefill_fresh
+        if fresh is not None and ctx < 0.5:  # no cached context: its own kernel and curve
+            return math.exp(fresh.log_eval(math.log(q))) * scale
         if c1 is None:
             y = c0.log_eval(math.log(ctx + off0))
         else:
@@ -198,6 +201,10 @@ class ProfileEstimator(RuntimeEstimator):
         if ctx + q > self._pre_kv_max:
             self._warn("prefill_ctx", f"a prefill chunk of {q:.0f} after {ctx:.0f} cached tokens")
         t = math.exp(y) * scale
+        odd = self.fs.prefill_odd
+        if odd is not None:  # odd KV lengths priced apart: exact for one chunk, the mean for several
+            f = math.exp(odd.log_eval(q, ctx))
+            t *= parity_scale(f, ctx + q) if n == 1 else 0.5 * (1.0 + f)
         if off0 < q and c1 is None:  # chunk longer than any profiled: scale by the causal work
             t *= (q * (ctx + q / 2)) / (off0 * (ctx + off0 / 2))
         return t

@@ -6,7 +6,10 @@ Vidur (``vidur-profiles/compute``): interpolating token-level operators from
 1/8 of the value rounded down to a power of two) leaves ~2.6 % mean error
 on the points in between, and ~2 % with a 20 % hold-out. Attention
 contexts step by √2 so that a held-out point still has neighbours at most
-a factor 2 apart.
+a factor 2 apart. Decode contexts step by 2^(1/4) on GPUs: decode kernels'
+times jump where the KV length crosses a power of two (tile and split
+heuristics; on an H200, SDPA decode at 16 and 23 cached tokens takes the
+same time, at 32 one step more), and a √2 grid cannot place those steps.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Grid:
     max_tokens: int = 16384
     prefill_chunks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
     context_ratio: float = math.sqrt(2)
+    decode_context_ratio: float | None = 2**0.25  # None: ``context_ratio``
     min_context: int = 16
     decode_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
     max_kv_tokens: int = 1 << 20
@@ -86,8 +90,9 @@ class Grid:
     def decode_points(self, max_pos: int) -> list[tuple[int, int]]:
         """(batch, context) with batch × (context + 1) ≤ ``max_kv_tokens``."""
         pts = []
+        ratio = self.decode_context_ratio or self.context_ratio
         for b in self.decode_batches:
-            for c in geometric(self.min_context, max_pos - 1, self.context_ratio):
+            for c in geometric(self.min_context, max_pos - 1, ratio):
                 if b * (c + 1) <= self.max_kv_tokens:
                     pts.append((b, c))
         return pts
@@ -102,6 +107,7 @@ CPU = Grid(
     max_tokens=4096,
     prefill_chunks=(1, 4, 16, 32, 64, 128, 256, 1024, 2048, 4096),
     context_ratio=2.0,
+    decode_context_ratio=None,
     decode_batches=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     max_kv_tokens=1 << 17,
     prefill_batches=(4, 16),
@@ -116,6 +122,7 @@ TEST = Grid(
     max_tokens=256,
     prefill_chunks=(1, 16, 64),
     context_ratio=4.0,
+    decode_context_ratio=None,
     decode_batches=(1, 8),
     max_kv_tokens=1 << 12,
     prefill_batches=(4,),
