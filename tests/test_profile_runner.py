@@ -122,21 +122,34 @@ def test_sharding_and_signatures(model):
 
 
 def test_chunked_prefill_attention_is_lower_right_causal(model):
+    from vidur.profile.attention import sdpa_chunk
+    from vidur.profile.ops import ShardShape
+
+    shape = ShardShape(model, 1)
+    scale = 1.0 / shape.head_dim**0.5
+    torch.manual_seed(0)
+    d = model.head_dim
+    q = torch.randn(3, shape.q_heads, d)
+    k = torch.randn(shape.kv_heads, 5, d)
+    v = torch.randn(shape.kv_heads, 5, d)
+    out = sdpa_chunk(q, k, v, 2, scale, shape.q_heads != shape.kv_heads)  # 3 new tokens after 2 cached
+    rep = shape.q_heads // shape.kv_heads
+    kk, vv = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
+    scores = q.transpose(0, 1) @ kk.transpose(-1, -2) * scale
+    mask = torch.tensor([[j <= i + 2 for j in range(5)] for i in range(3)])
+    ref = (torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ vv).transpose(0, 1)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_profiler_sdpa_attention_runs_one_call_per_request(model):
+    """Off CUDA the profiler's attention is the executor's SDPA path: one chunk per request over a slot pool."""
     from vidur.profile.ops import Attention, ShardShape
 
     att = Attention(ShardShape(model, 1), torch.device("cpu"), torch.float32)
-    torch.manual_seed(0)
-    d = model.head_dim
-    q = torch.randn(1, att.shape.q_heads, 3, d)
-    k = torch.randn(1, att.shape.kv_heads, 5, d)
-    v = torch.randn(1, att.shape.kv_heads, 5, d)
-    out = att._sdpa(q, k, v, True)
-    rep = att.shape.q_heads // att.shape.kv_heads
-    kk, vv = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
-    scores = q @ kk.transpose(-1, -2) * att.scale
-    mask = torch.tensor([[j <= i + 2 for j in range(5)] for i in range(3)])
-    ref = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ vv
-    assert torch.allclose(out, ref, atol=1e-5)
+    assert att.select_backend() == "sdpa" and not att.errors
+    out = att.build([5, 1, 1], [0, 7, 3], True)()
+    assert out.shape == (7, att.shape.q_heads, att.shape.head_dim)
+    assert torch.isfinite(out).all()
 
 
 def test_layer_forward_mixed_batch(model):

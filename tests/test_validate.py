@@ -358,3 +358,18 @@ def test_preemption_and_two_replicas_run_for_real(tmp_path):
     assert set(real["replica"].tolist()) == {0, 1}
     assert res.report["cluster"]["completed"] == {"real": 16, "sim": 16}
     assert res.report["run"]["iterations_real"] == len(res.iterations["kind"])
+
+
+def test_validate_notes_a_profile_of_another_attention_kernel():
+    """The H200 profile measured SDPA; an executor running FlashAttention gets a note saying so."""
+    import types
+
+    from vidur.estimate.profiles import load_profile
+    from vidur.validate.run import attention_mismatch
+
+    repo = Path(__file__).resolve().parents[1]
+    est = types.SimpleNamespace(profile=load_profile(repo / "profiles/h200/meta-llama/Meta-Llama-3-8B"), tp=1)
+    note = attention_mismatch(est, "flash")
+    assert note and "sdpa" in note and "flash" in note and "re-profile" in note
+    assert attention_mismatch(est, "sdpa") is None
+    assert attention_mismatch(types.SimpleNamespace(), "flash") is None  # roofline: nothing to compare

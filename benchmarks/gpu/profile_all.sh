@@ -39,7 +39,7 @@ try:
     from torch.nn.attention.varlen import varlen_attn  # noqa: F401
     print("varlen_attn: available")
 except Exception as exc:
-    print("varlen_attn: unavailable:", exc)
+    print("varlen_attn: unavailable:", exc, "(no paged kernel: FlashAttention over slot ranges, else SDPA)")
 PY
 
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
@@ -80,7 +80,8 @@ for meta in sorted(work.glob("*/*/*/metadata.json")):
         tar.add(d, arcname=str(Path("profiles") / rel))
     for tp, s in sorted(m["shards"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"{rel} tp{tp}: complete={s.get('complete')} rows={s.get('rows')} "
-                     f"attention={s.get('attention_backend')} missing={s.get('missing_points')} "
+                     f"attention={s.get('attention_backend')} passed_over={s.get('attention_passed_over', {})} "
+                     f"missing={s.get('missing_points')} "
                      f"graph_fallbacks={s.get('graph_capture_fallbacks')} launch={str(s.get('launch_method'))[:80]!r} "
                      f"errors={s.get('errors', [])}")
 (out / "summary.txt").write_text("\n".join(lines) + "\n")

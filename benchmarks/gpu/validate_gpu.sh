@@ -59,7 +59,7 @@ try:
     from torch.nn.attention.varlen import varlen_attn  # noqa: F401
     print("varlen_attn: available", file=sys.stderr)
 except Exception as exc:  # noqa: BLE001
-    print(f"varlen_attn: unavailable ({exc}); the executor falls back to per-request SDPA", file=sys.stderr)
+    print(f"varlen_attn: unavailable ({exc}); no paged kernel: FlashAttention over slot ranges, else SDPA", file=sys.stderr)
 print(gpu_sku(name) or "h100")
 PY
 ) || { echo "== preflight failed"; exit 1; }

@@ -17,12 +17,12 @@ and head dimensions (Megatron style: QKV and gate/up column-parallel,
 output and down projections row-parallel, vocabulary-parallel embedding and
 LM head); the all-reduces are priced separately by the collective model.
 
-Attention (GPU profiling, :class:`Attention`): ``torch.nn.attention.varlen.varlen_attn``
-(FlashAttention) over a paged KV cache when the installed torch supports
-it, else over packed contiguous KV, else ``scaled_dot_product_attention``.
-On CPU the executor runs one :func:`sdpa_chunk` per request (causal, lower-right
-aligned for chunks after cached context), and that is what the CPU profile
-measures.
+Attention kernels live in :mod:`vidur.profile.attention`, shared the same
+way: the executor and the profiler try the same kernels in the same order
+(paged FlashAttention, FlashAttention over slot ranges, SDPA per request)
+and lay the KV cache out alike. On CPU the executor runs one
+:func:`~vidur.profile.attention.sdpa_chunk` per request, and that is what
+the CPU profile measures.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from vidur.model.spec import ModelSpec
+from vidur.profile.attention import PAGE, Attention, cumsum, flash_varlen, sdpa_chunk
 
-PAGE = 256  # KV page size (FlashAttention-2's paged KV needs a multiple of 256)
 Fn = Callable[[], object]
 Tick = Callable[[str], None]
 
@@ -150,30 +150,6 @@ def rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, shape: ShardSh
     else:
         qk = torch.cat((a * cos - b * sin, b * cos + a * sin, qk[..., rot:]), dim=-1)
     return qk[:, :hq], qk[:, hq:], qkv[:, qd + kd :].view(n, hkv, d)
-
-
-def sdpa_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: int, scale: float, gqa: bool) -> torch.Tensor:
-    """Attention of one request's new tokens: q [ql, Hq, D]; k, v [Hkv, ctx+ql, D] -> [ql, Hq, D].
-
-    Causal, aligned to the end (query i sees keys up to ``ctx + i``). The
-    executor's CPU path calls this once per request of an iteration.
-    """
-    ql = q.shape[0]
-    qq = q.transpose(0, 1).unsqueeze(0)
-    kk, vv = k.unsqueeze(0), v.unsqueeze(0)
-    if ql == 1:
-        out = F.scaled_dot_product_attention(qq, kk, vv, scale=scale, enable_gqa=gqa)
-    elif ctx == 0:
-        out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=scale, enable_gqa=gqa)
-    elif q.device.type == "cpu":
-        from torch.nn.attention.bias import causal_lower_right
-
-        mask = causal_lower_right(ql, ctx + ql)
-        out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=scale, enable_gqa=gqa)
-    else:  # an explicit boolean mask: every CUDA backend takes it together with GQA
-        mask = torch.ones(ql, ctx + ql, dtype=torch.bool, device=q.device).tril(diagonal=ctx)
-        out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=scale, enable_gqa=gqa)
-    return out[0].transpose(0, 1)
 
 
 class KV(Protocol):
@@ -351,148 +327,6 @@ def tick_overhead() -> float:
     return _TICK_OVERHEAD[0]
 
 
-class Attention:
-    """Attention over a paged (CUDA) or contiguous (CPU) KV cache, with a backend chosen at first use."""
-
-    def __init__(self, shape: ShardShape, device: torch.device, dtype: torch.dtype, backend: str | None = None):
-        self.shape = shape
-        self.device = device
-        self.dtype = dtype
-        self.scale = 1.0 / math.sqrt(shape.head_dim)
-        self.backend = backend or ("varlen_paged" if device.type == "cuda" else "sdpa")
-
-    # -- backends ---------------------------------------------------------
-    def _varlen(self, q, k, v, cu_q, cu_k, max_q, max_k, causal, seqused_k=None, block_table=None):
-        from torch.nn.attention.varlen import varlen_attn
-
-        return varlen_attn(
-            q,
-            k,
-            v,
-            cu_q,
-            cu_k,
-            max_q,
-            max_k,
-            scale=self.scale,
-            window_size=(-1, 0) if causal else (-1, -1),
-            enable_gqa=self.shape.q_heads != self.shape.kv_heads,
-            seqused_k=seqused_k,
-            block_table=block_table,
-        )
-
-    def _sdpa(self, q, k, v, causal: bool):
-        """q: [B, H, Lq, D]; k, v: [B, Hkv, Lk, D]."""
-        lq, lk = q.shape[2], k.shape[2]
-        gqa = self.shape.q_heads != self.shape.kv_heads
-        if causal and lq > 1:
-            if lq == lk:
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=gqa)
-            # causal, aligned to the bottom right: query i sees keys up to i + (lk - lq)
-            mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
-        return F.scaled_dot_product_attention(q, k, v, scale=self.scale, enable_gqa=gqa)
-
-    # -- builders used by the profiler --------------------------------------
-    def build(self, q_lens: list[int], ctxs: list[int], causal: bool) -> Fn:
-        """A closure running attention for requests with ``q_lens[i]`` new tokens after ``ctxs[i]`` cached.
-
-        Inputs are random; the KV cache holds ``ctx + q`` tokens per request.
-        """
-        s = self.shape
-        dev, dt = self.device, self.dtype
-        n = len(q_lens)
-        kv_lens = [c + q for q, c in zip(q_lens, ctxs)]
-        total_q = sum(q_lens)
-        if self.backend == "sdpa":
-            if len(set(q_lens)) == 1 and len(set(kv_lens)) == 1:
-                q = torch.randn(n, s.q_heads, q_lens[0], s.head_dim, device=dev, dtype=dt)
-                k = torch.randn(n, s.kv_heads, kv_lens[0], s.head_dim, device=dev, dtype=dt)
-                v = torch.randn_like(k)
-                return lambda: self._sdpa(q, k, v, causal)
-            parts = []
-            for ql, kl in zip(q_lens, kv_lens):
-                q = torch.randn(1, s.q_heads, ql, s.head_dim, device=dev, dtype=dt)
-                k = torch.randn(1, s.kv_heads, kl, s.head_dim, device=dev, dtype=dt)
-                parts.append((q, k, torch.randn_like(k)))
-            return lambda: [self._sdpa(q, k, v, causal) for q, k, v in parts]
-        q = torch.randn(total_q, s.q_heads, s.head_dim, device=dev, dtype=dt)
-        cu_q = torch.tensor([0] + list(_cumsum(q_lens)), device=dev, dtype=torch.int32)
-        cu_k = torch.tensor([0] + list(_cumsum(kv_lens)), device=dev, dtype=torch.int32)
-        max_q, max_k = max(q_lens), max(kv_lens)
-        if self.backend == "varlen_paged":
-            pages = [math.ceil(kl / PAGE) for kl in kv_lens]
-            num_pages = sum(pages)
-            kc = torch.randn(num_pages, PAGE, s.kv_heads, s.head_dim, device=dev, dtype=dt)
-            vc = torch.randn_like(kc)
-            perm = torch.randperm(num_pages).tolist()  # scattered pages, as in a real cache
-            width = max(pages)
-            table = torch.zeros(n, width, dtype=torch.int32)
-            at = 0
-            for i, p in enumerate(pages):
-                table[i, :p] = torch.tensor(perm[at : at + p], dtype=torch.int32)
-                at += p
-            table = table.to(dev)
-            used = torch.tensor(kv_lens, device=dev, dtype=torch.int32)
-            return lambda: self._varlen(q, kc, vc, cu_q, cu_k, max_q, max_k, causal, used, table)
-        # packed contiguous KV
-        k = torch.randn(sum(kv_lens), s.kv_heads, s.head_dim, device=dev, dtype=dt)
-        v = torch.randn_like(k)
-        return lambda: self._varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal)
-
-    def select_backend(self) -> str:
-        """Try the backends in order on a small problem (checked against SDPA); keep the first that works."""
-        if self.device.type != "cuda":
-            self.backend = "sdpa"
-            return self.backend
-        for cand in ("varlen_paged", "varlen", "sdpa"):
-            self.backend = cand
-            try:
-                if cand != "sdpa" and not self._agrees_with_sdpa():
-                    continue
-                self.build([64], [64], True)()
-                self.build([1, 1], [300, 300], False)()
-                torch.cuda.synchronize(self.device)
-                return cand
-            except Exception:  # noqa: BLE001 - any failure: try the next backend
-                continue
-        self.backend = "sdpa"
-        return self.backend
-
-    def _agrees_with_sdpa(self) -> bool:
-        """Numerical check of the varlen path against SDPA for one chunk after cached context."""
-        s = self.shape
-        torch.manual_seed(0)
-        ql, ctx = 32, 288
-        kl = ql + ctx
-        q = torch.randn(ql, s.q_heads, s.head_dim, device=self.device, dtype=self.dtype)
-        k = torch.randn(kl, s.kv_heads, s.head_dim, device=self.device, dtype=self.dtype)
-        v = torch.randn_like(k)
-        cu_q = torch.tensor([0, ql], device=self.device, dtype=torch.int32)
-        cu_k = torch.tensor([0, kl], device=self.device, dtype=torch.int32)
-        if self.backend == "varlen_paged":
-            pages = math.ceil(kl / PAGE)
-            kc = torch.zeros(pages, PAGE, s.kv_heads, s.head_dim, device=self.device, dtype=self.dtype)
-            vc = torch.zeros_like(kc)
-            kc.view(-1, s.kv_heads, s.head_dim)[:kl] = k
-            vc.view(-1, s.kv_heads, s.head_dim)[:kl] = v
-            table = torch.arange(pages, device=self.device, dtype=torch.int32).view(1, -1)
-            used = torch.tensor([kl], device=self.device, dtype=torch.int32)
-            out = self._varlen(q, kc, vc, cu_q, cu_k, ql, kl, True, used, table)
-        else:
-            out = self._varlen(q, k, v, cu_q, cu_k, ql, kl, True)
-        ref = self._sdpa(
-            q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0), True
-        )[0].transpose(0, 1)
-        return bool(torch.allclose(out.float(), ref.float(), atol=3e-2, rtol=3e-2))
-
-
-def _cumsum(xs):
-    t = 0
-    for x in xs:
-        t += x
-        yield t
-
-
 class LayerShard:
     """One decoder layer on one TP rank, for timing its operators one by one (GPU profiling).
 
@@ -631,8 +465,8 @@ class LayerShard:
         ``k_cache``/``v_cache``: [slots, kv_heads, head_dim]; ``slots`` the
         cache slot of each new token (request i's KV starts at the sum of the
         previous requests' ``ctx + q``); ``attn(q, k_cache, v_cache)``
-        replaces the attention (default: one varlen call on CUDA, per-request
-        :func:`sdpa_chunk` otherwise).
+        replaces the attention (default: one FlashAttention call on CUDA when
+        it works, per-request :func:`sdpa_chunk` otherwise).
         """
         cos, sin = rope_gather(self.cos, self.sin, pos)
         kv = _BackToBackKV(self, q_lens, ctxs, k_cache, v_cache, slots, attn)
@@ -656,13 +490,15 @@ class _BackToBackKV:
         if self.attn is not None:
             return self.attn(q, kc, vc)
         att = layer.attention
-        if att.backend in ("varlen", "varlen_paged"):
-            # requests' KV lie back to back in the cache: it already is the packed varlen layout
+        if att.device.type == "cuda" and att.backend != "sdpa" and "flash" not in att.errors:
+            # requests' KV lie back to back in one pool: FlashAttention over slot ranges, as the executor runs
             kv_lens = [c + ql for ql, c in zip(self.q_lens, self.ctxs)]
-            cu_q = torch.tensor([0, *_cumsum(self.q_lens)], device=q.device, dtype=torch.int32)
-            cu_k = torch.tensor([0, *_cumsum(kv_lens)], device=q.device, dtype=torch.int32)
-            total = sum(kv_lens)
-            return att._varlen(q, kc[:total], vc[:total], cu_q, cu_k, max(self.q_lens), max(kv_lens), True)
+            cu_q = torch.tensor([0, *cumsum(self.q_lens)], device=q.device, dtype=torch.int32)
+            starts = torch.tensor([0, *cumsum(kv_lens)], device=q.device, dtype=torch.int32)
+            starts[-1] = 0
+            used = torch.tensor(kv_lens, device=q.device, dtype=torch.int32)
+            max_q = max(self.q_lens)
+            return flash_varlen(q, kc, vc, cu_q, starts, max_q, max(kv_lens), used, max_q > 1, att.scale)
         s = layer.shape
         outs = []
         at_q, at_k = 0, 0

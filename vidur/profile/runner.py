@@ -467,6 +467,8 @@ class Profiler:
 
             layer = LayerShard(self.model, tp, self.dev, self.dtype)
             info["attention_backend"] = layer.attention.select_backend()
+            if layer.attention.errors:
+                info["attention_passed_over"] = dict(layer.attention.errors)
         else:
             from vidur.profile.cpu import CpuProber
 

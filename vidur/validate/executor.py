@@ -32,6 +32,9 @@ by its recompute prefill, as the scheduler decided):
   (one call for the decodes, one for the prefill chunks), on CPU (or when
   that kernel is missing) by ``scaled_dot_product_attention`` per request.
 
+The attention kernels and their checks are :mod:`vidur.profile.attention`'s,
+which the GPU profiler uses too, in the same order of preference.
+
 Decode-only iterations replay CUDA graphs captured per batch-size bucket
 (:meth:`ReferenceExecutor.capture_graphs`), as vLLM does; prefill and mixed
 iterations run eagerly.
@@ -241,9 +244,11 @@ class ReferenceExecutor:
         if llama_only:
             check_supported(model)
         torch = self.torch = _torch()
+        from vidur.profile import attention as kernels
         from vidur.profile import ops
 
         self._ops = ops  # the operators, shared with the profiler
+        self._attn = kernels  # the attention kernels, shared with the profiler
         self.model = model
         self.device_type = resolve_device(device)
         self.device = torch.device(self.device_type)
@@ -363,113 +368,37 @@ class ReferenceExecutor:
         return "paged" if forced == "paged" else "contiguous"
 
     def _flash(self, q, k_pool, v_pool, cu_q, starts, max_q, max_k, seqused, causal):
-        """FlashAttention varlen over a token-slot pool: sequence i reads ``seqused[i]`` keys from ``starts[i]``."""
-        out = self.torch.ops.aten._flash_attention_forward(
-            q, k_pool, v_pool, cu_q, starts, max_q, max_k, 0.0, causal, False, scale=self.scale, seqused_k=seqused
-        )
-        return out[0]
+        """FlashAttention varlen over a token-slot pool (:func:`vidur.profile.attention.flash_varlen`)."""
+        return self._attn.flash_varlen(q, k_pool, v_pool, cu_q, starts, max_q, max_k, seqused, causal, self.scale)
 
     def _flash_works(self) -> bool:
-        """Check FlashAttention varlen with per-sequence start offsets against SDPA (two sequences, out of order)."""
-        torch, dev, dt = self.torch, self.device, self.dtype
+        """Check FlashAttention varlen with per-sequence start offsets against SDPA (shared with the profiler)."""
         if self.device_type != "cuda":
             return False
-        try:
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(2)
-            lens = [(40, 300), (1, 77)]  # (new tokens, cached context) of two sequences
-            starts = [500, 20]  # out of order, with gaps: as slot ranges are
-            kp = torch.randn(1000, self.kv_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
-            vp = torch.randn_like(kp)
-            total_q = sum(q for q, _ in lens)
-            q = torch.randn(total_q, self.q_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
-            refs, at = [], 0
-            for (ql, ctx), st in zip(lens, starts):
-                kl = ctx + ql
-                refs.append(self._sdpa(q[at : at + ql], kp[st : st + kl].transpose(0, 1), vp[st : st + kl].transpose(0, 1), ctx))
-                at += ql
-            ref = torch.cat(refs, 0)
-            cu_q = torch.tensor([0, 40, 41], device=dev, dtype=torch.int32)
-            st = torch.tensor(starts + [0], device=dev, dtype=torch.int32)
-            used = torch.tensor([340, 78], device=dev, dtype=torch.int32)
-            out = torch.cat([
-                self._flash(q[:40], kp, vp, cu_q[:2], st[[0, 2]], 40, 340, used[:1], True),
-                self._flash(q[40:], kp, vp, cu_q[:2], st[[1, 2]], 1, 78, used[1:], False),
-            ], 0)
-            both = self._flash(q, kp, vp, cu_q, st, 40, 340, used, True)
-            torch.cuda.synchronize(dev)
-            ok = torch.allclose(out.float(), ref.float(), atol=3e-2, rtol=3e-2)
-            ok = ok and torch.allclose(both.float(), ref.float(), atol=3e-2, rtol=3e-2)
-            if not ok:
-                self.flash_error = "FlashAttention varlen with start offsets disagrees with SDPA"
-            return bool(ok)
-        except Exception as exc:  # noqa: BLE001 - any failure means: per-request SDPA
-            self.flash_error = f"{type(exc).__name__}: {exc}"[:300]
-            return False
+        self.flash_error = self._attn.check_flash(
+            self.q_heads, self.kv_heads, self.head_dim, self.device, self.dtype, self.scale
+        )
+        return self.flash_error is None
 
     def _varlen(self, q, k_pool, v_pool, cu_q, cu_k, max_q, max_k, seqused, table, causal):
-        from torch.nn.attention.varlen import varlen_attn
-
-        return varlen_attn(
-            q, k_pool, v_pool, cu_q, cu_k if self._paged_cu_k else None, max_q, max_k,
-            scale=self.scale,
-            window_size=(-1, 0) if causal else (-1, -1),
-            enable_gqa=self.gqa,
-            seqused_k=seqused,
-            block_table=table,
+        """FlashAttention varlen over the block table (:func:`vidur.profile.attention.paged_varlen`)."""
+        return self._attn.paged_varlen(
+            q, k_pool, v_pool, cu_q, cu_k if self._paged_cu_k else None, max_q, max_k, seqused, table, causal,
+            self.scale, self.gqa,
         )
 
     def _paged_works(self) -> bool:
-        """Check the paged varlen kernel against SDPA on one chunk after cached context."""
-        torch, dev, dt = self.torch, self.device, self.dtype
+        """Check the paged varlen kernel against SDPA on one chunk after cached context (shared with the profiler)."""
         if self.device_type != "cuda":
             return False
-        try:
-            from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-        except ImportError:
-            self.paged_error = f"torch {torch.__version__} has no torch.nn.attention.varlen"
-            return False
-        try:
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(1)
-            ctx, ql = 300, 40
-            kl = ctx + ql
-            q = torch.randn(ql, self.q_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
-            k = torch.randn(kl, self.kv_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
-            v = torch.randn(kl, self.kv_heads, self.head_dim, device=dev, dtype=dt, generator=gen)
-            pages = -(-kl // PAGE)
-            kp = torch.zeros(pages + 1, PAGE, self.kv_heads, self.head_dim, device=dev, dtype=dt)
-            vp = torch.zeros_like(kp)
-            order = list(range(pages, 0, -1))  # scattered, non-identity page order
-            table = torch.tensor([order], device=dev, dtype=torch.int32)
-            for i, p in enumerate(order):
-                lo, hi = i * PAGE, min(kl, (i + 1) * PAGE)
-                kp[p, : hi - lo] = k[lo:hi]
-                vp[p, : hi - lo] = v[lo:hi]
-            cu_q = torch.tensor([0, ql], device=dev, dtype=torch.int32)
-            cu_k = torch.tensor([0, kl], device=dev, dtype=torch.int32)
-            used = torch.tensor([kl], device=dev, dtype=torch.int32)
-            ref = self._sdpa(q, k.transpose(0, 1), v.transpose(0, 1), ctx)
-        except Exception as exc:  # noqa: BLE001 - any failure means: use the contiguous layout
-            self.paged_error = f"reference attention failed: {type(exc).__name__}: {exc}"[:300]
-            return False
-        for with_cu_k in (True, False):  # some versions want cu_seq_k=None with a block table
-            self._paged_cu_k = with_cu_k
-            try:
-                out = self._varlen(q, kp, vp, cu_q, cu_k, ql, kl, used, table, True)
-                torch.cuda.synchronize(dev)
-                if bool(torch.allclose(out.float(), ref.float(), atol=3e-2, rtol=3e-2)):
-                    self.paged_error = None
-                    return True
-                self.paged_error = "varlen_attn with a block table disagrees with SDPA"
-            except Exception as exc:  # noqa: BLE001 - try the other form, then give up
-                self.paged_error = f"{type(exc).__name__}: {exc}"[:300]
-        self._paged_cu_k = True
-        return False
+        self.paged_error, self._paged_cu_k = self._attn.check_paged(
+            self.q_heads, self.kv_heads, self.head_dim, self.device, self.dtype, self.scale
+        )
+        return self.paged_error is None
 
     def _sdpa(self, q, k, v, ctx: int):
         """q: [ql, Hq, D]; k, v: [Hkv, ctx+ql, D] -> [ql, Hq, D] (causal, aligned to the end)."""
-        return self._ops.sdpa_chunk(q, k, v, ctx, self.scale, self.gqa)
+        return self._attn.sdpa_chunk(q, k, v, ctx, self.scale, self.gqa)
 
     @property
     def description(self) -> str:
@@ -1012,14 +941,14 @@ class _FlashKV(_SlotKV):
 
 
 class _SdpaKV(_SlotKV):
-    """Slot-range pool, one :func:`~vidur.profile.ops.sdpa_chunk` call per request (CPU)."""
+    """Slot-range pool, one :func:`~vidur.profile.attention.sdpa_chunk` call per request (CPU)."""
 
     __slots__ = ()
 
     def attend(self, li, q):
         ex = self.ex
         kp, vp = ex.k_pool[li], ex.v_pool[li]
-        scale, gqa, sdpa_chunk = ex.scale, ex.gqa, ex._ops.sdpa_chunk
+        scale, gqa, sdpa_chunk = ex.scale, ex.gqa, ex._attn.sdpa_chunk
         outs = []
         at = 0
         for _r, s, ql, ctx in self.inp["entries"]:

@@ -161,6 +161,24 @@ def _check_validatable(scenario: Scenario) -> None:
         )
 
 
+def attention_mismatch(estimator, kernel: str) -> str | None:
+    """A note when the estimator's profile measured another attention kernel than the executor runs."""
+    from vidur.profile.attention import kernel_name
+
+    profile = getattr(estimator, "profile", None)
+    if profile is None:
+        return None
+    tp = getattr(estimator, "tp", 1)
+    recorded = profile.metadata.get("shards", {}).get(str(tp), {}).get("attention_backend")
+    measured = kernel_name(recorded)
+    if measured is None or measured == kernel:
+        return None
+    return (
+        f"the profile measured attention with the {measured} kernel but the executor runs {kernel}: "
+        f"attention predictions compare different kernels; re-profile on this machine (`vidur profile`)"
+    )
+
+
 def _check_device_match(scenario: Scenario, device_type: str, notes: list[str]) -> None:
     from vidur.validate.executor import gpu_sku
 
@@ -275,6 +293,9 @@ def validate_scenario(
         est = real_sim.estimator
         notes.append(f"real side: {ex.description}")
         notes.append(f"simulated side: {est.describe()}")
+        mismatch = attention_mismatch(est, ex.kernel)
+        if mismatch:
+            notes.append(mismatch)
 
         rows: list[tuple] = []
 
