@@ -287,7 +287,10 @@ class ProfileEstimator(RuntimeEstimator):
 
     # -- RuntimeEstimator API --------------------------------------------------------------
     def describe(self) -> str:
-        return f"profile ({self.profile.describe()} at {self.profile.path}, {self.config.engine_mode})"
+        shard = self.profile.metadata.get("shards", {}).get(str(self.tp), {})
+        kernel = shard.get("attention_backend")
+        attn = f", attention measured with {kernel}" if kernel else ""
+        return f"profile ({self.profile.describe()} at {self.profile.path}, {self.config.engine_mode}{attn})"
 
     def layer_time(self, shape: BatchShape) -> float:
         """Device time of one layer, TP all-reduces included; a launch-bound layer takes the launch time."""
