@@ -286,6 +286,24 @@ def test_validate_tiny_model_on_cpu_end_to_end(tmp_path, capsys):
     assert files == ["iterations.csv", "requests.csv", "summary.txt", "validation.json"]
     lines = (out_dir / "iterations.csv").read_text().splitlines()
     assert len(lines) == run["iterations_real"] + 1 and lines[0].startswith("replica,start_s,kind")
+    _check_rescore_reproduces_the_run(out_dir / "iterations.csv")
+
+
+def _check_rescore_reproduces_the_run(path):
+    """Re-pricing the saved batches with the run's own estimator gives back its predictions, exactly."""
+    from vidur.estimate.profiled import ProfileConfig, ProfileEstimator, resolve_device
+    from vidur.hardware.catalog import default_node
+    from vidur.validate.rescore import read_iterations_csv, rescore
+
+    model = load_model("vidur/tiny-llama")
+    est = ProfileEstimator(ProfileConfig(), model, resolve_device("cpu", model.name), default_node("cpu"), 1, 1)
+    it = read_iterations_csv(path)
+    res = rescore(it, est)
+    assert np.allclose(res["predicted_ms"], it["predicted_ms"], rtol=1e-5)
+    assert res["after"]["all"]["median"] == pytest.approx(res["before"]["all"]["median"], rel=1e-4)
+    # a run saved before prefill_kv/prefill_sq were recorded: derived, same prices for this estimator
+    old = {k: v for k, v in it.items() if k not in ("prefill_kv", "prefill_sq")}
+    assert np.allclose(rescore(old, est)["predicted_ms"], it["predicted_ms"], rtol=1e-5)
 
 
 def _scenario(tmp_path, **over) -> str:
@@ -373,3 +391,14 @@ def test_validate_notes_a_profile_of_another_attention_kernel():
     assert note and "sdpa" in note and "flash" in note and "re-profile" in note
     assert attention_mismatch(est, "sdpa") is None
     assert attention_mismatch(types.SimpleNamespace(), "flash") is None  # roofline: nothing to compare
+
+
+def test_rescore_rejects_malformed_iterations(tmp_path):
+    from vidur.validate.rescore import read_iterations_csv
+
+    p = tmp_path / "iterations.csv"
+    p.write_text("replica,num_prefill\n0,1\n")
+    with pytest.raises(VidurError, match="lacks column 'prefill_tokens'"):
+        read_iterations_csv(p)
+    with pytest.raises(VidurError, match="cannot read"):
+        read_iterations_csv(tmp_path / "missing.csv")

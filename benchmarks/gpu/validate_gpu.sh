@@ -16,7 +16,8 @@
 # deadline, VIDUR_VALIDATE_BUDGET, default 220 s, bounds the validation run).
 # Writes 3 files to $OUT: validate.log (this log), validate_summary.txt (the error tables) and
 # validate.tar.gz (validate/: validation.json, summary.txt, iterations.csv, requests.csv,
-# iterations.png, latency_cdf.png, cuda_tests.log; unpack anywhere).
+# iterations.png, latency_cdf.png, cuda_tests.log; unpack anywhere). Keep iterations.csv in
+# benchmarks/results/: benchmarks/rescore_validation.py re-prices its batches with later fits on a CPU.
 set -uo pipefail
 
 OUT="${OUT:?set OUT to the output directory}"

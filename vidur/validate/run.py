@@ -32,6 +32,7 @@ from vidur.errors import VidurError
 from vidur.hookspecs import hookimpl
 from vidur.plugins import PluginHost, get_host
 from vidur.scenario import Policy, Scenario
+from vidur.validate.rescore import predict_iteration
 from vidur.validate.compare import (
     RequestTimings,
     cluster_errors,
@@ -52,6 +53,8 @@ ITERATION_COLUMNS = (
     "num_prefill",
     "prefill_tokens",
     "prefill_work",
+    "prefill_kv",
+    "prefill_sq",
     "num_decode",
     "decode_kv",
     "measured_ms",
@@ -306,14 +309,10 @@ def validate_scenario(
                 sched.sync_decoding()
             t = ex.execute(batch)
             s = batch.shape
-            fwd = est.forward_time(s)
-            if s.num_prefill:
-                pred = fwd + est.cpu_overhead(s.num_seqs)
-            else:
-                pred = float(est.decode_iteration_times(s.num_decode, np.array([float(s.decode_kv)]))[0])
+            pred, fwd = predict_iteration(est, s)
             rows.append(
                 (replica, batch.start, s.num_prefill, s.prefill_tokens, s.prefill_work, s.num_decode, s.decode_kv,
-                 t.wall_s, t.forward_s, pred, fwd)
+                 t.wall_s, t.forward_s, pred, fwd, s.prefill_kv, s.prefill_sq)
             )
             return t.wall_s
 
@@ -382,7 +381,7 @@ def validate_scenario(
 
 
 def _iteration_columns(rows: list[tuple]) -> dict[str, np.ndarray]:
-    a = np.array(rows, dtype=np.float64).reshape(-1, 11)
+    a = np.array(rows, dtype=np.float64).reshape(-1, 13)
     return {
         "replica": a[:, 0].astype(np.int64),
         "start_s": a[:, 1],
@@ -390,6 +389,8 @@ def _iteration_columns(rows: list[tuple]) -> dict[str, np.ndarray]:
         "num_prefill": a[:, 2].astype(np.int64),
         "prefill_tokens": a[:, 3].astype(np.int64),
         "prefill_work": a[:, 4],
+        "prefill_kv": a[:, 11].astype(np.int64),
+        "prefill_sq": a[:, 12].astype(np.int64),
         "num_decode": a[:, 5].astype(np.int64),
         "decode_kv": a[:, 6].astype(np.int64),
         "measured_ms": a[:, 7] * 1e3,
