@@ -6,9 +6,10 @@ Compares :class:`vidur.estimate.roofline.RooflineEstimator` against the
 percentage error (MAPE) per operator and device, and of the summed layer
 time (the measured operators of one decoder layer, both residual adds
 included). ``--calibrate`` also fits efficiencies per device with
-:meth:`RooflineEstimator.calibrate` and reports their in-sample error.
+:meth:`RooflineEstimator.calibrate` and reports their in-sample error;
+``--cross-model`` calibrates on each model and prices the same device's others.
 
-Usage: ``python benchmarks/bench_roofline_accuracy.py [--data DIR] [--min-tokens 64] [--calibrate]``
+Usage: ``python benchmarks/bench_roofline_accuracy.py [--data DIR] [--min-tokens 64] [--calibrate] [--cross-model]``
 """
 
 from __future__ import annotations
@@ -126,6 +127,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", help="shared data directory (holding vidur-profiles/)")
     ap.add_argument("--min-tokens", type=int, default=64, help="ignore measurements below this token count")
     ap.add_argument("--calibrate", action="store_true", help="also fit efficiencies per device and report them")
+    ap.add_argument(
+        "--cross-model", action="store_true",
+        help="calibrate on one model's profile, report the error on the device's other models (out of sample)",
+    )
     args = ap.parse_args(argv)
 
     compute = find_data_dir(args.data) / "vidur-profiles" / "compute"
@@ -165,7 +170,28 @@ def main(argv=None) -> int:
                 f"elementwise {c.elementwise_efficiency}, launch {c.launch_overhead_s * 1e6:.1f} us"
             )
         report("calibrated per device (in-sample)", *evaluate(profiles, fitted, args.min_tokens), devices)
+    if args.cross_model:
+        cross_model(profiles, devices, default, args.min_tokens)
     return 0
+
+
+def cross_model(profiles, devices, default, min_tokens: int) -> None:
+    """What `runtime_estimator: auto` does for an unprofiled model on a profiled GPU: calibrate on one model,
+    price the others. Summed-layer MAPE over the other models, default efficiencies vs calibrated."""
+    print("\n== cross-model: calibrated on one model, summed-layer MAPE on the device's other models")
+    for d in devices:
+        models = [m for dev, m in profiles if dev == d]
+        if len(models) < 2:
+            continue
+        for src in models:
+            cfg = RooflineEstimator.calibrate(profiles[(d, src)], load_model(src), get_device(d))
+            others = {k: v for k, v in profiles.items() if k[0] == d and k[1] != src}
+            _, default_err, _ = evaluate(others, {d: default}, min_tokens)
+            _, calibrated_err, _ = evaluate(others, {d: cfg}, min_tokens)
+            print(
+                f"  {d:5s} calibrated on {src:40s} default {np.mean(default_err[d]) * 100:5.1f} %"
+                f"  calibrated {np.mean(calibrated_err[d]) * 100:5.1f} %"
+            )
 
 
 if __name__ == "__main__":

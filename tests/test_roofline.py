@@ -58,6 +58,8 @@ def test_registered():
         ("launch_overhead_s", -1e-6),
         ("engine_mode", "turbo"),
         ("comm_bandwidth", 0),
+        ("prefill_attention_overhead_s", None),
+        ("calibrate_from", 3),
     ],
 )
 def test_config_validation(field, value):
@@ -129,10 +131,11 @@ def test_monotone_in_context(n, k1, k2, c1, c2):
     engine=st.sampled_from(["cuda_graphs", "eager"]),
     n=st.integers(0, 512),
     kv=st.lists(st.integers(1, 2_000_000), min_size=0, max_size=40),
+    overhead=st.sampled_from([0.0, 7e-6]),
 )
-def test_vectorised_decode_equals_scalar(setup, engine, n, kv):
+def test_vectorised_decode_equals_scalar(setup, engine, n, kv, overhead):
     model, device, tp, pp = setup
-    est = make(model, device, tp, pp, engine_mode=engine)
+    est = make(model, device, tp, pp, engine_mode=engine, decode_attention_overhead_s=overhead)
     kv = [max(k, n) for k in kv]
     fast = est.decode_iteration_times(n, np.array(kv, dtype=np.int64))
     slow = np.array([est.forward_time(BatchShape(num_decode=n, decode_kv=k)) + est.cpu_overhead(n) for k in kv])
@@ -167,9 +170,9 @@ def test_fitted_comm_parameters_are_used():
 
 
 @settings(max_examples=50, deadline=None)
-@given(shape=shapes, tp=st.sampled_from([1, 2, 4]))
-def test_breakdown_sums_to_layer_time(shape, tp):
-    est = make(tp=tp)
+@given(shape=shapes, tp=st.sampled_from([1, 2, 4]), overhead=st.sampled_from([0.0, 5e-6]))
+def test_breakdown_sums_to_layer_time(shape, tp, overhead):
+    est = make(tp=tp, prefill_attention_overhead_s=overhead, decode_attention_overhead_s=2 * overhead)
     parts = est.breakdown(shape)
     assert set(parts) >= {"attn_pre_proj", "attn_prefill", "attn_decode", "mlp_up_proj", "tp_all_reduce"}
     assert sum(parts.values()) == pytest.approx(est.layer_time(shape), rel=1e-12, abs=1e-15)
@@ -330,3 +333,11 @@ def test_accuracy_against_measured_a100_profile():
     fit = RooflineEstimator.calibrate(meas, load_model(LLAMA7), get_device("a100"))
     assert 0.5 < fit.compute_efficiency < 0.9 and 0.5 < fit.memory_efficiency <= 1.0
     assert attrs.evolve(fit, launch_overhead_s=None).engine_mode == "cuda_graphs"
+
+
+def test_attention_overheads_add_once_per_attention_call():
+    base, extra = make(), make(prefill_attention_overhead_s=4e-6, decode_attention_overhead_s=9e-6)
+    mixed = BatchShape.from_lists(prefills=[(256, 100)], decodes=[500] * 8)
+    assert extra.layer_time(mixed) - base.layer_time(mixed) == pytest.approx(13e-6, rel=1e-9)
+    dec = BatchShape.from_lists(decodes=[500] * 8)
+    assert extra.layer_time(dec) - base.layer_time(dec) == pytest.approx(9e-6, rel=1e-9)

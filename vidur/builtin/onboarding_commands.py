@@ -57,41 +57,31 @@ def _fit(args) -> int:
             for op, r in sorted(ops.items()):
                 print(f"  {tp:>3} {op:18s} {r['mape']:7.2f} {r['max_ape']:7.2f} {r['n_test']:6d}")
     if "roofline" in rep:
-        print("calibrated roofline config (for runtime_estimator: roofline):")
-        for k, v in rep["roofline"].items():
-            print(f"  {k}: {v}")
+        r = rep["roofline"]
+        print("roofline calibrated on this profile (MAPE before -> after):")
+        for part, e in r["calibration"].items():
+            if isinstance(e, dict):
+                print(f"  {part:12s} {e['mape_before']:6.1f} % -> {e['mape_after']:5.1f} %")
+        print("  config: " + ", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in r["config"].items()))
+        print(f"  use it in a scenario: {r['use']}")
     return 0
 
 
 def _calibrate_roofline(path: Path) -> dict:
-    """Fit the roofline's efficiencies to a profile's token-level measurements."""
+    """Fit the roofline to a profile (token-level operators and attention): its config and the fit's errors."""
     import attrs
 
+    from vidur.estimate.calibrate import calibrated_config
     from vidur.estimate.profiles import load_profile
-    from vidur.estimate.roofline import RooflineEstimator
-    from vidur.model.catalog import load_model
+    from vidur.estimate.roofline import RooflineConfig
+    from vidur.hardware.catalog import default_node
     from vidur.plugins import get_host
 
     prof = load_profile(path)
-    model = load_model(prof.model)
     device = get_host().get("device", prof.device)
-    cfg = RooflineEstimator.calibrate(roofline_measurements(prof), model, device)
-    return attrs.asdict(cfg)
-
-
-def roofline_measurements(profile) -> list:
-    """A profile's token-level measurements as the roofline's ``OpMeasurement`` list (Vidur op names)."""
-    from vidur.estimate.roofline import OpMeasurement
-    from vidur.estimate.vidur_import import MLP_OPS
-
-    ours_to_vidur = {v: k for k, v in MLP_OPS.items()}
-    out = []
-    for tp, data in profile.shards.items():
-        for op, vop in ours_to_vidur.items():
-            cols = data.select(op)
-            for n, ms in zip(cols["num_tokens"], cols["median_ms"]):
-                out.append(OpMeasurement(vop, int(n), int(tp), float(ms) * 1e-3))
-    return out
+    cfg, report = calibrated_config(path, device, default_node(device.name), RooflineConfig())
+    fields = {k: v for k, v in attrs.asdict(cfg).items() if v is not None and k != "calibrate_from"}
+    return {"config": fields, "calibration": report, "use": f"runtime_estimator: {{name: roofline, calibrate_from: {path}}}"}
 
 
 # --- vidur estimate --------------------------------------------------------------------
@@ -188,7 +178,7 @@ def vidur_register_commands(cli):
     f.add_argument("--holdout", type=float, default=0.2, help="fraction of points held out (default 0.2; 0: none)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", help="where to write the fitted model (default <profile>/fitted.json)")
-    f.add_argument("--calibrate-roofline", action="store_true", help="also fit the roofline's efficiencies")
+    f.add_argument("--calibrate-roofline", action="store_true", help="also calibrate the roofline (efficiencies, launch and attention overheads) on this profile")
     f.add_argument("--json", action="store_true", help="print the report as JSON")
     f.set_defaults(func=_fit)
 

@@ -85,6 +85,12 @@ class Simulation:
         est_name = resolve_estimator_name(sc, self.model.name, cl.device, tp)
         est_cls = host.get("runtime_estimator", est_name)
         est_cfg = sc.runtime_estimator.config if sc.runtime_estimator.name == est_name else est_cls.Config()
+        if sc.runtime_estimator.name == "auto" and est_name == "roofline":
+            from vidur.estimate.profiled import roofline_calibration_source
+
+            source = roofline_calibration_source(cl.device, self.model.name)
+            if source is not None and hasattr(est_cfg, "calibrate_from"):
+                est_cfg = attrs.evolve(est_cfg, calibrate_from=source)
         if cl.engine_mode is not None:
             if not (attrs.has(type(est_cfg)) and hasattr(est_cfg, "engine_mode")):
                 raise VidurError(f"cluster.engine_mode is set but the {est_name!r} estimator has no engine mode")

@@ -496,7 +496,18 @@ def choose_estimator(device: str, model: str, tp: int, requested: str = "auto", 
     found = find_profile(device, model, tp)
     if found is not None:
         return "profile", f"profile found at {found}"
+    source = roofline_calibration_source(device, model)
+    if source is not None:
+        return "roofline", f"no profile for {device}/{model} tp={tp}; roofline calibrated on {source}"
     return "roofline", f"no profile for {device}/{model} tp={tp}"
+
+
+def roofline_calibration_source(device: str, model: str) -> str | None:
+    """For ``auto`` falling back to the roofline: a profile of the same device (another model or TP
+    degree) to calibrate it on, or None (default efficiencies)."""
+    from vidur.estimate.calibrate import same_device_profile
+
+    return same_device_profile(str(device), str(model))
 
 
 def estimate_iteration(
@@ -540,6 +551,10 @@ def estimate_iteration(
         kwargs["engine_mode"] = engine_mode
     if profile and name == "profile":
         kwargs["profile"] = str(profile)
+    if estimator == "auto" and name == "roofline":
+        source = roofline_calibration_source(dev.name, spec.name)
+        if source is not None:
+            kwargs["calibrate_from"] = source
     try:
         cfg = cls.Config(**kwargs)
     except TypeError as exc:

@@ -64,9 +64,19 @@ def _non_negative_or_none(instance, attribute, value):
         raise VidurError(f"roofline {attribute.name} must be a non-negative number of seconds or null, got {value!r}")
 
 
+def _non_negative(instance, attribute, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise VidurError(f"roofline {attribute.name} must be a non-negative number of seconds, got {value!r}")
+
+
 def _positive_or_none(instance, attribute, value):
     if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
         raise VidurError(f"roofline {attribute.name} must be a positive number or null, got {value!r}")
+
+
+def _path_or_none(instance, attribute, value):
+    if value is not None and (not isinstance(value, str) or not value):
+        raise VidurError(f"roofline {attribute.name} must be a profile directory (a path) or null, got {value!r}")
 
 
 def _engine_mode(instance, attribute, value):
@@ -84,11 +94,19 @@ class RooflineConfig:
       activations, rotary, residual adds, embedding, KV-cache writes.
     - ``prefill_attention_efficiency``: FLOP/s efficiency of prefill attention.
     - ``decode_attention_efficiency``: bandwidth efficiency of decode attention (KV reads).
+    - ``prefill_attention_overhead_s`` / ``decode_attention_overhead_s``: fixed
+      seconds one layer's attention call adds beyond the launch (setup
+      kernels, split-KV reductions); 0 by default, fitted by calibration.
     - ``launch_overhead_s``, ``cpu_base_s``, ``cpu_per_seq_s``: None takes the
       ``engine_mode`` default (``cuda_graphs`` or ``eager``).
     - ``comm_bandwidth`` / ``comm_latency``: override the collective model's
       bottleneck link (bytes/s, s), e.g. with values fitted to measurements.
     - ``kv_dtype_bytes``: KV-cache element size (None: the model's dtype).
+    - ``calibrate_from``: a profile directory of the same device (any model):
+      the five efficiencies and the launch overhead are fitted to its
+      measurements (:mod:`vidur.estimate.calibrate`), replacing the values
+      above. ``runtime_estimator: auto`` sets it when the scenario's model
+      has no profile on its device but another model has.
     """
 
     engine_mode: str = attrs.field(default="cuda_graphs", validator=_engine_mode)
@@ -97,12 +115,15 @@ class RooflineConfig:
     elementwise_efficiency: float = attrs.field(default=0.5, validator=_unit("elementwise_efficiency"))
     prefill_attention_efficiency: float = attrs.field(default=0.5, validator=_unit("prefill_attention_efficiency"))
     decode_attention_efficiency: float = attrs.field(default=0.6, validator=_unit("decode_attention_efficiency"))
+    prefill_attention_overhead_s: float = attrs.field(default=0.0, validator=_non_negative)
+    decode_attention_overhead_s: float = attrs.field(default=0.0, validator=_non_negative)
     launch_overhead_s: float | None = attrs.field(default=None, validator=_non_negative_or_none)
     cpu_base_s: float | None = attrs.field(default=None, validator=_non_negative_or_none)
     cpu_per_seq_s: float | None = attrs.field(default=None, validator=_non_negative_or_none)
     comm_bandwidth: float | None = attrs.field(default=None, validator=_positive_or_none)
     comm_latency: float | None = attrs.field(default=None, validator=_non_negative_or_none)
     kv_dtype_bytes: int | None = attrs.field(default=None, validator=_positive_or_none)
+    calibrate_from: str | None = attrs.field(default=None, validator=_path_or_none)
 
     def resolved(self, field: str) -> float:
         """A field's value, or its ``engine_mode`` default when None."""
@@ -134,8 +155,17 @@ class RooflineEstimator(RuntimeEstimator):
     def __init__(self, config, model: ModelSpec, device: DeviceSpec, node: NodeSpec, tp: int, pp: int):
         super().__init__(config, model, device, node, tp, pp)
         check_parallelism(model, tp, pp, node)
+        #: the calibration's report (MAPE before/after on its profile) when ``calibrate_from`` is set
+        self.calibration: dict | None = None
+        if config.calibrate_from:
+            from vidur.estimate.calibrate import calibrated_config
+
+            fitted, self.calibration = calibrated_config(config.calibrate_from, device, node, config)
+            config = self.config = attrs.evolve(fitted, calibrate_from=config.calibrate_from)
         c = config
         self._launch = float(c.resolved("launch_overhead_s"))
+        self._p_fixed = self._launch + float(c.prefill_attention_overhead_s)  # one prefill attention call
+        self._d_fixed = self._launch + float(c.decode_attention_overhead_s)  # one decode attention call
         self._cpu_base = float(c.resolved("cpu_base_s"))
         self._cpu_per_seq = float(c.resolved("cpu_per_seq_s"))
         peak, bw = device.peak_flops, device.memory_bandwidth
@@ -206,7 +236,8 @@ class RooflineEstimator(RuntimeEstimator):
         if op.kind == "gemm" and values.get("tokens", 0) == 0 and values.get("seqs", 0) == 0:
             return 0.0
         f, m = self._rate[op.kind]
-        return op.count * (max(flops / f, nbytes / m) + self._launch)
+        fixed = self._p_fixed if op.kind == "attn_prefill" else self._d_fixed if op.kind == "attn_decode" else self._launch
+        return op.count * (max(flops / f, nbytes / m) + fixed)
 
     def all_reduce_time(self, num_tokens: int) -> float:
         """One TP all-reduce of ``num_tokens`` hidden states (0 when tp == 1)."""
@@ -228,12 +259,31 @@ class RooflineEstimator(RuntimeEstimator):
 
     # -- RuntimeEstimator API ---------------------------------------------------
     def describe(self) -> str:
-        """``roofline (analytical; <device>, compute x%, memory y%, <engine mode>)``."""
+        """``roofline (analytical; <device>, compute x%, memory y%, <engine mode>[, calibrated on P])``."""
         c = self.config
+        cal = f", calibrated on {self.calibration['profile']}" if self.calibration else ""
         return (
             f"roofline (analytical; {self.device.name}, compute {c.compute_efficiency:.0%}, "
-            f"memory {c.memory_efficiency:.0%}, {c.engine_mode})"
+            f"memory {c.memory_efficiency:.0%}, {c.engine_mode}{cal})"
         )
+
+    def attention_fixed(self, kind: str) -> float:
+        """Fixed seconds of one layer's ``attn_prefill`` / ``attn_decode`` call (launch plus overhead)."""
+        return self._p_fixed if kind == "attn_prefill" else self._d_fixed
+
+    def attention_bounds(self, kind: str, batch, chunk, context) -> tuple[np.ndarray, np.ndarray]:
+        """(compute-bound, memory-bound) seconds of one layer's attention over ``batch`` equal requests,
+        without the launch: ``kind`` ``attn_prefill`` (``chunk`` new tokens after ``context``) or
+        ``attn_decode`` (one token after ``context``). Array arguments give arrays."""
+        b = np.asarray(batch, dtype=np.float64)
+        ctx = np.asarray(context, dtype=np.float64)
+        if kind == "attn_prefill":
+            q = np.asarray(chunk, dtype=np.float64)
+            return b * q * (ctx + (q + 1) / 2) * self._p_work, b * q * self._p_tok + b * (ctx + q) * self._p_kv
+        if kind == "attn_decode":
+            kv = b * (ctx + 1)
+            return kv * self._d_flop, kv * self._d_kv + b * self._d_seq
+        raise ValueError(f"unknown attention kind {kind!r}")
 
     def layer_time(self, shape: BatchShape) -> float:
         """Device time of one decoder layer on one TP rank, TP all-reduces included."""
@@ -243,12 +293,12 @@ class RooflineEstimator(RuntimeEstimator):
         if shape.num_prefill:
             c = shape.prefill_work * self._p_work
             m = shape.prefill_tokens * self._p_tok + shape.prefill_kv * self._p_kv
-            t += (c if c > m else m) + self._launch
+            t += (c if c > m else m) + self._p_fixed
         if shape.num_decode:
             kv = shape.decode_kv
             c = kv * self._d_flop
             m = kv * self._d_kv + shape.num_decode * self._d_seq
-            t += (c if c > m else m) + self._launch
+            t += (c if c > m else m) + self._d_fixed
         return t
 
     def embed_time(self, num_tokens: int) -> float:
@@ -311,7 +361,7 @@ class RooflineEstimator(RuntimeEstimator):
         tok = self._token_time(n)
         c = kv * self._d_flop
         m = kv * self._d_kv + n * self._d_seq
-        layer = tok + (np.maximum(c, m) + self._launch)
+        layer = tok + (np.maximum(c, m) + self._d_fixed)
         return self._L * layer + self.embed_time(n) + self.head_time(n) + self._pp_total(n) + self.cpu_overhead(n)
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
