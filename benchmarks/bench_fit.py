@@ -141,7 +141,7 @@ def _print_holdout(label: str, res: dict) -> float:
 
 
 def section_holdout(tmp: Path) -> None:
-    from vidur.estimate.fit import holdout_mape
+    from vidur.estimate.fit import holdout_mape, row_holdout_mape
     from vidur.estimate.profiles import list_profiles, load_profile
     from vidur.estimate.vidur_import import import_vidur
     from vidur.model.catalog import load_model
@@ -161,6 +161,9 @@ def section_holdout(tmp: Path) -> None:
         prof = load_profile(p["path"])
         res = holdout_mape(prof, 0.2, seed=0, backend="sklearn")
         _print_holdout(f"{p['device']} {p['model']} ({p['path']})", res)
+        rows = row_holdout_mape(prof, backend="sklearn")
+        if any(rows.values()):
+            _print_holdout("  between profiled rows (one chunk length / decode batch left out at a time)", rows)
 
 
 def section_comm() -> None:
@@ -224,7 +227,7 @@ def section_roofline() -> None:
 
 
 def section_sim(tmp: Path, requests: int) -> None:
-    print(f"\n== simulator speed: benchmarks/bench_sim.yaml, {requests} requests (best of 2 runs each)")
+    print(f"\n== simulator speed: benchmarks/bench_sim.yaml, {requests} requests (best of 3 runs each)")
     root = tmp / "simprof"
     synthetic_profile("meta-llama/Llama-2-7b-hf", "h100", (1,), root / "h100" / "meta-llama" / "Llama-2-7b-hf")
     from vidur.estimate.fit import fit_command
@@ -234,7 +237,7 @@ def section_sim(tmp: Path, requests: int) -> None:
     times = {}
     for est in ("roofline", "profile"):
         best = float("inf")
-        for _ in range(2):
+        for _ in range(3):
             cmd = [sys.executable, "-m", "vidur.cli", "run", str(HERE / "bench_sim.yaml"), "--no-output", "--no-progress",
                    "-s", "workload.num_requests", str(requests), "-s", "runtime_estimator", est]
             t0 = time.perf_counter()

@@ -217,3 +217,12 @@ def test_h200_prefill_prices_kv_parity_and_fresh_chunks():
     mean = 0.5 * (fs.prefill_time(1024, 181) + fs.prefill_time(1024, 180))
     f = fs.prefill_batch_factor(2, 1024)
     assert two == pytest.approx(2 * f * mean, rel=0.02)
+
+
+@pytest.mark.parametrize("mode", ["cuda_graphs", "eager"])
+def test_inlined_decode_iteration_is_bitwise_the_generic_path(model, mode):
+    est = make(model, engine_mode=mode, cuda_graph_max_batch=8, warn_extrapolation=False)  # beyond the grid too
+    for n in (1, 3, 8, 9, 64, 300):
+        for kv in (n, n * 17, n * 900, n * 5000):
+            generic = est.forward_time(BatchShape(num_decode=n, decode_kv=kv)) + est.cpu_overhead(n)
+            assert est.decode_iteration_time(n, kv) == generic

@@ -201,3 +201,29 @@ def test_h200_prefill_fit_knows_odd_lengths_and_fresh_chunks():
     assert fs.prefill_time(1024, 181) > 1.3 * fs.prefill_time(1024, 180)
     res = fit.holdout_mape(prof, 0.2, seed=0)
     assert res[1]["attn_prefill"]["mape"] <= 5.0, res[1]["attn_prefill"]
+
+
+def test_attention_rows_combine_affinely_in_work():
+    """Between two profiled chunk lengths, time is fixed cost + cost per query×key pair: exact for such data."""
+    shard = _prefill_shard(1.0, 1.0)  # t = 0.01 + 1e-7 · q · (ctx + q) ms per row
+    fs = fit.fit_shard(shard)
+    assert fs.prefill.across == "work"
+    # within a row the curve interpolates in log-log; at profiled contexts it is exact, so compare there
+    for q in (40, 100, 600):
+        for ctx in (16, 128, 512):
+            lo = max(r for r in (16, 256, 1024) if r <= q)
+            hi = min(r for r in (16, 256, 1024) if r >= q)
+            t_lo, t_hi = (0.01 + 1e-7 * r * (ctx + r) for r in (lo, hi))
+            w_lo, w_hi, w = (r * (ctx + (r + 1) / 2) for r in (lo, hi, q))
+            expected = (t_lo + (t_hi - t_lo) * (w - w_lo) / (w_hi - w_lo)) * 1e-3
+            assert fs.prefill_time(q, ctx) == pytest.approx(expected, rel=1e-9)
+            arr = math.exp(fs.prefill.log_eval_array(q, np.array([float(ctx)]))[0])
+            assert arr == pytest.approx(expected, rel=1e-9)
+
+
+def test_h200_rows_left_out_are_predicted_within_5_percent():
+    """The error between profiled rows: each interior chunk length / decode batch predicted from the others."""
+    res = fit.row_holdout_mape(load_profile(H200))[1]
+    assert res["attn_prefill"]["rows"] >= 8 and res["attn_decode"]["rows"] >= 6
+    assert res["attn_prefill"]["mape"] <= 5.0, res
+    assert res["attn_decode"]["mape"] <= 5.0, res

@@ -56,6 +56,11 @@ def _fit(args) -> int:
         for tp, ops in sorted(rep["holdout"].items()):
             for op, r in sorted(ops.items()):
                 print(f"  {tp:>3} {op:18s} {r['mape']:7.2f} {r['max_ape']:7.2f} {r['n_test']:6d}")
+    if rep.get("row_holdout") and any(rep["row_holdout"].values()):
+        print("between profiled rows (each interior chunk length / decode batch left out, predicted from the others):")
+        for tp, ops in sorted(rep["row_holdout"].items()):
+            for op, r in sorted(ops.items()):
+                print(f"  {tp:>3} {op:18s} {r['mape']:7.2f} {r['max_ape']:7.2f} {r['n_test']:6d}")
     if "roofline" in rep:
         r = rep["roofline"]
         print("roofline calibrated on this profile (MAPE before -> after):")

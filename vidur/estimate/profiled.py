@@ -189,18 +189,18 @@ class ProfileEstimator(RuntimeEstimator):
         sel = self._pre_sel.get(key)
         if sel is None:
             sel = self._prefill_selection(n, q)
-        c0, off0, c1, off1, w, scale = sel
+        c0, off0, c1, off1, scale = sel
         fresh = self.fs.prefill_fresh
         if fresh is not None and ctx < 0.5:  # no cached context: its own kernel and curve
             return math.exp(fresh.log_eval(math.log(q))) * scale
-        if c1 is None:
-            y = c0.log_eval(math.log(ctx + off0))
-        else:
-            y0 = c0.log_eval(math.log(ctx + off0))
-            y = y0 + w * (c1.log_eval(math.log(ctx + off1)) - y0)
+        t = math.exp(c0.log_eval(math.log(ctx + off0)))
+        if c1 is not None:  # affine in the work between the two rows (as RowTable "work")
+            t1 = math.exp(c1.log_eval(math.log(ctx + off1)))
+            w0 = off0 * (ctx + (off0 + 1) / 2)
+            t += (t1 - t) * (q * (ctx + (q + 1) / 2) - w0) / (off1 * (ctx + (off1 + 1) / 2) - w0)
         if ctx + q > self._pre_kv_max:
             self._warn("prefill_ctx", f"a prefill chunk of {q:.0f} after {ctx:.0f} cached tokens")
-        t = math.exp(y) * scale
+        t *= scale
         odd = self.fs.prefill_odd
         if odd is not None:  # odd KV lengths priced apart: exact for one chunk, the mean for several
             f = math.exp(odd.log_eval(q, ctx))
@@ -210,23 +210,20 @@ class ProfileEstimator(RuntimeEstimator):
         return t
 
     def _prefill_selection(self, n: int, q: float):
-        """Rows bracketing chunk length ``q``, their weight, and n × batching factor (memoised by batch)."""
+        """Rows bracketing chunk length ``q`` and n × batching factor (memoised by batch)."""
         table = self.fs.prefill
         rows = table.rows
         lq = math.log(q)
         lr = table._lr
         if lq <= lr[0]:
-            sel = [table.curves[0], rows[0], None, 0.0, 0.0]
+            sel = [table.curves[0], rows[0], None, 0.0]
         elif lq >= lr[-1]:
             if q > rows[-1]:
                 self._warn("prefill", f"a prefill chunk of {q:.0f} tokens")
-            sel = [table.curves[-1], rows[-1], None, 0.0, 0.0]
+            sel = [table.curves[-1], rows[-1], None, 0.0]
         else:
-            import bisect
-
-            i = bisect.bisect_right(lr, lq)
-            w = (lq - lr[i - 1]) / (lr[i] - lr[i - 1])
-            sel = [table.curves[i - 1], rows[i - 1], table.curves[i], rows[i], w]
+            i = _bisect(lr, lq)
+            sel = [table.curves[i - 1], rows[i - 1], table.curves[i], rows[i]]
         scale = 1.0 if n == 1 else n * self.fs.prefill_batch_factor(n, q)
         out = tuple(sel) + (scale,)
         if len(self._pre_sel) < 100_000:
@@ -355,8 +352,19 @@ class ProfileEstimator(RuntimeEstimator):
         return t
 
     def decode_iteration_time(self, num_decode: int, decode_kv: int) -> float:
-        """One decode-only iteration: ``forward_time + cpu_overhead`` (pure Python, no numpy overhead)."""
-        return self.forward_time(BatchShape(num_decode=num_decode, decode_kv=int(decode_kv))) + self.cpu_overhead(num_decode)
+        """One decode-only iteration: ``forward_time + cpu_overhead`` of ``BatchShape(num_decode, decode_kv)``,
+        inlined (the event loop's hottest call: no batch object, the same operations in the same order)."""
+        n = num_decode
+        if n <= 0:
+            return self.forward_time(BatchShape(num_decode=n, decode_kv=int(decode_kv))) + self.cpu_overhead(n)
+        layer = (self._tok[n] if self._n_prof >= n else self.token_time(n)) + self.decode_attention(n, int(decode_kv))
+        launch = self._launch
+        if launch and layer < launch and (self._eager or n > self._graph_max):
+            layer = launch
+        t = self.model.num_layers * layer + self.embed_time(n) + self.head_time(n)
+        if self.pp > 1:
+            t += (self.pp - 1) * self.pp_transfer_time(n)
+        return t + self.cpu_overhead(n)
 
     def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
         """:meth:`decode_iteration_time` element by element, so both agree bit for bit."""

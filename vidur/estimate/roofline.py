@@ -349,8 +349,18 @@ class RooflineEstimator(RuntimeEstimator):
         )
 
     def decode_iteration_time(self, num_decode: int, decode_kv: int) -> float:
-        """Scalar twin of :meth:`decode_iteration_times` (same operations, same order)."""
-        return self.forward_time(BatchShape(num_decode=num_decode, decode_kv=decode_kv)) + self.cpu_overhead(num_decode)
+        """Scalar twin of :meth:`decode_iteration_times`: ``forward_time + cpu_overhead`` of a decode-only
+        batch, inlined (the event loop's hottest call; the same operations in the same order)."""
+        n = num_decode
+        if n <= 0:
+            return self.forward_time(BatchShape(num_decode=n, decode_kv=decode_kv)) + self.cpu_overhead(n)
+        t = self._tok_cache.get(n)
+        if t is None:
+            t = self._token_time(n)
+        c = decode_kv * self._d_flop
+        m = decode_kv * self._d_kv + n * self._d_seq
+        t += (c if c > m else m) + self._d_fixed
+        return self._L * t + self.embed_time(n) + self.head_time(n) + self._pp_total(n) + self.cpu_overhead(n)
 
     def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
         """Vectorised ``forward_time + cpu_overhead`` of decode-only iterations (bitwise equal to the scalar path)."""
