@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vidur.errors import VidurError
 from vidur.estimate.base import BatchShape
@@ -69,7 +71,7 @@ def test_decode_iteration_times_match_scalar_path(model):
         kv = np.arange(16 * 50, 16 * 1900, 16 * 7)
         fast = est.decode_iteration_times(16, kv)
         slow = [est.forward_time(BatchShape(num_decode=16, decode_kv=int(k))) + est.cpu_overhead(16) for k in kv]
-        assert np.allclose(fast, slow, rtol=1e-12)
+        assert np.array_equal(fast, slow)  # bit for bit: fast-forward must equal stepping
 
 
 def test_tp2_shard_is_used(model):
@@ -226,3 +228,26 @@ def test_inlined_decode_iteration_is_bitwise_the_generic_path(model, mode):
         for kv in (n, n * 17, n * 900, n * 5000):
             generic = est.forward_time(BatchShape(num_decode=n, decode_kv=kv)) + est.cpu_overhead(n)
             assert est.decode_iteration_time(n, kv) == generic
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    per_request=st.lists(st.floats(0.5, 20_000), min_size=1, max_size=30),
+    mode=st.sampled_from(["cuda_graphs", "eager"]),
+)
+def test_vectorised_decode_is_bitwise_the_scalar_path(model, n, per_request, mode):
+    """Inside, below and beyond the profiled grid (batch and context), for both engine modes."""
+    est = _quiet_estimators(model, mode)
+    kv = np.array([max(1, int(n * r)) for r in per_request], dtype=np.int64)
+    fast = est.decode_iteration_times(n, kv)
+    assert np.array_equal(fast, [est.decode_iteration_time(n, int(k)) for k in kv])
+
+
+_ESTIMATORS: dict = {}
+
+
+def _quiet_estimators(model, mode):
+    if mode not in _ESTIMATORS:
+        _ESTIMATORS[mode] = make(model, engine_mode=mode, cuda_graph_max_batch=16, warn_extrapolation=False)
+    return _ESTIMATORS[mode]

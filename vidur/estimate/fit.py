@@ -14,16 +14,17 @@ below the first it stays flat; the estimator warns when it extrapolates.
 
 - token-level operators: one curve over ``num_tokens``;
 - prefill attention: one curve per profiled chunk length ``q`` over
-  ``log(context + q)``, interpolated across ``log q`` at equal context;
-  batches of ``n`` chunks scale by a measured batching factor. Chunks with
-  no cached context have a curve over ``q`` of their own (another kernel
-  runs them). Where the
+  ``log(context + q)``; between chunk lengths the time is affine in the
+  causal work at equal context (:class:`RowTable`); batches of ``n`` chunks
+  scale by a measured batching factor. Chunks with no cached context have
+  a curve over ``q`` of their own (another kernel runs them). Where the
   measurements show that an odd KV length (``context + q``) is consistently
   slower (SDPA's masked kernel reads odd-length bf16 rows unaligned: 1.1-1.7x
   on an H200), the curves are fitted to even lengths and a second table holds
   the odd/even ratio (see :func:`_parity_split`);
-- decode attention: one curve per batch size over ``log(context + 1)``,
-  interpolated across ``log batch`` at equal context;
+- decode attention: one curve per batch size over ``context + 1``, linear
+  between the profiled contexts (an affine cost of the KV read), and
+  affine in the batch between profiled batch sizes;
 - CPU overheads: one curve over the number of sequences.
 
 The fitted model is plain JSON (lists of floats) and evaluating it needs
@@ -54,7 +55,7 @@ from vidur.estimate.profiles import (
     load_profile,
 )
 
-FIT_FORMAT = "vidur-fit/3"  # 2: fresh-chunk curve, odd-KV-length table; 3: attention rows affine in work
+FIT_FORMAT = "vidur-fit/4"  # 2: fresh chunks, odd KV lengths; 3: rows affine in work; 4: decode linear in KV
 FIT_CACHE_ENV = "VIDUR_CACHE_DIR"
 MS = 1e-3
 
@@ -139,25 +140,37 @@ def local_linear(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, h: f
 
 
 class Curve:
-    """A monotone piecewise-linear function in log-log space.
+    """A piecewise-linear function through knots, in log-log space or in natural units.
 
     ``xs``/``ys`` are the knots (natural logs of size and of seconds).
     Below the first knot the value is flat; past the last it grows with
-    log-log slope ``hi_slope``.
+    log-log slope ``hi_slope``. Between knots, ``interp="log"`` is a local
+    power law; ``"linear"`` is linear in size and seconds themselves (an
+    affine cost between two measured sizes: what attention costs along its
+    context, see :class:`RowTable`).
     """
 
-    __slots__ = ("xs", "ys", "hi_slope", "_xl", "_yl", "x_min", "x_max")
+    __slots__ = ("xs", "ys", "hi_slope", "interp", "_xl", "_yl", "_xn", "_yn", "x_min", "x_max")
 
-    def __init__(self, xs, ys, hi_slope: float = 1.0):
+    def __init__(self, xs, ys, hi_slope: float = 1.0, interp: str = "log"):
         self.xs = np.asarray(xs, dtype=float)
         self.ys = np.asarray(ys, dtype=float)
         if len(self.xs) == 0 or len(self.xs) != len(self.ys):
             raise VidurError("a fitted curve needs at least one knot")
+        if interp not in ("log", "linear"):
+            raise VidurError(f"unknown curve interpolation {interp!r}")
         self.hi_slope = float(hi_slope)
+        self.interp = interp
         self._xl = self.xs.tolist()
         self._yl = self.ys.tolist()
+        self._xn = np.exp(self.xs).tolist()
+        self._yn = np.exp(self.ys).tolist()
         self.x_min = self._xl[0]
         self.x_max = self._xl[-1]
+
+    def linear(self) -> "Curve":
+        """The same knots, interpolated linearly in natural units."""
+        return Curve(self.xs, self.ys, self.hi_slope, "linear")
 
     @classmethod
     def fit(cls, sizes, times, hi_slope: float = 1.0, backend: str = "numpy", smooth: bool | str = True) -> "Curve":
@@ -197,6 +210,10 @@ class Curve:
         if lx >= self.x_max:
             return self._yl[-1] + self.hi_slope * (lx - self.x_max)
         i = bisect.bisect_right(xs, lx)
+        if self.interp == "linear":
+            x, x0, x1 = math.exp(lx), self._xn[i - 1], self._xn[i]
+            t0 = self._yn[i - 1]
+            return math.log(t0 + (self._yn[i] - t0) * (x - x0) / (x1 - x0))
         x0, x1 = xs[i - 1], xs[i]
         y0, y1 = self._yl[i - 1], self._yl[i]
         return y0 + (y1 - y0) * (lx - x0) / (x1 - x0)
@@ -207,7 +224,10 @@ class Curve:
 
     def log_eval_array(self, lx: np.ndarray) -> np.ndarray:
         lx = np.asarray(lx, dtype=float)
-        out = np.interp(lx, self.xs, self.ys)
+        if self.interp == "linear":
+            out = np.log(np.interp(np.exp(lx), np.exp(self.xs), np.exp(self.ys)))
+        else:
+            out = np.interp(lx, self.xs, self.ys)
         hi = lx > self.x_max
         if hi.any():
             out[hi] = self.ys[-1] + self.hi_slope * (lx[hi] - self.x_max)
@@ -222,11 +242,14 @@ class Curve:
         return math.exp(self.x_min), math.exp(self.x_max)
 
     def to_json(self) -> dict:
-        return {"x": [round(v, 7) for v in self._xl], "y": [round(v, 7) for v in self._yl], "hi_slope": self.hi_slope}
+        d = {"x": [round(v, 7) for v in self._xl], "y": [round(v, 7) for v in self._yl], "hi_slope": self.hi_slope}
+        if self.interp != "log":
+            d["interp"] = self.interp
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Curve":
-        return cls(d["x"], d["y"], d.get("hi_slope", 1.0))
+        return cls(d["x"], d["y"], d.get("hi_slope", 1.0), d.get("interp", "log"))
 
 
 class RowTable:
@@ -592,7 +615,10 @@ def fit_shard(
         prefill_batch = RowTable(b_rows, b_curves, 0.0)
 
     dec = rows("attn_decode")
-    decode = _row_table(dec["batch"], dec["context"], dec["median_ms"] * MS, 1.0, backend, sm(dec)) if len(dec["op"]) else None
+    decode = None
+    if len(dec["op"]):
+        decode = _row_table(dec["batch"], dec["context"], dec["median_ms"] * MS, 1.0, backend, sm(dec))
+        decode.curves = [c.linear() for c in decode.curves]  # affine in the KV read along the context
 
     cpu: dict[str, Curve] = {}
     for op in CPU_OPS:

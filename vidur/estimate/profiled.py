@@ -143,6 +143,8 @@ class ProfileEstimator(RuntimeEstimator):
         self._cpu: dict[int, float] = {}
         self._pp: dict[int, float] = {}
         pre = fs.prefill
+        self._fresh = fs.prefill_fresh
+        self._odd = fs.prefill_odd
         self._pre_sel: dict = {}
         self._pre_kv_max = max(math.exp(c.x_max) for c in pre.curves)
         dec = fs.decode
@@ -190,7 +192,7 @@ class ProfileEstimator(RuntimeEstimator):
         if sel is None:
             sel = self._prefill_selection(n, q)
         c0, off0, c1, off1, scale = sel
-        fresh = self.fs.prefill_fresh
+        fresh = self._fresh
         if fresh is not None and ctx < 0.5:  # no cached context: its own kernel and curve
             return math.exp(fresh.log_eval(math.log(q))) * scale
         t = math.exp(c0.log_eval(math.log(ctx + off0)))
@@ -201,7 +203,7 @@ class ProfileEstimator(RuntimeEstimator):
         if ctx + q > self._pre_kv_max:
             self._warn("prefill_ctx", f"a prefill chunk of {q:.0f} after {ctx:.0f} cached tokens")
         t *= scale
-        odd = self.fs.prefill_odd
+        odd = self._odd
         if odd is not None:  # odd KV lengths priced apart: exact for one chunk, the mean for several
             f = math.exp(odd.log_eval(q, ctx))
             t *= parity_scale(f, ctx + q) if n == 1 else 0.5 * (1.0 + f)
@@ -231,7 +233,8 @@ class ProfileEstimator(RuntimeEstimator):
         return out
 
     def _decode_curve(self, b: int):
-        """Decode attention at batch ``b`` as one piecewise-linear curve over log(ctx + 1) (memoised)."""
+        """Decode attention at batch ``b`` as one curve over KV per request (``context + 1``), linear between
+        knots, proportional past the last (memoised): ``(xs, ys, x_first, x_last, y_first, y_last, arrays)``."""
         cur = self._dec_curves.get(b)
         if cur is None:
             table = self.fs.decode
@@ -239,29 +242,33 @@ class ProfileEstimator(RuntimeEstimator):
             bb = b
             if b > self._dec_b_max:
                 bb, scale = self._dec_b_max, b / self._dec_b_max
-            xs = sorted(set().union(*[c._xl for c in table.curves]))
-            ys = [table.log_eval(bb, math.exp(x) - 1.0) + math.log(scale) for x in xs]
-            cur = (xs, ys, xs[0], xs[-1])
+            xs = [math.exp(x) for x in sorted(set().union(*[c._xl for c in table.curves]))]
+            ys = [math.exp(table.log_eval(bb, x - 1.0)) * scale for x in xs]
+            cur = (xs, ys, xs[0], xs[-1], ys[0], ys[-1], (np.array(xs), np.array(ys)))
             self._dec_curves[b] = cur
         return cur
 
-    def decode_attention(self, num_decode: int, decode_kv: int) -> float:
-        """Attention of ``num_decode`` decoding requests reading ``decode_kv`` KV entries (seconds)."""
-        b = num_decode
+    def _warn_decode(self, b: int, decode_kv: int) -> None:
         if b > self._dec_b_max:
             self._warn("decode", f"a decode batch of {b}")
         elif decode_kv > self._dec_kv_max:
             self._warn("decode_ctx", f"{b} decodes reading {decode_kv} KV entries")
-        xs, ys, x0, x1 = self._dec_curves.get(b) or self._decode_curve(b)
-        x = math.log(decode_kv / b) if decode_kv > b else 0.0
+
+    def decode_attention(self, num_decode: int, decode_kv: int) -> float:
+        """Attention of ``num_decode`` decoding requests reading ``decode_kv`` KV entries (seconds)."""
+        b = num_decode
+        if b > self._dec_b_max or decode_kv > self._dec_kv_max:
+            self._warn_decode(b, decode_kv)
+        xs, ys, x0, x1, y0, y1, _ = self._dec_curves.get(b) or self._decode_curve(b)
+        x = decode_kv / b
         if x <= x0:
-            return math.exp(ys[0])
+            return y0
         if x >= x1:
-            return math.exp(ys[-1] + (x - x1))
+            return y1 * x / x1
         i = _bisect(xs, x)
         xa = xs[i - 1]
         ya = ys[i - 1]
-        return math.exp(ya + (ys[i] - ya) * (x - xa) / (xs[i] - xa))
+        return ya + (ys[i] - ya) * (x - xa) / (xs[i] - xa)
 
     def device_layer_time(self, shape: BatchShape) -> float:
         """GPU time of one layer (no host launch stalls)."""
@@ -345,8 +352,28 @@ class ProfileEstimator(RuntimeEstimator):
         return t
 
     def forward_time(self, shape: BatchShape) -> float:
+        """``num_layers × layer_time + embed_time + head_time`` (+ pipeline transfers), with
+        :meth:`layer_time` inlined (called once per simulated iteration; the same operations in order)."""
         n = shape.num_tokens
-        t = self.model.num_layers * self.layer_time(shape) + self.embed_time(n) + self.head_time(shape.num_seqs)
+        if n == 0:
+            layer = 0.0
+        else:
+            layer = self._tok[n] if self._n_prof >= n else self.token_time(n)
+            if shape.num_prefill:
+                layer += self.prefill_attention(shape.num_prefill, shape.prefill_tokens, shape.prefill_work)
+            if shape.num_decode:
+                layer += self.decode_attention(shape.num_decode, shape.decode_kv)
+            launch = self._launch
+            if launch and layer < launch and (self._eager or shape.num_prefill > 0 or shape.num_decode > self._graph_max):
+                layer = launch
+        m = shape.num_prefill + shape.num_decode
+        embed = self._embed.get(n)
+        if embed is None:
+            embed = self.embed_time(n)
+        head = self._head.get(m)
+        if head is None:
+            head = self.head_time(m)
+        t = self.model.num_layers * layer + embed + head
         if self.pp > 1:
             t += (self.pp - 1) * self.pp_transfer_time(n)
         return t
@@ -367,9 +394,34 @@ class ProfileEstimator(RuntimeEstimator):
         return t + self.cpu_overhead(n)
 
     def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
-        """:meth:`decode_iteration_time` element by element, so both agree bit for bit."""
-        f = self.decode_iteration_time
-        return np.array([f(num_decode, kv) for kv in np.asarray(decode_kv).tolist()], dtype=np.float64)
+        """:meth:`decode_iteration_time` over an array of KV reads, vectorised with the same IEEE operations
+        in the same order (only + - * / and comparisons), so both agree bit for bit."""
+        kv = np.asarray(decode_kv)
+        n = int(num_decode)
+        if n <= 0 or kv.size == 0:
+            f = self.decode_iteration_time
+            return np.array([f(n, k) for k in kv.tolist()], dtype=np.float64)
+        kvi = kv.astype(np.int64)  # the scalar path's int(decode_kv)
+        if n > self._dec_b_max or int(kvi.max()) > self._dec_kv_max:
+            first = int(kvi[np.argmax(kvi > self._dec_kv_max)]) if n <= self._dec_b_max else int(kvi[0])
+            self._warn_decode(n, first)
+        _, _, x0, x1, y0, y1, (xs, ys) = self._dec_curves.get(n) or self._decode_curve(n)
+        x = kvi / n
+        if len(xs) < 2:  # one knot: flat below, proportional beyond
+            attn = np.where(x <= x0, y0, y1 * x / x1)
+        else:
+            i = np.searchsorted(xs, x, side="right").clip(1, len(xs) - 1)
+            xa, ya = xs[i - 1], ys[i - 1]
+            attn = ya + (ys[i] - ya) * (x - xa) / (xs[i] - xa)  # elements outside [x0, x1] are replaced below
+            attn = np.where(x <= x0, y0, np.where(x >= x1, y1 * x / x1, attn))
+        layer = (self._tok[n] if self._n_prof >= n else self.token_time(n)) + attn
+        launch = self._launch
+        if launch and (self._eager or n > self._graph_max):
+            layer = np.where(layer < launch, launch, layer)
+        t = self.model.num_layers * layer + self.embed_time(n) + self.head_time(n)
+        if self.pp > 1:
+            t = t + (self.pp - 1) * self.pp_transfer_time(n)
+        return t + self.cpu_overhead(n)
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
         """Seconds per operator of one layer (``add`` covers both residual adds), ``tp_all_reduce``,
