@@ -54,13 +54,18 @@ run_model() {  # model tps share_seconds
       --time-budget "$share" --no-fit --quiet || echo "== $model: exit status $? (incomplete shards stay resumable)"
 }
 
-# priority order; a model's unused share goes to the next (shares are caps on what is left)
-run_model meta-llama/Meta-Llama-3-8B 1,2,4,8 150
-run_model meta-llama/Llama-2-7b-hf 1 45
-run_model meta-llama/Meta-Llama-3-70B 2,4,8 200
+# priority order; a model's unused share goes to the next (shares are caps on what is left).
+# VIDUR_GPU_ONLY=MODEL:TPS profiles just that (benchmarks/gpu/session.sh starts with Llama-3-8B:1).
+if [ -n "${VIDUR_GPU_ONLY:-}" ]; then
+  run_model "${VIDUR_GPU_ONLY%%:*}" "${VIDUR_GPU_ONLY#*:}" "$BUDGET"
+else
+  run_model meta-llama/Meta-Llama-3-8B 1,2,4,8 150
+  run_model meta-llama/Llama-2-7b-hf 1 45
+  run_model meta-llama/Meta-Llama-3-70B 2,4,8 200
+fi
 
-# CUDA code-path tests (skipped quietly when pytest is absent), at most 30 s
-if [ "$(left)" -gt -20 ] && "$PY" -c "import pytest" 2>/dev/null; then
+# CUDA code-path tests (skipped quietly when pytest is absent or VIDUR_GPU_SKIP_TESTS=1), at most 30 s
+if [ -z "${VIDUR_GPU_SKIP_TESTS:-}" ] && [ "$(left)" -gt -20 ] && "$PY" -c "import pytest" 2>/dev/null; then
   timeout 30 "$PY" -m pytest -q -p no:cacheprovider tests/test_profile_cuda.py > "$OUT/cuda_tests.log" 2>&1
   echo "== CUDA tests: exit $? (see cuda_tests.log)"
 fi

@@ -238,3 +238,18 @@ def default_node(device_name: str) -> NodeSpec:
 def network_profile_name(node_name: str) -> str | None:
     """The ``vidur-profiles/network`` directory measured on this node type, if any."""
     return NETWORK_PROFILES.get(node_name)
+
+
+#: GPU SKUs as they appear in CUDA device names, most specific first (``l40s`` before ``l40``)
+GPU_NAMES = ("h200", "h100", "h800", "gb200", "b200", "a100", "a800", "a40", "l40s", "l40", "l4", "a10g", "a10", "v100", "t4")
+
+
+def sku_of_gpu_name(name: str) -> str | None:
+    """The short SKU in a CUDA device name (``NVIDIA H100 80GB HBM3`` -> ``h100``), or None when unknown."""
+    full = name.lower()
+    squeezed = full.replace(" ", "").replace("nvidia", "")
+    for sku in GPU_NAMES:
+        if sku in squeezed or f" {sku}" in full:
+            return sku
+    return None
+

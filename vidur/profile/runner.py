@@ -32,9 +32,6 @@ from vidur.estimate import profiles as store
 from vidur.model.spec import ModelSpec
 from vidur.profile.grids import FULL, CPU, Grid
 
-#: known GPU SKUs, matched in ``torch.cuda.get_device_name()`` (order matters: l40s before l40)
-GPU_NAMES = ("h200", "h100", "h800", "b200", "gb200", "a100", "a800", "a40", "l40s", "l40", "l4", "a10g", "a10", "v100", "t4")
-
 EDGE_MAX_SEQS = 2048  # final norm / LM head / sampling run per sequence, not per token
 LAUNCH_CONTEXT = 256  # cached context of the decodes whose layer launch time is measured (GPU)
 LAUNCH_MAX_SEQS = 512
@@ -72,11 +69,10 @@ def device_sku(torch_device) -> str:
     torch = _torch()
     if torch_device.type != "cuda":
         return "cpu"
-    full = torch.cuda.get_device_name(torch_device).lower()
-    for sku in GPU_NAMES:
-        if sku in full.replace(" ", "").replace("nvidia", "") or f" {sku}" in full:
-            return sku
-    return "".join(ch if ch.isalnum() else "_" for ch in full).strip("_")
+    from vidur.hardware.catalog import sku_of_gpu_name
+
+    full = torch.cuda.get_device_name(torch_device)
+    return sku_of_gpu_name(full) or "".join(ch if ch.isalnum() else "_" for ch in full.lower()).strip("_")
 
 
 def device_info(torch_device) -> dict[str, Any]:

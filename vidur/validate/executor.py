@@ -112,12 +112,12 @@ def resolve_device(requested: str | None) -> str:
 
 
 def gpu_sku(name: str) -> str | None:
-    """The device catalog name of a CUDA device name (``NVIDIA H100 80GB HBM3`` -> ``h100``), or None."""
-    n = name.lower()
-    for sku in ("h200", "h100", "b200", "a100", "l40s", "a40"):
-        if sku in n:
-            return sku
-    return None
+    """The device catalog name of a CUDA device name (``NVIDIA H100 80GB HBM3`` -> ``h100``), or None
+    when the SKU is not in the catalog (the profiler names such a GPU the same way)."""
+    from vidur.hardware.catalog import DEVICES, sku_of_gpu_name
+
+    sku = sku_of_gpu_name(name)
+    return sku if sku in {d.name for d in DEVICES} else None
 
 
 def _flushing_denormals(torch) -> bool:
