@@ -211,17 +211,20 @@ def section_roofline() -> None:
         node = default_node(dev.name)
         for tp in p["tp"]:
             prof = ProfileEstimator(ProfileConfig(profile=p["path"]), model, dev, node, tp, 1)
-            roof = RooflineEstimator(RooflineConfig(), model, dev, node, tp, 1)
             cases = {
                 "prefill": [BatchShape.from_lists([(q, 0)]) for q in (128, 512, 2048, 8192)],
                 "chunked": [BatchShape.from_lists([(512, c)], [c] * 32) for c in (1024, 4096)],
                 "decode": [BatchShape.from_lists([], [c] * b) for b in (1, 16, 128) for c in (512, 2048)],
             }
-            line = []
-            for k, shapes in cases.items():
-                e = [abs(roof.layer_time(s) - prof.device_layer_time(s)) / prof.device_layer_time(s) * 100 for s in shapes]
-                line.append(f"{k} {np.mean(e):5.1f} %")
-            print(f"  {p['device']} {p['model']} tp{tp}: " + ", ".join(line))
+            # default efficiencies, and calibrated on this same profile (in-sample: what another model's
+            # profile of this GPU gives `runtime_estimator: auto`)
+            for label, cfg in (("default", RooflineConfig()), ("calibrated", RooflineConfig(calibrate_from=p["path"]))):
+                roof = RooflineEstimator(cfg, model, dev, node, tp, 1)
+                line = []
+                for k, shapes in cases.items():
+                    e = [abs(roof.layer_time(s) - prof.device_layer_time(s)) / prof.device_layer_time(s) * 100 for s in shapes]
+                    line.append(f"{k} {np.mean(e):5.1f} %")
+                print(f"  {p['device']} {p['model']} tp{tp} {label:10s}: " + ", ".join(line))
     if not found:
         print("  (no GPU profile shipped yet; see benchmarks/bench_roofline_accuracy.py for the A100/A40 mlp.csv comparison)")
 
