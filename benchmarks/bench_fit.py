@@ -141,7 +141,7 @@ def _print_holdout(label: str, res: dict) -> float:
 
 
 def section_holdout(tmp: Path) -> None:
-    from vidur.estimate.fit import holdout_mape, row_holdout_mape
+    from vidur.estimate.holdout import holdout_mape, row_holdout_mape
     from vidur.estimate.profiles import list_profiles, load_profile
     from vidur.estimate.vidur_import import import_vidur
     from vidur.model.catalog import load_model

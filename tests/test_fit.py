@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vidur.errors import VidurError
-from vidur.estimate import fit
+from vidur.estimate import fit, holdout
 from vidur.estimate.profiles import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def test_holdout_mape_on_real_a100_measurements(tmp_path):
 
     src = COMPUTE / "a100" / "meta-llama" / "Meta-Llama-3-8B"
     out = import_vidur(src, tmp_path / "p", model=load_model("meta-llama/Meta-Llama-3-8B"), device="a100")
-    res = fit.holdout_mape(load_profile(out), 0.2, seed=0)
+    res = holdout.holdout_mape(load_profile(out), 0.2, seed=0)
     assert set(res) == {1, 2, 4, 8}
     worst = max(v["mape"] for ops in res.values() for v in ops.values())
     assert worst <= 5.0, res
@@ -199,7 +199,7 @@ def test_h200_prefill_fit_knows_odd_lengths_and_fresh_chunks():
     fs = fit.fit_shard(prof.shards[1])
     assert fs.prefill_odd is not None and fs.prefill_fresh is not None
     assert fs.prefill_time(1024, 181) > 1.3 * fs.prefill_time(1024, 180)
-    res = fit.holdout_mape(prof, 0.2, seed=0)
+    res = holdout.holdout_mape(prof, 0.2, seed=0)
     assert res[1]["attn_prefill"]["mape"] <= 5.0, res[1]["attn_prefill"]
 
 
@@ -223,7 +223,7 @@ def test_attention_rows_combine_affinely_in_work():
 
 def test_h200_rows_left_out_are_predicted_within_5_percent():
     """The error between profiled rows: each interior chunk length / decode batch predicted from the others."""
-    res = fit.row_holdout_mape(load_profile(H200))[1]
+    res = holdout.row_holdout_mape(load_profile(H200))[1]
     assert res["attn_prefill"]["rows"] >= 8 and res["attn_decode"]["rows"] >= 6
     assert res["attn_prefill"]["mape"] <= 5.0, res
     assert res["attn_decode"]["mape"] <= 5.0, res

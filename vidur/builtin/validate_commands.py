@@ -50,7 +50,6 @@ def _print_json(report: dict) -> None:
 
 
 def _validate(args) -> int:
-    from vidur.validate.compare import format_report
     from vidur.validate.run import validate_scenario, write_outputs
 
     scenario = _load(args)

@@ -265,7 +265,7 @@ class EventLoop:
         self._push(float(t[k]), 1, BATCH_END, rep, batch, k)
 
     def _start_pipelined(self, rep: ReplicaState, batch: Batch, now: float) -> None:
-        est, shape, sched = rep.estimator, batch.shape, rep.scheduler
+        est, shape = rep.estimator, batch.shape
         for r in batch.decodes:
             r.in_flight = True
         for r in batch.prefills:

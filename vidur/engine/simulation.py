@@ -15,7 +15,7 @@ from vidur.entities.request import Request
 from vidur.errors import PluginError, VidurError
 from vidur.metrics.records import REQUEST_COLUMNS, ReplicaInfo, RunRecords
 from vidur.plugins import PluginHost, get_host
-from vidur.scenario import Policy, Scenario
+from vidur.scenario import Scenario
 from vidur.scheduler.kv import KVBlockManager
 from vidur.workload.workload import RequestTable, build_requests
 
