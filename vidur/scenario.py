@@ -9,6 +9,7 @@ and is structured into the chosen plugin's own ``Config`` class.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -34,12 +35,13 @@ class Policy:
 class ClusterConfig:
     """The deployment: which GPU, how many replicas, how each is parallelised."""
 
-    device: str = "h100"
+    device: str = "h100"  # a registered device, or a device file (vidur.hardware.device_file)
     node: str | None = None  # default: the device's usual node (e.g. dgx_h100)
     num_replicas: int = 1
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     engine_mode: str | None = None  # "cuda_graphs" or "eager"; sets the estimator's CPU-overhead model
+    device_file: str | None = None  # where ``device`` came from when it was a file (reloaded with the scenario)
 
     def __attrs_post_init__(self):
         if self.engine_mode not in (None, "cuda_graphs", "eager"):
@@ -234,7 +236,7 @@ def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
     return Scenario(
         model=model,
         seed=seed,
-        cluster=structure(raw.get("cluster"), ClusterConfig, "cluster"),
+        cluster=_cluster(raw.get("cluster"), host),
         replica_scheduler=_policy(raw.get("replica_scheduler"), "replica_scheduler", "replica_scheduler", host, DEFAULT_POLICIES["replica_scheduler"]),
         global_scheduler=_policy(raw.get("global_scheduler"), "global_scheduler", "global_scheduler", host, DEFAULT_POLICIES["global_scheduler"]),
         memory_planner=_policy(raw.get("memory_planner"), "memory_planner", "memory_planner", host, DEFAULT_POLICIES["memory_planner"]),
@@ -243,6 +245,23 @@ def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
         metrics=structure(raw.get("metrics"), MetricsConfig, "metrics"),
         simulation=structure(raw.get("simulation"), SimulationConfig, "simulation"),
     )
+
+
+def _cluster(raw: Any, host: PluginHost) -> ClusterConfig:
+    """The cluster section; a device given as a file is registered and named by its ``name``."""
+    from vidur.hardware.device_file import is_device_file, register_device_file
+
+    cluster = structure(raw, ClusterConfig, "cluster")
+    src = cluster.device_file or (cluster.device if is_device_file(cluster.device) else None)
+    if src is None:
+        return cluster
+    spec = register_device_file(host, src)
+    if cluster.device_file and not is_device_file(cluster.device) and cluster.device != spec.name:
+        raise VidurError(
+            f"cluster.device is {cluster.device!r} but cluster.device_file {src} describes {spec.name!r}; "
+            f"set one of them"
+        )
+    return attrs.evolve(cluster, device=spec.name, device_file=str(Path(src).expanduser().resolve()))
 
 
 def _switch_policy(raw: dict, section: str, name: str, kind: str, host: PluginHost) -> None:
@@ -279,9 +298,15 @@ def apply_overrides(
 
 
 def _resolve_paths(raw: dict, base) -> None:
-    """Make relative ``path`` keys of workload sections relative to the scenario file."""
-    from pathlib import Path
+    """Make relative ``path`` keys of workload sections, and a device file, relative to the scenario file."""
+    cl = raw.get("cluster")
+    if isinstance(cl, dict):
+        from vidur.hardware.device_file import is_device_file
 
+        for key in ("device", "device_file"):
+            v = cl.get(key)
+            if isinstance(v, str) and (key == "device_file" or is_device_file(v)) and not Path(v).expanduser().is_absolute():
+                cl[key] = str((Path(base) / Path(v).expanduser()).resolve())
     wl = raw.get("workload")
     if not isinstance(wl, dict):
         return
@@ -298,8 +323,6 @@ def load_scenario(path, *, host: PluginHost | None = None, **overrides) -> Scena
 
     Relative trace paths in the file are taken relative to the file itself.
     """
-    from pathlib import Path
-
     raw = load_yaml(path)
     _resolve_paths(raw, Path(path).resolve().parent)
     return scenario_from_dict(apply_overrides(raw, host=host, **overrides), host=host)

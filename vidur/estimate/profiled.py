@@ -522,6 +522,10 @@ def resolve_device(name: str, model_name: str, host=None, profile: str | None = 
     from vidur.plugins import get_host
 
     host = host or get_host()
+    from vidur.hardware.device_file import is_device_file, register_device_file
+
+    if is_device_file(name):
+        return register_device_file(host, name)
     table = host.registries.get("device", {})
     if name in table:
         return table[name].obj

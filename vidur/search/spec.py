@@ -54,6 +54,7 @@ import attrs
 
 from vidur.config import load_yaml, parse_value, set_dotted, structure
 from vidur.errors import VidurError
+from vidur.hardware.device_file import is_device_file, register_device_file
 from vidur.plugins import PluginHost, get_host, suggest
 
 #: bump when the search algorithm changes its answers (invalidates resumed results)
@@ -213,6 +214,7 @@ class SearchSpec:
     price_sources: dict
     options: SearchOptions
     extra_sections: dict  # runtime_estimator / memory_planner passthrough
+    device_files: dict = attrs.Factory(dict)  # device name -> the device file it came from (grid.devices paths)
 
     @property
     def drain_s(self) -> float:
@@ -238,6 +240,8 @@ class SearchSpec:
         }
         if cfg.node:
             raw["cluster"]["node"] = cfg.node
+        if cfg.device in self.device_files:  # worker processes register it again from the file
+            raw["cluster"]["device_file"] = self.device_files[cfg.device]
         for k, v in self.extra_sections.items():
             raw[k] = copy.deepcopy(v)
         return raw
@@ -387,6 +391,22 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
     rs = _expand_variants("replica_schedulers", g.replica_schedulers, host, "replica_scheduler")
     gs = _expand_variants("global_schedulers", g.global_schedulers, host, "global_scheduler")
 
+    # devices given as files (vidur.hardware.device_file): registered here, searched by their names
+    device_files: dict[str, str] = {}
+    devices = []
+    for dev in g.devices:
+        if is_device_file(dev):
+            f = Path(dev).expanduser()
+            if not f.is_absolute() and base is not None:
+                f = base / f
+            spec = register_device_file(host, f)
+            device_files[spec.name] = str(f.resolve())
+            dev = spec.name
+        if dev in devices:
+            raise VidurError(f"grid.devices lists {dev!r} twice")
+        devices.append(dev)
+    g = attrs.evolve(g, devices=devices)
+
     # prices: spec overrides, else the device catalog; a device without one is an error
     prices, sources = {}, {}
     for dev in g.devices:
@@ -441,6 +461,7 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
         price_sources=sources,
         options=parsed.search,
         extra_sections=extra,
+        device_files=device_files,
     )
     _validate_scenarios(spec, host)
     return spec

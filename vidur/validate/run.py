@@ -29,7 +29,6 @@ import attrs
 import numpy as np
 
 from vidur.errors import VidurError
-from vidur.hookspecs import hookimpl
 from vidur.plugins import PluginHost, get_host
 from vidur.scenario import Policy, Scenario
 from vidur.validate.rescore import predict_iteration
@@ -76,15 +75,6 @@ class ValidationResult:
     sim_records: Any
 
 
-class _DeviceFromProfile:
-    """An in-process plugin registering a device known only from its profile (e.g. ``cpu``)."""
-
-    def __init__(self, spec):
-        self.spec = spec
-
-    @hookimpl
-    def vidur_register_devices(self, register):
-        register(self.spec)
 
 
 def _ensure_device(host: PluginHost, scenario: Scenario) -> object | None:
@@ -97,7 +87,9 @@ def _ensure_device(host: PluginHost, scenario: Scenario) -> object | None:
     except ImportError:
         return None
     spec = resolve_device(name, scenario.model, host)  # raises the usual unknown-device error
-    plugin = _DeviceFromProfile(spec)
+    from vidur.hardware.device_file import DevicePlugin
+
+    plugin = DevicePlugin(spec)
     host.register(plugin, name=f"vidur.validate.device.{name}")
     return plugin
 

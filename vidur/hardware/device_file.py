@@ -1,0 +1,121 @@
+"""Devices described in a file: onboard a GPU that is not in the catalog without writing a plugin.
+
+Wherever a device name is taken (``cluster.device`` in a scenario, the
+devices of a search grid, ``vidur estimate --device``), a path to a YAML or
+JSON file may stand instead::
+
+    # devices/mi300x.yaml
+    name: mi300x
+    memory_gb: 192                  # usable device memory, GB (1e9 bytes)
+    peak_tflops: 1307               # dense bf16, TFLOP/s
+    memory_bandwidth_gbps: 5300     # GB/s
+    price_per_hour: 3.0             # optional, US$ per GPU-hour
+    price_source: "my cloud quote"  # optional
+    description: "AMD Instinct MI300X"  # optional
+    node: pcie_8                    # optional: the node type it comes in (default pcie_8)
+
+The device is registered under its ``name`` for the rest of the process
+(profiles of it live in ``profiles/<name>/...``); the roofline estimator
+prices it from these figures, calibrated on any profile of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vidur.errors import VidurError
+from vidur.hardware.spec import DeviceSpec
+from vidur.hookspecs import hookimpl
+
+SUFFIXES = (".yaml", ".yml", ".json")
+REQUIRED = ("name", "memory_gb", "peak_tflops", "memory_bandwidth_gbps")
+OPTIONAL = ("price_per_hour", "price_source", "description", "node")
+
+#: device name -> the node type its file asked for (read by :func:`vidur.hardware.catalog.default_node`)
+FILE_NODES: dict[str, str] = {}
+
+
+def is_device_file(text: object) -> bool:
+    """Does this device argument name a file (by its suffix) rather than a registered device?"""
+    return isinstance(text, str) and text.lower().endswith(SUFFIXES)
+
+
+def load_device_file(path: str | Path) -> DeviceSpec:
+    """The :class:`DeviceSpec` a device file describes (one-line errors for anything wrong in it)."""
+    return _load(path)[0]
+
+
+def _load(path: str | Path) -> tuple[DeviceSpec, str | None]:
+    """The file's device and the node type it names (None: not given)."""
+    from vidur.config import load_yaml
+    from vidur.plugins import suggest
+
+    p = Path(path).expanduser()
+    raw = load_yaml(p)  # JSON is YAML too
+    for key in raw:
+        if key not in REQUIRED + OPTIONAL:
+            valid = REQUIRED + OPTIONAL
+            raise VidurError(f"{p}: unknown key '{key}'{suggest(str(key), valid)}; valid keys: {', '.join(valid)}")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise VidurError(f"{p}: missing '{missing[0]}' (a device file needs {', '.join(REQUIRED)})")
+    name = raw["name"]
+    if not isinstance(name, str) or not name or "/" in name or name != name.strip():
+        raise VidurError(f"{p}: name must be a short device name such as mi300x, got {name!r}")
+    nums = {}
+    for key in ("memory_gb", "peak_tflops", "memory_bandwidth_gbps") + (("price_per_hour",) if "price_per_hour" in raw else ()):
+        v = raw[key]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise VidurError(f"{p}: {key} must be a positive number, got {v!r}")
+        nums[key] = float(v)
+    for key in ("price_source", "description", "node"):
+        if key in raw and not isinstance(raw[key], str):
+            raise VidurError(f"{p}: {key} must be a string, got {raw[key]!r}")
+    if "node" in raw:
+        from vidur.hardware.catalog import get_node
+
+        get_node(raw["node"])  # a typo fails here, naming the valid node types
+    spec = DeviceSpec(
+        name=name,
+        memory_bytes=int(nums["memory_gb"] * 1e9),
+        peak_flops=nums["peak_tflops"] * 1e12,
+        memory_bandwidth=nums["memory_bandwidth_gbps"] * 1e9,
+        price_per_hour=nums.get("price_per_hour"),
+        price_source=raw.get("price_source", f"device file {p}" if "price_per_hour" in raw else ""),
+        description=raw.get("description", f"from {p}"),
+    )
+    return spec, raw.get("node")
+
+
+class DevicePlugin:
+    """An in-process plugin registering one device (from a file, or known only from its profile)."""
+
+    def __init__(self, spec: DeviceSpec):
+        self.spec = spec
+
+    @hookimpl
+    def vidur_register_devices(self, register):
+        register(self.spec)
+
+
+def _figures(spec: DeviceSpec) -> tuple:
+    return (spec.memory_bytes, spec.peak_flops, spec.memory_bandwidth, spec.price_per_hour)
+
+
+def register_device_file(host, path: str | Path) -> DeviceSpec:
+    """Load a device file and register its device with ``host`` (idempotent); returns the spec."""
+    spec, node = _load(path)
+    names = host.names("device")
+    if spec.name in names:
+        existing = host.get("device", spec.name)
+        if _figures(existing) != _figures(spec):
+            raise VidurError(
+                f"device file {path} names device {spec.name!r}, which is already registered with other figures; "
+                f"give the file's device another name"
+            )
+        spec = existing  # the same device (perhaps a copy of the file elsewhere)
+    else:
+        host.register(DevicePlugin(spec), name=f"vidur.device_file.{spec.name}")
+    if node:
+        FILE_NODES[spec.name] = node
+    return spec
