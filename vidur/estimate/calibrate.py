@@ -29,23 +29,12 @@ import numpy as np
 
 from vidur.errors import VidurError
 from vidur.estimate.profiles import Profile, list_profiles, load_profile
+from vidur.estimate.vidur_import import MLP_OPS
 from vidur.hardware.spec import DeviceSpec, NodeSpec
 from vidur.model.spec import ModelSpec
 
 #: profile operator names -> the roofline's (Vidur's) operator names
-ROOFLINE_NAMES = {
-    "embed": "emb",
-    "input_norm": "input_layernorm",
-    "qkv_proj": "attn_pre_proj",
-    "rope": "attn_rope",
-    "kv_cache_write": "attn_kv_cache_save",
-    "o_proj": "attn_post_proj",
-    "post_norm": "post_attention_layernorm",
-    "gate_up_proj": "mlp_up_proj",
-    "act": "mlp_act",
-    "down_proj": "mlp_down_proj",
-    "add": "add",
-}
+ROOFLINE_NAMES = {ours: theirs for theirs, ours in MLP_OPS.items()} | {"kv_cache_write": "attn_kv_cache_save"}
 
 _EFFICIENCY_GRID = np.linspace(0.05, 1.0, 96)
 _OVERHEAD_GRID = np.linspace(0.0, 40e-6, 41)  # fixed seconds per attention call beyond the launch
