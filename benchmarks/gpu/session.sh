@@ -10,6 +10,8 @@
 # A global deadline (VIDUR_SESSION_BUDGET, default 540 s) keeps the whole call under the 600 s limit of
 # one device call; step budgets are caps on what is left. Carry build/gpu_deps (bash
 # benchmarks/gpu/validate_deps.sh here) for validation's pure-python dependencies.
+# The whole set (8 shards) may not fit one call: a second call on the same warm machine resumes it,
+#     OUT=/some/dir VIDUR_GPU_BUDGET=400 VIDUR_GPU_WORK=/tmp/vidur-gpu-work bash benchmarks/gpu/profile_all.sh
 # Afterwards, on this machine: untar $OUT/*.tar.gz at the repository root, `vidur fit` each profile,
 # keep validate/iterations.csv under benchmarks/results/ (benchmarks/rescore_validation.py re-prices it).
 set -uo pipefail
@@ -18,7 +20,7 @@ OUT="${OUT:?set OUT to the output directory}"
 mkdir -p "$OUT"
 TOTAL="${VIDUR_SESSION_BUDGET:-540}"
 T0=$(date +%s)
-export VIDUR_GPU_WORK="${VIDUR_GPU_WORK:-$(mktemp -d)}"
+export VIDUR_GPU_WORK="${VIDUR_GPU_WORK:-/tmp/vidur-gpu-work}"  # fixed: a later call on the same machine resumes
 left() { echo $(( TOTAL - ($(date +%s) - T0) )); }
 cap() { local want="$1" rem; rem=$(left); [ "$want" -gt "$rem" ] && want=$rem; [ "$want" -lt 0 ] && want=0; echo "$want"; }
 
