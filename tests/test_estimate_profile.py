@@ -251,3 +251,17 @@ def _quiet_estimators(model, mode):
     if mode not in _ESTIMATORS:
         _ESTIMATORS[mode] = make(model, engine_mode=mode, cuda_graph_max_batch=16, warn_extrapolation=False)
     return _ESTIMATORS[mode]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    prefills=st.lists(st.tuples(st.integers(1, 700), st.integers(0, 3000)), max_size=4),
+    decodes=st.lists(st.integers(0, 3000), max_size=40),
+    mode=st.sampled_from(["cuda_graphs", "eager"]),
+)
+def test_inlined_forward_time_is_the_layer_composition(model, prefills, decodes, mode):
+    """forward_time inlines layer_time: it must equal num_layers x layer_time + embed + head, bit for bit."""
+    est = _quiet_estimators(model, mode)
+    s = BatchShape.from_lists(prefills, decodes)
+    composed = model.num_layers * est.layer_time(s) + est.embed_time(s.num_tokens) + est.head_time(s.num_seqs)
+    assert est.forward_time(s) == composed
