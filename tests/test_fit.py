@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vidur.errors import VidurError
 from vidur.estimate import fit, holdout
@@ -227,3 +229,48 @@ def test_h200_rows_left_out_are_predicted_within_5_percent():
     assert res["attn_prefill"]["rows"] >= 8 and res["attn_decode"]["rows"] >= 6
     assert res["attn_prefill"]["mape"] <= 5.0, res
     assert res["attn_decode"]["mape"] <= 5.0, res
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(st.sampled_from([1, 2, 4, 16, 64, 256, 1024, 4096]), min_size=1, max_size=6, unique=True),
+    ctxs=st.lists(st.integers(0, 9000), min_size=1, max_size=12, unique=True),
+    batches=st.lists(st.sampled_from([1, 2, 8, 32, 128]), min_size=1, max_size=4, unique=True),
+    odd=st.sampled_from([1.0, 1.4]),
+    fresh=st.sampled_from([1.0, 0.4]),
+    noise=st.floats(0.0, 0.2),
+    seed=st.integers(0, 1000),
+    queries=st.lists(st.tuples(st.floats(0.5, 20000), st.floats(0, 40000), st.integers(1, 600)), min_size=1, max_size=20),
+)
+def test_any_attention_grid_fits_and_prices_finitely(rows, ctxs, batches, odd, fresh, noise, seed, queries):
+    """Whatever the grid (sparse rows, missing contexts, parity and fresh-chunk effects, noise), fitting
+    never fails and every query, inside the grid or far outside it, gets a finite positive time."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for q in rows:
+        for c in ctxs:
+            t = (0.01 + 1e-7 * q * (c + q)) * (fresh if c == 0 else (odd if (c + q) % 2 else 1.0))
+            recs.append(("attn_prefill", q, 1, c, t * math.exp(rng.normal(0, noise))))
+    for b in batches:
+        for c in ctxs:
+            recs.append(("attn_decode", b, b, c, (0.005 + 2e-8 * b * (c + 1)) * math.exp(rng.normal(0, noise))))
+    for n in (1, 64, 512):
+        for op in ("qkv_proj", "o_proj", "down_proj"):
+            recs.append((op, n, 0, 0, 0.01 + 1e-5 * n))
+    cols = {
+        "op": np.array([r[0] for r in recs]),
+        "num_tokens": np.array([r[1] for r in recs], dtype=float),
+        "batch": np.array([r[2] for r in recs], dtype=float),
+        "context": np.array([r[3] for r in recs], dtype=float),
+        "median_ms": np.array([r[4] for r in recs]),
+    }
+    cols["std_ms"] = cols["median_ms"] * noise
+    fs = fit.fit_shard(fit.ShardData(1, cols))
+    back = fit.FittedShard.from_json(1, json.loads(json.dumps(fs.to_json())))
+    for q, c, b in queries:
+        for shard in (fs, back):
+            t = shard.prefill_time(q, c)
+            d = shard.decode_time(b, c)
+            assert math.isfinite(t) and t > 0, (q, c)
+            assert math.isfinite(d) and d > 0, (b, c)
+        assert back.prefill_time(q, c) == pytest.approx(fs.prefill_time(q, c), rel=1e-5)
