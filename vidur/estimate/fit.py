@@ -13,9 +13,10 @@ last knot a curve continues with a fixed log-log slope (1: proportional),
 below the first it stays flat; the estimator warns when it extrapolates.
 
 - token-level operators: one curve over ``num_tokens``;
-- prefill attention: one curve per profiled chunk length ``q`` over
-  ``log(context + q)``; between chunk lengths the time is affine in the
-  causal work at equal context (:class:`RowTable`); batches of ``n`` chunks
+- prefill attention: one curve per profiled chunk length ``q`` over the KV
+  length ``context + q``, linear between the profiled contexts; between
+  chunk lengths the time is affine in the causal work at equal context
+  (:class:`RowTable`); batches of ``n`` chunks
   scale by a measured batching factor. Chunks with no cached context have
   a curve over ``q`` of their own (another kernel runs them). Where the
   measurements show that an odd KV length (``context + q``) is consistently
@@ -55,7 +56,7 @@ from vidur.estimate.profiles import (
     load_profile,
 )
 
-FIT_FORMAT = "vidur-fit/4"  # 2: fresh chunks, odd KV lengths; 3: rows affine in work; 4: decode linear in KV
+FIT_FORMAT = "vidur-fit/5"  # 2: fresh chunks, odd KV lengths; 3: rows affine in work; 4-5: linear in KV
 FIT_CACHE_ENV = "VIDUR_CACHE_DIR"
 MS = 1e-3
 
@@ -222,6 +223,21 @@ class Curve:
         """Time (seconds) at ``size``."""
         return math.exp(self.log_eval(math.log(size)))
 
+    def value(self, x: float) -> float:
+        """Time (seconds) at size ``x`` > 0 without going through logs where it can (linear curves)."""
+        xs = self._xn
+        if x <= xs[0]:
+            return self._yn[0]
+        if x >= xs[-1]:
+            h = self.hi_slope
+            return self._yn[-1] * (x / xs[-1] if h == 1.0 else (x / xs[-1]) ** h)
+        if self.interp != "linear":
+            return math.exp(self.log_eval(math.log(x)))
+        i = bisect.bisect_right(xs, x)
+        x0 = xs[i - 1]
+        t0 = self._yn[i - 1]
+        return t0 + (self._yn[i] - t0) * (x - x0) / (xs[i] - x0)
+
     def log_eval_array(self, lx: np.ndarray) -> np.ndarray:
         lx = np.asarray(lx, dtype=float)
         if self.interp == "linear":
@@ -271,7 +287,7 @@ class RowTable:
     - ``"log"`` (ratio tables): ``log`` values linear in ``log row``.
     """
 
-    __slots__ = ("rows", "curves", "offset", "across", "_lr", "_rl")
+    __slots__ = ("rows", "curves", "offset", "across", "_lr", "_rl", "_brackets")
 
     def __init__(self, rows, curves: list[Curve], offset: Any, across: str = "log"):
         order = np.argsort(np.asarray(rows, dtype=float))
@@ -283,6 +299,7 @@ class RowTable:
         self.across = across
         self._lr = [math.log(r) for r in self.rows]
         self._rl = self.rows
+        self._brackets: dict[float, int] = {}  # row -> :meth:`_bracket` (rows repeat: chunk sizes, batch sizes)
 
     def _off(self, row: float) -> float:
         return row if self.offset == "row" else float(self.offset)
@@ -298,14 +315,33 @@ class RowTable:
         return self.curves[i].log_eval(math.log(context + self._off(r)))
 
     def _bracket(self, row: float) -> int:
-        """0 / len(rows): below the first / above the last row; else the index of the upper row."""
-        lr = math.log(row)
-        rows = self._lr
-        if lr <= rows[0]:
-            return 0
-        if lr >= rows[-1]:
-            return len(rows)
-        return bisect.bisect_right(rows, lr)
+        """0 / len(rows): below the first / above the last row; else the index of the upper row (memoised)."""
+        i = self._brackets.get(row)
+        if i is None:
+            lr = math.log(row)
+            rows = self._lr
+            i = 0 if lr <= rows[0] else len(rows) if lr >= rows[-1] else bisect.bisect_right(rows, lr)
+            if len(self._brackets) < 100_000:
+                self._brackets[row] = i
+        return i
+
+    def eval(self, row: float, context: float) -> float:
+        """The value (seconds for attention tables) at ``row`` and ``context``: ``exp`` of :meth:`log_eval`."""
+        i = self._bracket(row)
+        if i == 0 or i == len(self.rows):
+            k = 0 if i == 0 else i - 1
+            return self.curves[k].value(context + self._off(self._rl[k]))
+        if self.across != "work":
+            return math.exp(self.log_eval(row, context))
+        r0, r1 = self._rl[i - 1], self._rl[i]
+        t0 = self.curves[i - 1].value(context + self._off(r0))
+        t1 = self.curves[i].value(context + self._off(r1))
+        if self.offset == "row":  # prefill: causal query×key pairs
+            w0 = r0 * (context + (r0 + 1) / 2)
+            f = (row * (context + (row + 1) / 2) - w0) / (r1 * (context + (r1 + 1) / 2) - w0)
+        else:  # decode: KV reads, affine in the batch at equal context
+            f = (row - r0) / (r1 - r0)
+        return t0 + (t1 - t0) * f
 
     def log_eval(self, row: float, context: float) -> float:
         i = self._bracket(row)
@@ -313,14 +349,10 @@ class RowTable:
             return self._row_log_eval(0, context)
         if i == len(self.rows):
             return self._row_log_eval(i - 1, context)
+        if self.across == "work":
+            return math.log(self.eval(row, context))
         y0 = self._row_log_eval(i - 1, context)
         y1 = self._row_log_eval(i, context)
-        r0, r1 = self._rl[i - 1], self._rl[i]
-        if self.across == "work":
-            w0 = self.work(r0, context)
-            f = (self.work(row, context) - w0) / (self.work(r1, context) - w0)
-            t0 = math.exp(y0)
-            return math.log(t0 + (math.exp(y1) - t0) * f)
         return y0 + (y1 - y0) * (math.log(row) - self._lr[i - 1]) / (self._lr[i] - self._lr[i - 1])
 
     def log_eval_array(self, row: float, contexts: np.ndarray) -> np.ndarray:
@@ -400,19 +432,27 @@ class FittedShard:
             return 1.0
         return math.exp(self.prefill_odd.log_eval(q, context))
 
-    def prefill_time(self, q: float, context: float) -> float:
+    def prefill_time(self, q: float, context: float, exact_parity: bool = True) -> float:
         """Seconds of one causal prefill chunk of ``q`` tokens after ``context`` cached tokens.
 
         When odd KV lengths are priced apart (:attr:`prefill_odd`), a whole
-        ``context + q`` gets the factor of its parity and a fractional one
-        (an average over requests) the mean of both.
+        ``context + q`` gets the factor of its parity and a fractional one the
+        mean of both; ``exact_parity=False`` always takes the mean (``q`` and
+        ``context`` are averages over several chunks). A chunk longer than
+        the longest profiled one scales that row by the causal work.
         """
         if context < 0.5 and self.prefill_fresh is not None:
             return self.prefill_fresh(q)
-        t = math.exp(self.prefill.log_eval(q, context))
-        if self.prefill_odd is None:
-            return t
-        return t * parity_scale(self.odd_factor(q, context), context + q)
+        table = self.prefill
+        t = table.eval(q, context)
+        odd = self.prefill_odd
+        if odd is not None:
+            f = math.exp(odd.log_eval(q, context))
+            t *= parity_scale(f, context + q) if exact_parity else 0.5 * (1.0 + f)
+        top = table.rows[-1]
+        if q > top:
+            t *= (q * (context + q / 2)) / (top * (context + top / 2))
+        return t
 
     def prefill_batch_factor(self, n: float, q: float) -> float:
         """Time of ``n`` equal chunks relative to ``n`` times one chunk (≤ 1 when batching helps)."""
@@ -422,7 +462,7 @@ class FittedShard:
 
     def decode_time(self, batch: float, context: float) -> float:
         """Seconds of decode attention for ``batch`` requests with ``context`` cached tokens each."""
-        return math.exp(self.decode.log_eval(batch, context))
+        return self.decode.eval(batch, context)
 
     def to_json(self) -> dict:
         return {
@@ -456,7 +496,7 @@ def _row_table(rows_key: np.ndarray, ctx: np.ndarray, t: np.ndarray, offset: Any
         m = rows_key == k
         x = ctx[m] + (k if offset == "row" else offset)
         rows.append(float(k))
-        curves.append(Curve.fit(x, t[m], 1.0, backend, smooth))
+        curves.append(Curve.fit(x, t[m], 1.0, backend, smooth).linear())  # affine in the KV length
     if not rows:
         raise VidurError("no attention measurements to fit")
     return RowTable(rows, curves, offset, "work")
@@ -618,7 +658,6 @@ def fit_shard(
     decode = None
     if len(dec["op"]):
         decode = _row_table(dec["batch"], dec["context"], dec["median_ms"] * MS, 1.0, backend, sm(dec))
-        decode.curves = [c.linear() for c in decode.curves]  # affine in the KV read along the context
 
     cpu: dict[str, Curve] = {}
     for op in CPU_OPS:

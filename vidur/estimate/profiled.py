@@ -36,7 +36,7 @@ import numpy as np
 
 from vidur.errors import VidurError
 from vidur.estimate.base import BatchShape, RuntimeEstimator
-from vidur.estimate.fit import FittedShard, get_fitted, parity_scale
+from vidur.estimate.fit import FittedShard, get_fitted
 from vidur.estimate.profiles import LAYER_TOKEN_OPS, Profile, check_model_matches, find_profile, load_profile
 from vidur.hardware.spec import DeviceSpec, NodeSpec
 from vidur.model.spec import ModelSpec
@@ -143,9 +143,8 @@ class ProfileEstimator(RuntimeEstimator):
         self._cpu: dict[int, float] = {}
         self._pp: dict[int, float] = {}
         pre = fs.prefill
-        self._fresh = fs.prefill_fresh
-        self._odd = fs.prefill_odd
-        self._pre_sel: dict = {}
+        self._pre_scale: dict = {}
+        self._pre_q_max = pre.rows[-1]
         self._pre_kv_max = max(math.exp(c.x_max) for c in pre.curves)
         dec = fs.decode
         self._dec_curves: dict = {}
@@ -181,56 +180,28 @@ class ProfileEstimator(RuntimeEstimator):
         return t
 
     def prefill_attention(self, num_prefill: int, prefill_tokens: int, prefill_work: float) -> float:
-        """Attention of ``num_prefill`` chunks with the given aggregates (seconds)."""
+        """Attention of ``num_prefill`` chunks with the given aggregates (seconds): the mean chunk
+        (:meth:`FittedShard.prefill_time`) times ``n`` and the measured batching factor."""
         n = num_prefill
         q = prefill_tokens / n
         ctx = prefill_work / prefill_tokens - (q + 1) / 2
         if ctx < 0:
             ctx = 0.0
-        key = (n, prefill_tokens)
-        sel = self._pre_sel.get(key)
-        if sel is None:
-            sel = self._prefill_selection(n, q)
-        c0, off0, c1, off1, scale = sel
-        fresh = self._fresh
-        if fresh is not None and ctx < 0.5:  # no cached context: its own kernel and curve
-            return math.exp(fresh.log_eval(math.log(q))) * scale
-        t = math.exp(c0.log_eval(math.log(ctx + off0)))
-        if c1 is not None:  # affine in the work between the two rows (as RowTable "work")
-            t1 = math.exp(c1.log_eval(math.log(ctx + off1)))
-            w0 = off0 * (ctx + (off0 + 1) / 2)
-            t += (t1 - t) * (q * (ctx + (q + 1) / 2) - w0) / (off1 * (ctx + (off1 + 1) / 2) - w0)
-        if ctx + q > self._pre_kv_max:
+        scale = self._pre_scale.get((n, prefill_tokens))
+        if scale is None:
+            scale = self._prefill_scale(n, q, prefill_tokens)
+        if ctx + q > self._pre_kv_max and ctx >= 0.5:
             self._warn("prefill_ctx", f"a prefill chunk of {q:.0f} after {ctx:.0f} cached tokens")
-        t *= scale
-        odd = self._odd
-        if odd is not None:  # odd KV lengths priced apart: exact for one chunk, the mean for several
-            f = math.exp(odd.log_eval(q, ctx))
-            t *= parity_scale(f, ctx + q) if n == 1 else 0.5 * (1.0 + f)
-        if off0 < q and c1 is None:  # chunk longer than any profiled: scale by the causal work
-            t *= (q * (ctx + q / 2)) / (off0 * (ctx + off0 / 2))
-        return t
+        return self.fs.prefill_time(q, ctx, n == 1) * scale
 
-    def _prefill_selection(self, n: int, q: float):
-        """Rows bracketing chunk length ``q`` and n × batching factor (memoised by batch)."""
-        table = self.fs.prefill
-        rows = table.rows
-        lq = math.log(q)
-        lr = table._lr
-        if lq <= lr[0]:
-            sel = [table.curves[0], rows[0], None, 0.0]
-        elif lq >= lr[-1]:
-            if q > rows[-1]:
-                self._warn("prefill", f"a prefill chunk of {q:.0f} tokens")
-            sel = [table.curves[-1], rows[-1], None, 0.0]
-        else:
-            i = _bisect(lr, lq)
-            sel = [table.curves[i - 1], rows[i - 1], table.curves[i], rows[i]]
+    def _prefill_scale(self, n: int, q: float, prefill_tokens: int) -> float:
+        """``n`` × the batching factor of ``n`` chunks of ``q`` tokens (memoised; warns past the longest row)."""
+        if q > self._pre_q_max:
+            self._warn("prefill", f"a prefill chunk of {q:.0f} tokens")
         scale = 1.0 if n == 1 else n * self.fs.prefill_batch_factor(n, q)
-        out = tuple(sel) + (scale,)
-        if len(self._pre_sel) < 100_000:
-            self._pre_sel[(n, int(round(q * n)))] = out
-        return out
+        if len(self._pre_scale) < 100_000:
+            self._pre_scale[(n, prefill_tokens)] = scale
+        return scale
 
     def _decode_curve(self, b: int):
         """Decode attention at batch ``b`` as one curve over KV per request (``context + 1``), linear between
@@ -410,9 +381,10 @@ class ProfileEstimator(RuntimeEstimator):
         if len(xs) < 2:  # one knot: flat below, proportional beyond
             attn = np.where(x <= x0, y0, y1 * x / x1)
         else:
-            i = np.searchsorted(xs, x, side="right").clip(1, len(xs) - 1)
+            # elements outside (x0, x1) get a meaningless value here (index -1 wraps) and are replaced below
+            i = np.minimum(np.searchsorted(xs, x, side="right"), len(xs) - 1)
             xa, ya = xs[i - 1], ys[i - 1]
-            attn = ya + (ys[i] - ya) * (x - xa) / (xs[i] - xa)  # elements outside [x0, x1] are replaced below
+            attn = ya + (ys[i] - ya) * (x - xa) / (xs[i] - xa)
             attn = np.where(x <= x0, y0, np.where(x >= x1, y1 * x / x1, attn))
         layer = (self._tok[n] if self._n_prof >= n else self.token_time(n)) + attn
         launch = self._launch
