@@ -254,6 +254,59 @@ def section_sim(tmp: Path, requests: int, pairs: int = 5) -> None:
     print(f"  roofline : {min(r for r, _ in runs):6.2f} s (best)")
     print(f"  profile  : {min(p for _, p in runs):6.2f} s (best)")
     print(f"  profile / roofline = {ratios[len(ratios) // 2]:.3f} median of pairs ({ratios[0]:.2f}-{ratios[-1]:.2f}; limit 1.20)")
+    print("  (the two estimators predict different times, so the runs differ too: number of batches, steady decode runs)")
+    same_batches(root, requests)
+
+
+def same_batches(root: Path, requests: int) -> None:
+    """The estimator's own cost on identical work: price every call of one roofline run with both estimators."""
+    from vidur.engine.simulation import Simulation
+    from vidur.estimate.profiled import ProfileEstimator
+    from vidur.estimate.roofline import RooflineEstimator
+    from vidur.scenario import load_scenario
+
+    calls: list[tuple[str, tuple]] = []
+    originals = {}
+    for name in ("forward_time", "decode_iteration_time", "decode_iteration_times", "cpu_overhead"):
+        fn = getattr(RooflineEstimator, name)
+        originals[name] = fn
+
+        def recorder(self, *args, _fn=fn, _name=name):
+            calls.append((_name, args))
+            return _fn(self, *args)
+
+        setattr(RooflineEstimator, name, recorder)
+    os.environ["VIDUR_PROFILE_PATH"] = str(root)
+    try:
+        sc = load_scenario(HERE / "bench_sim.yaml", settings=[("workload.num_requests", str(requests)), ("runtime_estimator", "roofline")])
+        Simulation(sc).run(progress=False)
+    finally:
+        for name, fn in originals.items():
+            setattr(RooflineEstimator, name, fn)
+    sim = Simulation(sc)  # the same run again, unrecorded, for its wall time
+    t0 = time.perf_counter()
+    sim.run(progress=False)
+    run_s = time.perf_counter() - t0
+    roof = sim.estimator
+    prof_sc = load_scenario(HERE / "bench_sim.yaml", settings=[("workload.num_requests", "10"), ("runtime_estimator", "profile")])
+    prof = Simulation(prof_sc).estimator
+    assert isinstance(prof, ProfileEstimator)
+
+    def price(est) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for name, args in calls:
+                getattr(est, name)(*args)
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    price(prof)  # warm the estimator's memo tables, as a run would
+    t_roof, t_prof = price(roof), price(prof)
+    print(
+        f"  same work: the roofline run's {len(calls):,} pricing calls take {t_roof:.3f} s (roofline) vs "
+        f"{t_prof:.3f} s (profile): +{(t_prof - t_roof) / run_s * 100:.1f} % of that run's {run_s:.2f} s"
+    )
 
 
 def main() -> int:

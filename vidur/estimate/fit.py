@@ -327,21 +327,25 @@ class RowTable:
 
     def eval(self, row: float, context: float) -> float:
         """The value (seconds for attention tables) at ``row`` and ``context``: ``exp`` of :meth:`log_eval`."""
-        i = self._bracket(row)
-        if i == 0 or i == len(self.rows):
+        i = self._brackets.get(row)
+        if i is None:
+            i = self._bracket(row)
+        rows = self._rl
+        prefill = self.offset == "row"
+        if i == 0 or i == len(rows):
             k = 0 if i == 0 else i - 1
-            return self.curves[k].value(context + self._off(self._rl[k]))
+            return self.curves[k].value(context + (rows[k] if prefill else float(self.offset)))
         if self.across != "work":
             return math.exp(self.log_eval(row, context))
-        r0, r1 = self._rl[i - 1], self._rl[i]
-        t0 = self.curves[i - 1].value(context + self._off(r0))
-        t1 = self.curves[i].value(context + self._off(r1))
-        if self.offset == "row":  # prefill: causal query×key pairs
+        r0, r1 = rows[i - 1], rows[i]
+        if prefill:  # x is the KV length; rows combine affinely in the causal query×key pairs
+            t0 = self.curves[i - 1].value(context + r0)
+            t1 = self.curves[i].value(context + r1)
             w0 = r0 * (context + (r0 + 1) / 2)
-            f = (row * (context + (row + 1) / 2) - w0) / (r1 * (context + (r1 + 1) / 2) - w0)
-        else:  # decode: KV reads, affine in the batch at equal context
-            f = (row - r0) / (r1 - r0)
-        return t0 + (t1 - t0) * f
+            return t0 + (t1 - t0) * ((row * (context + (row + 1) / 2) - w0) / (r1 * (context + (r1 + 1) / 2) - w0))
+        x = context + float(self.offset)  # decode: affine in the batch at equal context
+        t0 = self.curves[i - 1].value(x)
+        return t0 + (self.curves[i].value(x) - t0) * ((row - r0) / (r1 - r0))
 
     def log_eval(self, row: float, context: float) -> float:
         i = self._bracket(row)

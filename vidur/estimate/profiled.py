@@ -204,8 +204,10 @@ class ProfileEstimator(RuntimeEstimator):
         return scale
 
     def _decode_curve(self, b: int):
-        """Decode attention at batch ``b`` as one curve over KV per request (``context + 1``), linear between
-        knots, proportional past the last (memoised): ``(xs, ys, x_first, x_last, y_first, y_last, arrays)``."""
+        """Decode attention at batch ``b`` over KV per request (``context + 1``) as linear segments (memoised):
+        ``(knots, starts, values, slopes)``. :func:`bisect_right` of x in ``knots`` picks the segment ``k``,
+        and the time is ``values[k] + slopes[k] * (x - starts[k])``: flat below the first knot, linear
+        between knots, proportional past the last. Lists for the scalar path, arrays for the vector one."""
         cur = self._dec_curves.get(b)
         if cur is None:
             table = self.fs.decode
@@ -214,8 +216,12 @@ class ProfileEstimator(RuntimeEstimator):
             if b > self._dec_b_max:
                 bb, scale = self._dec_b_max, b / self._dec_b_max
             xs = [math.exp(x) for x in sorted(set().union(*[c._xl for c in table.curves]))]
-            ys = [math.exp(table.log_eval(bb, x - 1.0)) * scale for x in xs]
-            cur = (xs, ys, xs[0], xs[-1], ys[0], ys[-1], (np.array(xs), np.array(ys)))
+            ys = [table.eval(bb, x - 1.0) * scale for x in xs]
+            starts = [xs[0]] + xs
+            values = [ys[0]] + ys
+            slopes = [0.0] + [(ys[k + 1] - ys[k]) / (xs[k + 1] - xs[k]) for k in range(len(xs) - 1)] + [ys[-1] / xs[-1]]
+            arrays = (np.array(xs), np.array(starts), np.array(values), np.array(slopes))
+            cur = (xs, starts, values, slopes, arrays)
             self._dec_curves[b] = cur
         return cur
 
@@ -230,16 +236,10 @@ class ProfileEstimator(RuntimeEstimator):
         b = num_decode
         if b > self._dec_b_max or decode_kv > self._dec_kv_max:
             self._warn_decode(b, decode_kv)
-        xs, ys, x0, x1, y0, y1, _ = self._dec_curves.get(b) or self._decode_curve(b)
+        xs, starts, values, slopes, _ = self._dec_curves.get(b) or self._decode_curve(b)
         x = decode_kv / b
-        if x <= x0:
-            return y0
-        if x >= x1:
-            return y1 * x / x1
-        i = _bisect(xs, x)
-        xa = xs[i - 1]
-        ya = ys[i - 1]
-        return ya + (ys[i] - ya) * (x - xa) / (xs[i] - xa)
+        k = bisect_right(xs, x)
+        return values[k] + slopes[k] * (x - starts[k])
 
     def device_layer_time(self, shape: BatchShape) -> float:
         """GPU time of one layer (no host launch stalls)."""
@@ -372,20 +372,14 @@ class ProfileEstimator(RuntimeEstimator):
         if n <= 0 or kv.size == 0:
             f = self.decode_iteration_time
             return np.array([f(n, k) for k in kv.tolist()], dtype=np.float64)
-        kvi = kv.astype(np.int64)  # the scalar path's int(decode_kv)
+        kvi = np.asarray(kv, dtype=np.int64)  # the scalar path's int(decode_kv)
         if n > self._dec_b_max or int(kvi.max()) > self._dec_kv_max:
             first = int(kvi[np.argmax(kvi > self._dec_kv_max)]) if n <= self._dec_b_max else int(kvi[0])
             self._warn_decode(n, first)
-        _, _, x0, x1, y0, y1, (xs, ys) = self._dec_curves.get(n) or self._decode_curve(n)
+        xs, starts, values, slopes = (self._dec_curves.get(n) or self._decode_curve(n))[4]
         x = kvi / n
-        if len(xs) < 2:  # one knot: flat below, proportional beyond
-            attn = np.where(x <= x0, y0, y1 * x / x1)
-        else:
-            # elements outside (x0, x1) get a meaningless value here (index -1 wraps) and are replaced below
-            i = np.minimum(np.searchsorted(xs, x, side="right"), len(xs) - 1)
-            xa, ya = xs[i - 1], ys[i - 1]
-            attn = ya + (ys[i] - ya) * (x - xa) / (xs[i] - xa)
-            attn = np.where(x <= x0, y0, np.where(x >= x1, y1 * x / x1, attn))
+        k = np.searchsorted(xs, x, side="right")
+        attn = values[k] + slopes[k] * (x - starts[k])
         layer = (self._tok[n] if self._n_prof >= n else self.token_time(n)) + attn
         launch = self._launch
         if launch and (self._eager or n > self._graph_max):
@@ -409,10 +403,6 @@ class ProfileEstimator(RuntimeEstimator):
         out["attn_decode"] = self.decode_attention(shape.num_decode, shape.decode_kv) if shape.num_decode else 0.0
         out["launch_stall"] = max(0.0, self.layer_time(shape) - self.device_layer_time(shape))
         return out
-
-
-def _bisect(xs: list, x: float) -> int:
-    return bisect_right(xs, x)
 
 
 class CommModel:
