@@ -1,16 +1,18 @@
-"""Fitting a profile: piecewise-linear curves in log space.
+"""Fitting a profile: piecewise-linear interpolation tables.
 
 Every operator's measured medians become the knots of an interpolation
-table in ``log(time)`` against ``log(size)``; where the timings are noisy
-(CPU profiles), attention and host-overhead curves are first smoothed with
-isotonic regression (time never falls when the work grows), token-level
-curves by a narrow local-linear fit (their kernels' times are not monotone
-in the token count). Prediction is linear
-interpolation between knots in log-log space, i.e. a local power law, which
-is exact for the two regimes that matter (flat when latency- or
-weight-bound, proportional when compute- or bandwidth-bound). Beyond the
-last knot a curve continues with a fixed log-log slope (1: proportional),
-below the first it stays flat; the estimator warns when it extrapolates.
+table; where the timings are noisy (CPU profiles), attention and
+host-overhead curves are first smoothed with isotonic regression (time
+never falls when the work grows), token-level curves by a narrow
+local-linear fit (their kernels' times are not monotone in the token
+count). Token-level and host curves interpolate in log-log space, a local
+power law, exact for the regimes that matter (flat when latency- or
+weight-bound, proportional when compute- or bandwidth-bound). Attention
+interpolates affinely in its work (a fixed cost plus a cost per key read or
+query×key pair), which predicted left-out points and rows better than the
+power law on every profile we have. Beyond the last knot a curve continues
+with a fixed log-log slope (1: proportional), below the first it stays
+flat; the estimator warns when it extrapolates.
 
 - token-level operators: one curve over ``num_tokens``;
 - prefill attention: one curve per profiled chunk length ``q`` over the KV
