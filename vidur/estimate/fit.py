@@ -306,12 +306,6 @@ class RowTable:
     def _off(self, row: float) -> float:
         return row if self.offset == "row" else float(self.offset)
 
-    def work(self, row, context):
-        """Attention work of ``row`` at ``context`` (scalars or arrays): the ``"work"`` interpolation's axis."""
-        if self.offset == "row":
-            return row * (context + (row + 1) / 2)
-        return row * (context + float(self.offset))
-
     def _row_log_eval(self, i: int, context: float) -> float:
         r = self._rl[i]
         return self.curves[i].log_eval(math.log(context + self._off(r)))
@@ -360,27 +354,6 @@ class RowTable:
         y0 = self._row_log_eval(i - 1, context)
         y1 = self._row_log_eval(i, context)
         return y0 + (y1 - y0) * (math.log(row) - self._lr[i - 1]) / (self._lr[i] - self._lr[i - 1])
-
-    def log_eval_array(self, row: float, contexts: np.ndarray) -> np.ndarray:
-        """Vectorised over ``contexts`` at one ``row`` (same formula as :meth:`log_eval`)."""
-        contexts = np.asarray(contexts, dtype=float)
-
-        def one(i: int) -> np.ndarray:
-            return self.curves[i].log_eval_array(np.log(contexts + self._off(self._rl[i])))
-
-        i = self._bracket(row)
-        if i == 0:
-            return one(0)
-        if i == len(self.rows):
-            return one(i - 1)
-        y0, y1 = one(i - 1), one(i)
-        r0, r1 = self._rl[i - 1], self._rl[i]
-        if self.across == "work":
-            w0 = self.work(r0, contexts)
-            f = (self.work(row, contexts) - w0) / (self.work(r1, contexts) - w0)
-            t0 = np.exp(y0)
-            return np.log(t0 + (np.exp(y1) - t0) * f)
-        return y0 + (y1 - y0) * ((math.log(row) - self._lr[i - 1]) / (self._lr[i] - self._lr[i - 1]))
 
     @property
     def row_range(self) -> tuple[float, float]:
@@ -431,12 +404,6 @@ class FittedShard:
     def max_tokens(self) -> float:
         layer = [c for op, c in self.token.items() if op in LAYER_TOKEN_OPS]
         return min(c.size_range[1] for c in layer) if layer else 0.0
-
-    def odd_factor(self, q: float, context: float) -> float:
-        """Time of an odd KV length relative to an even one at this (q, context) (1: no difference)."""
-        if self.prefill_odd is None:
-            return 1.0
-        return math.exp(self.prefill_odd.log_eval(q, context))
 
     def prefill_time(self, q: float, context: float, exact_parity: bool = True) -> float:
         """Seconds of one causal prefill chunk of ``q`` tokens after ``context`` cached tokens.
