@@ -31,6 +31,7 @@ import numpy as np
 from vidur.errors import VidurError
 from vidur.plugins import PluginHost, get_host
 from vidur.scenario import Policy, Scenario
+from vidur.validate.pace import PACE_EVERY_S, measure_pace, pace_note, pace_report, recorded_pace
 from vidur.validate.rescore import predict_iteration
 from vidur.validate.compare import (
     RequestTimings,
@@ -291,6 +292,9 @@ def validate_scenario(
         mismatch = attention_mismatch(est, ex.kernel)
         if mismatch:
             notes.append(mismatch)
+        recorded = recorded_pace(est) if device_type == "cpu" else None
+        paces = [measure_pace(ex)] if recorded else []
+        last_pace = [time.perf_counter()]
 
         rows: list[tuple] = []
 
@@ -299,6 +303,9 @@ def validate_scenario(
         def run_batch(replica: int, batch) -> float:
             for sched in schedulers:  # lazy decode groups: make every request's kv_len current
                 sched.sync_decoding()
+            if recorded and time.perf_counter() - last_pace[0] > PACE_EVERY_S:  # the host's pace moves during the run
+                paces.append(measure_pace(ex, calls=3))
+                last_pace[0] = time.perf_counter()
             t = ex.execute(batch)
             s = batch.shape
             pred, fwd = predict_iteration(est, s)
@@ -323,11 +330,17 @@ def validate_scenario(
         t0 = time.perf_counter()
         try:
             makespan = loop.run()
+            real_wall = time.perf_counter() - t0
+            if recorded:
+                paces.append(measure_pace(ex))
         finally:
             if bar is not None:
                 bar.close()
             ex.release()
-        real_wall = time.perf_counter() - t0
+        host_pace = pace_report(recorded, paces)
+        note = pace_note(host_pace)
+        if note:
+            notes.append(note)
         real_records = real_sim._records(reqs, loop, makespan, real_wall)
 
         sim_scenario = scenario.replace(runtime_estimator=policy, simulation=attrs.evolve(scenario.simulation, progress=False))
@@ -363,6 +376,7 @@ def validate_scenario(
             "iterations_sim": len(sim_result.records.batches.get("start", [])),
             "real_wall_s": round(real_wall, 3),
             "sim_wall_s": round(sim_wall, 3),
+            "host_pace": host_pace,
         },
         "iterations": iteration_errors(it["predicted_ms"] / 1e3, it["measured_ms"] / 1e3, it["kind"]),
         "iterations_forward": iteration_errors(it["predicted_forward_ms"] / 1e3, it["measured_forward_ms"] / 1e3, it["kind"]),
