@@ -439,7 +439,7 @@ def test_validate_says_when_the_host_runs_at_another_pace(tmp_path, capsys, monk
 
     meta = load_profile(ROOT / "profiles/cpu/vidur/tiny-llama").metadata
     recorded = meta["shards"]["1"]["executor"]["machine_speed"]["pace_ms_median"]
-    monkeypatch.setattr(R, "measure_pace", lambda ex: 3.0 * recorded)  # a host three times slower
+    monkeypatch.setattr(R, "measure_pace", lambda ex, calls=None: 3.0 * recorded)  # a host three times slower
     rc, out, err = _validate_json(["validate", _scenario(tmp_path), "--device", "cpu", "--no-plots"], capsys)
     assert rc == 0, err
     rep = json.loads(out)
