@@ -128,7 +128,7 @@ def layer_params_per_rank(model: ModelSpec, tp: int) -> int:
     out = r.q_size * h + (h if model.output_bias else 0)
     n_up = (2 if model.gated_mlp else 1) * r.intermediate
     mlp = h * n_up + r.intermediate * h + ((n_up + h) if model.mlp_bias else 0)
-    return qkv + out + mlp + model.norms_per_layer * model.norm_params
+    return qkv + out + mlp + model.norms_per_layer * model.norm_params + model.attention_norm_params()
 
 
 def stage_weights_bytes(model: ModelSpec, tp: int, pp: int, stage: int) -> int:
@@ -186,6 +186,17 @@ def layer_ops(model: ModelSpec, tp: int, kv_dtype_bytes: int | None = None) -> t
             {"tokens": 2 * h * qkv},
             {"one": (h * qkv + (qkv if model.attention_bias else 0)) * b, "tokens": (h + qkv) * b},
         ),
+    ]
+    if model.qk_norm:  # Qwen3: RMSNorm over each query and key head
+        ops.append(
+            OpCost.make(
+                "attn_qk_norm",
+                "elementwise",
+                {"tokens": 5 * (qs + kvs)},
+                {"one": 2 * d * b, "tokens": 2 * (qs + kvs) * b},
+            )
+        )
+    ops += [
         OpCost.make(
             "attn_rope",
             "elementwise",

@@ -92,6 +92,14 @@ def check_supported(model: ModelSpec) -> None:
         problems.append(f"partial rotary embedding ({model.partial_rotary_factor})")
     if model.output_bias or model.mlp_bias or model.lm_head_bias:
         problems.append("output/MLP/LM-head biases")
+    if model.qk_norm:
+        problems.append("qk-norm")
+    if model.num_window_layers:
+        problems.append(f"sliding-window attention ({model.sliding_window})")
+    if model.is_moe:
+        problems.append("mixture of experts")
+    if model.is_mla:
+        problems.append("multi-head latent attention")
     if problems:
         raise VidurError(
             f"the reference executor builds Llama-family decoders only; {model.name} has "
