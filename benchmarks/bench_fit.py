@@ -42,13 +42,13 @@ DATA = REPO.parent / "shared" / "data" / "vidur-profiles"
 
 def synthetic_profile(model_name: str, device: str, tps, out: Path, noise: float = 0.02, seed: int = 0) -> Path:
     """A full-grid profile whose 'measurements' are roofline predictions × lognormal noise."""
-    from vidur.estimate import profiles as store
+    from vidur.store import profiles as store
     from vidur.estimate.base import BatchShape
     from vidur.estimate.roofline import RooflineConfig, RooflineEstimator
     from vidur.hardware.catalog import default_node, get_device
     from vidur.model.catalog import load_model
     from vidur.profile.grids import FULL
-    from vidur.profile.runner import EDGE_MAX_SEQS
+    from vidur.profile.profiler import EDGE_MAX_SEQS
 
     rng = np.random.default_rng(seed)
     model = load_model(model_name)
@@ -100,8 +100,8 @@ def synthetic_profile(model_name: str, device: str, tps, out: Path, noise: float
 
 
 def section_fit(tmp: Path) -> None:
-    from vidur.estimate.fit import fit_command
-    from vidur.estimate.vidur_import import import_vidur
+    from vidur.fit.report import fit_command
+    from vidur.profile.vidur_import import import_vidur
     from vidur.model.catalog import load_model
 
     print("\n== fit time (vidur fit, sklearn isotonic where noisy; includes loading and hashing)")
@@ -141,9 +141,9 @@ def _print_holdout(label: str, res: dict) -> float:
 
 
 def section_holdout(tmp: Path) -> None:
-    from vidur.estimate.holdout import holdout_mape, row_holdout_mape
-    from vidur.estimate.profiles import list_profiles, load_profile
-    from vidur.estimate.vidur_import import import_vidur
+    from vidur.fit.holdout import holdout_mape, row_holdout_mape
+    from vidur.store.profiles import list_profiles, load_profile
+    from vidur.profile.vidur_import import import_vidur
     from vidur.model.catalog import load_model
 
     print("\n== held-out MAPE % per operator (fit on 80 %, error on the other 20 %; sweep end points always kept)")
@@ -167,7 +167,7 @@ def section_holdout(tmp: Path) -> None:
 
 
 def section_comm() -> None:
-    from vidur.estimate import comm_fit
+    from vidur.fit import collectives as comm_fit
 
     root = DATA / "network"
     if not root.is_dir():
@@ -192,8 +192,8 @@ def section_comm() -> None:
 
 def section_roofline() -> None:
     from vidur.estimate.base import BatchShape
-    from vidur.estimate.profiled import ProfileConfig, ProfileEstimator
-    from vidur.estimate.profiles import list_profiles
+    from vidur.estimate.profile_estimator import ProfileConfig, ProfileEstimator
+    from vidur.store.profiles import list_profiles
     from vidur.estimate.roofline import RooflineConfig, RooflineEstimator
     from vidur.hardware.catalog import default_node
     from vidur.model.catalog import load_model
@@ -233,7 +233,7 @@ def section_sim(tmp: Path, requests: int, pairs: int = 5) -> None:
     print(f"\n== simulator speed: benchmarks/bench_sim.yaml, {requests} requests ({pairs} back-to-back pairs of runs)")
     root = tmp / "simprof"
     synthetic_profile("meta-llama/Llama-2-7b-hf", "h100", (1,), root / "h100" / "meta-llama" / "Llama-2-7b-hf")
-    from vidur.estimate.fit import fit_command
+    from vidur.fit.report import fit_command
 
     fit_command(root / "h100" / "meta-llama" / "Llama-2-7b-hf", holdout=0)
     env = dict(os.environ, VIDUR_PROFILE_PATH=str(root))
@@ -261,7 +261,7 @@ def section_sim(tmp: Path, requests: int, pairs: int = 5) -> None:
 def same_batches(root: Path, requests: int) -> None:
     """The estimator's own cost on identical work: price every call of one roofline run with both estimators."""
     from vidur.engine.simulation import Simulation
-    from vidur.estimate.profiled import ProfileEstimator
+    from vidur.estimate.profile_estimator import ProfileEstimator
     from vidur.estimate.roofline import RooflineEstimator
     from vidur.scenario import load_scenario
 

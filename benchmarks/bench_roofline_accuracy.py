@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from vidur.errors import VidurError
-from vidur.estimate.roofline import RooflineConfig, RooflineEstimator, load_vidur_mlp_csv
+from vidur.estimate.roofline import RooflineConfig, RooflineEstimator
+from vidur.fit.roofline import load_vidur_mlp_csv
 from vidur.hardware.catalog import default_node, get_device, get_node
 from vidur.model.catalog import load_model
 

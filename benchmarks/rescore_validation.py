@@ -16,7 +16,8 @@ import argparse
 import sys
 
 from vidur.errors import VidurError
-from vidur.estimate.profiled import ProfileConfig, ProfileEstimator, resolve_device
+from vidur.estimate.profile_estimator import ProfileConfig, ProfileEstimator
+from vidur.resolve.device import resolve_device
 from vidur.hardware.catalog import default_node
 from vidur.model.catalog import load_model
 from vidur.validate.rescore import format_rescore, read_iterations_csv, rescore

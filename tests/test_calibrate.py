@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vidur.errors import VidurError
-from vidur.estimate.calibrate import calibrated_config, same_device_profile
+from vidur.fit.roofline import calibrated_config, same_device_profile
 from vidur.estimate.roofline import RooflineConfig, RooflineEstimator
 from vidur.hardware.catalog import default_node, get_device
 from vidur.model.catalog import load_model
@@ -17,13 +17,13 @@ H200 = REPO / "profiles" / "h200" / "meta-llama" / "Meta-Llama-3-8B"
 
 
 def test_calibration_on_the_h200_profile_lowers_its_errors():
-    cfg, rep = calibrated_config(H200, get_device("h200"), default_node("h200"), RooflineConfig())
+    cfg, rep = calibrated_config(H200, get_device("h200"), default_node("h200"), RooflineConfig(), RooflineEstimator)
     assert rep["model"] == "meta-llama/Meta-Llama-3-8B" and rep["device"] == "h200"
     for part in ("token_layer", "attn_prefill", "attn_decode"):
         assert rep[part]["mape_after"] < rep[part]["mape_before"], (part, rep[part])
     assert rep["token_layer"]["mape_after"] < 6.0
     assert cfg != RooflineConfig() and cfg.calibrate_from is None
-    again, _ = calibrated_config(str(H200), get_device("h200"), default_node("h200"), RooflineConfig())
+    again, _ = calibrated_config(str(H200), get_device("h200"), default_node("h200"), RooflineConfig(), RooflineEstimator)
     assert again == cfg  # memoised on the profile's files
 
 

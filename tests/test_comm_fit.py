@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from vidur.errors import VidurError
-from vidur.estimate import comm_fit
-from vidur.estimate.collective import LinkParams
+from vidur.fit import collectives as comm_fit
+from vidur.hardware.collective import LinkParams
 
 REPO = Path(__file__).resolve().parents[1]
 NETWORK = REPO.parent / "shared" / "data" / "vidur-profiles" / "network"

@@ -110,7 +110,7 @@ def test_register_global_schedulers(vidur_register, tiny_cluster):
 
 @covers_hook("vidur_register_memory_planners")
 def test_register_memory_planners(vidur_register, tiny_cluster):
-    from vidur.estimate.memory import MemoryPlan, MemoryPlanner
+    from vidur.memory.base import MemoryPlan, MemoryPlanner
 
     class FixedBlocks(MemoryPlanner):
         name = "fixed_blocks"

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from vidur.errors import VidurError
 from vidur.estimate.base import BatchShape
-from vidur.estimate.profiled import ExtrapolationWarning, ProfileConfig, ProfileEstimator, resolve_device
+from vidur.estimate.profile_estimator import ExtrapolationWarning, ProfileConfig, ProfileEstimator
+from vidur.resolve.device import resolve_device
 from vidur.hardware.catalog import default_node, get_device
 from vidur.model.catalog import load_model
 
@@ -134,7 +135,7 @@ def test_bad_config_and_missing_profile(model):
 
 
 def test_comm_model_uses_measured_tables():
-    from vidur.estimate.profiled import CommModel
+    from vidur.estimate.comm import CommModel
     from vidur.hardware.catalog import get_node
 
     cm = CommModel(get_node("dgx_h100"), 8, 1)
@@ -195,7 +196,7 @@ def test_simulation_picks_the_profile_estimator_automatically():
 
 
 def test_shipped_fit_is_reused_not_refitted(model, tmp_path):
-    from vidur.estimate.fit import cache_dir
+    from vidur.fit.curves import cache_dir
 
     make(model, 2)
     assert not cache_dir().exists() or not any(cache_dir().iterdir())

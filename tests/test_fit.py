@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vidur.errors import VidurError
-from vidur.estimate import fit, holdout
-from vidur.estimate.profiles import load_profile
+from vidur.fit import curves as fit, holdout, report
+from vidur.store.profiles import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "profiles" / "cpu" / "vidur" / "tiny-llama"
@@ -114,7 +114,7 @@ def test_fit_command_is_fast_and_reports_holdout(tmp_path):
     p = tmp_path / "p"
     shutil.copytree(TINY, p)
     t0 = time.perf_counter()
-    rep = fit.fit_command(p, holdout=0.2)
+    rep = report.fit_command(p, holdout=0.2)
     assert time.perf_counter() - t0 < 20
     assert rep["fit_seconds"] < 10
     assert set(rep["holdout"]) == {1, 2}
@@ -123,17 +123,17 @@ def test_fit_command_is_fast_and_reports_holdout(tmp_path):
 
 
 def test_fit_command_rejects_empty(tmp_path):
-    from vidur.estimate.profiles import write_metadata
+    from vidur.store.profiles import write_metadata
 
     write_metadata(tmp_path, {"format": "vidur-profile/1", "model": "x", "shards": {}})
     with pytest.raises(VidurError, match="no complete shard"):
-        fit.fit_command(tmp_path)
+        report.fit_command(tmp_path)
 
 
 @pytest.mark.skipif(not COMPUTE.is_dir(), reason="shared vidur-profiles data not present")
 def test_holdout_mape_on_real_a100_measurements(tmp_path):
     """Token-level operators measured by Vidur on A100: ≤ 5 % held-out MAPE per operator and TP."""
-    from vidur.estimate.vidur_import import import_vidur
+    from vidur.profile.vidur_import import import_vidur
     from vidur.model.catalog import load_model
 
     src = COMPUTE / "a100" / "meta-llama" / "Meta-Llama-3-8B"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vidur.errors import VidurError
-from vidur.estimate.collective import LinkParams, all_gather_time, all_reduce_time, link_params, send_recv_time
+from vidur.hardware.collective import LinkParams, all_gather_time, all_reduce_time, link_params, send_recv_time
 from vidur.hardware.catalog import (
     DEFAULT_NODES,
     DEVICES,

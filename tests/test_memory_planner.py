@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vidur.errors import VidurError
-from vidur.estimate.memory import MemoryPlanner
-from vidur.estimate.paged_memory import PagedConfig, PagedMemoryPlanner, activation_bytes
+from vidur.memory.base import MemoryPlanner
+from vidur.memory.paged import PagedConfig, PagedMemoryPlanner, activation_bytes
 from vidur.hardware.catalog import get_device
 from vidur.model.catalog import load_model
 from vidur.plugins import PluginHost

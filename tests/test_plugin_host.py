@@ -154,7 +154,7 @@ def test_plugin_failing_while_setting_up_is_named(tmp_path):
     """A plugin object that raises while the simulation is built is named with its plugin."""
     from vidur.engine.simulation import Simulation
     from vidur.errors import PluginError
-    from vidur.estimate.paged_memory import PagedMemoryPlanner
+    from vidur.memory.paged import PagedMemoryPlanner
     from vidur.hookspecs import hookimpl
     from vidur.plugins import PluginHost
     from vidur.scenario import load_scenario

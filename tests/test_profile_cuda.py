@@ -16,7 +16,8 @@ def model():
 
 
 def test_attention_backend_agrees_with_sdpa(model):
-    from vidur.profile.ops import Attention, ShardShape
+    from vidur.reference.attention import Attention
+    from vidur.reference.shapes import ShardShape
 
     att = Attention(ShardShape(model, 1), torch.device("cuda"), torch.bfloat16)
     backend = att.select_backend()
@@ -35,8 +36,9 @@ def test_attention_backend_agrees_with_sdpa(model):
 
 def test_profiler_and_executor_pick_the_same_attention_kernel(model):
     """What the profile measures is what vidur validate runs: same kernel on the same machine."""
-    from vidur.profile.ops import Attention, ShardShape
-    from vidur.validate.executor import ReferenceExecutor
+    from vidur.reference.attention import Attention
+    from vidur.reference.shapes import ShardShape
+    from vidur.reference.executor import ReferenceExecutor
 
     att = Attention(ShardShape(model, 1), torch.device("cuda"), torch.bfloat16)
     ex = ReferenceExecutor(model, "cuda", max_kv_tokens=4096, max_seq_tokens=1024, max_requests=8)
@@ -45,7 +47,7 @@ def test_profiler_and_executor_pick_the_same_attention_kernel(model):
 
 def test_rope_and_layer_run_under_graph_capture(model):
     """The shared operators (fused-QKV rope, the whole layer) time on CUDA as the executor runs them."""
-    from vidur.profile.ops import LayerShard
+    from vidur.reference.layers import LayerShard
     from vidur.profile.timing import CudaGraphTimer
 
     layer = LayerShard(model, 1, torch.device("cuda"), torch.bfloat16)
@@ -55,7 +57,7 @@ def test_rope_and_layer_run_under_graph_capture(model):
 
 
 def test_graph_timer_positive_and_scales(model):
-    from vidur.profile.ops import LayerShard
+    from vidur.reference.layers import LayerShard
     from vidur.profile.timing import CudaGraphTimer
 
     layer = LayerShard(model, 1, torch.device("cuda"), torch.bfloat16)
@@ -68,10 +70,10 @@ def test_graph_timer_positive_and_scales(model):
 
 
 def test_tiny_cuda_profile_end_to_end(model, tmp_path):
-    from vidur.estimate.fit import fit_profile
-    from vidur.estimate.profiles import load_profile
+    from vidur.fit.curves import fit_profile
+    from vidur.store.profiles import load_profile
     from vidur.profile.grids import TEST
-    from vidur.profile.runner import profile_model
+    from vidur.profile.profiler import profile_model
 
     out = profile_model(model, "cuda", [1], out=tmp_path / "p", grid=TEST, progress=False)
     prof = load_profile(out)

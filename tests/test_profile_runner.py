@@ -9,10 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from vidur.errors import VidurError  # noqa: E402
-from vidur.estimate import profiles as store  # noqa: E402
+from vidur.store import profiles as store  # noqa: E402
 from vidur.model.catalog import load_model  # noqa: E402
 from vidur.profile.grids import TEST, Grid, token_grid  # noqa: E402
-from vidur.profile.runner import build_plan, profile_model, resolve_device  # noqa: E402
+from vidur.profile.profiler import build_plan, profile_model  # noqa: E402
+from vidur.reference.device import torch_device as resolve_device  # noqa: E402
 
 TINY = "vidur/tiny-llama"
 SMALL = Grid(
@@ -111,7 +112,7 @@ def test_grids():
 
 
 def test_sharding_and_signatures(model):
-    from vidur.profile.ops import LayerShard
+    from vidur.reference.layers import LayerShard
 
     l1 = LayerShard(model, 1, torch.device("cpu"), torch.float32)
     l2 = LayerShard(model, 2, torch.device("cpu"), torch.float32)
@@ -122,8 +123,8 @@ def test_sharding_and_signatures(model):
 
 
 def test_chunked_prefill_attention_is_lower_right_causal(model):
-    from vidur.profile.attention import sdpa_chunk
-    from vidur.profile.ops import ShardShape
+    from vidur.reference.attention import sdpa_chunk
+    from vidur.reference.shapes import ShardShape
 
     shape = ShardShape(model, 1)
     scale = 1.0 / shape.head_dim**0.5
@@ -143,7 +144,8 @@ def test_chunked_prefill_attention_is_lower_right_causal(model):
 
 def test_profiler_sdpa_attention_runs_one_call_per_request(model):
     """Off CUDA the profiler's attention is the executor's SDPA path: one chunk per request over a slot pool."""
-    from vidur.profile.ops import Attention, ShardShape
+    from vidur.reference.attention import Attention
+    from vidur.reference.shapes import ShardShape
 
     att = Attention(ShardShape(model, 1), torch.device("cpu"), torch.float32)
     assert att.select_backend() == "sdpa" and not att.errors
@@ -153,7 +155,7 @@ def test_profiler_sdpa_attention_runs_one_call_per_request(model):
 
 
 def test_layer_forward_mixed_batch(model):
-    from vidur.profile.ops import LayerShard
+    from vidur.reference.layers import LayerShard
 
     layer = LayerShard(model, 1, torch.device("cpu"), torch.float32)
     w = layer.make_weights()
@@ -178,7 +180,7 @@ def test_collectives_over_gloo_write_vidur_format(tmp_path):
 
     if not dist.is_available():
         pytest.skip("torch.distributed not available")
-    from vidur.estimate.comm_fit import fits_from_json, read_collective_csv
+    from vidur.fit.collectives import fits_from_json, read_collective_csv
     from vidur.profile.collectives import profile_collectives
 
     net = profile_collectives(tmp_path, backend="gloo", worlds=[2], sizes=(4096, 1 << 16, 1 << 20), repeats=3)
@@ -193,11 +195,11 @@ def test_collectives_over_gloo_write_vidur_format(tmp_path):
 
 
 def test_executor_and_profiler_run_one_layer_implementation(model, monkeypatch):
-    """The executor's forward pass and the profiler's LayerShard both call vidur.profile.ops.layer_forward."""
+    """The executor's forward pass and the profiler's LayerShard both call vidur.reference.layers.layer_forward."""
     from vidur.entities.batch import Batch
     from vidur.entities.request import Request
-    from vidur.profile import ops
-    from vidur.validate.executor import ReferenceExecutor
+    from vidur.reference import layers as ops
+    from vidur.reference.executor import ReferenceExecutor
 
     calls = []
     real = ops.layer_forward
@@ -221,8 +223,9 @@ def test_executor_and_profiler_run_one_layer_implementation(model, monkeypatch):
 
 def test_layer_shard_and_executor_layer_agree_numerically(model):
     """Same weights, same tokens: the profiler's layer and the executor's layer give the same output."""
-    from vidur.profile import ops
-    from vidur.validate.executor import ReferenceExecutor, _Seq
+    from vidur.reference import layers as ops
+    from vidur.reference.executor import ReferenceExecutor
+    from vidur.reference.kv import SeqState
 
     ex = ReferenceExecutor(model, "cpu", max_kv_tokens=1024, max_seq_tokens=512)
     layer = ops.LayerShard(model, 1, torch.device("cpu"), torch.float32, max_pos=512)
@@ -236,21 +239,21 @@ def test_layer_shard_and_executor_layer_agree_numerically(model):
     slots = torch.tensor([0, 1, 2, 3, 4, 12])
     ref = layer.forward(x, ex.layers[0], q_lens, ctxs, kc.clone(), vc.clone(), slots, pos)
     # the executor's KV layout: each sequence in its own slot range
-    seqs = [_Seq([0] * 5), _Seq([0] * 8)]
+    seqs = [SeqState([0] * 5), SeqState([0] * 8)]
     seqs[0].base, seqs[1].base = 0, 5
     ex.k_pool[0][:total] = kc
     ex.v_pool[0][:total] = vc
     inp = {"slots": slots, "entries": [(None, seqs[0], 5, 0), (None, seqs[1], 1, 7)]}
-    from vidur.validate.executor import _SdpaKV
+    from vidur.reference.kv import SdpaKV
 
     cos, sin = ops.rope_gather(ex.cos_cache, ex.sin_cache, pos)
-    out = ops.layer_forward(ex.shape, x, ex.layers[0], cos, sin, _SdpaKV(ex, inp), 0)
+    out = ops.layer_forward(ex.shape, x, ex.layers[0], cos, sin, SdpaKV(ex, inp), 0)
     assert torch.allclose(out, ref, atol=1e-5)
 
 
 def test_time_iteration_times_every_operator(model):
-    from vidur.profile.ops import LAYER_STEPS, OpClock
-    from vidur.validate.executor import ReferenceExecutor
+    from vidur.reference.layers import LAYER_STEPS, OpClock
+    from vidur.reference.executor import ReferenceExecutor
 
     ex = ReferenceExecutor(model, "cpu", max_kv_tokens=4096)
     runs = ex.time_iteration([30, 60], [(16, 8)], repeats=2)
@@ -293,8 +296,8 @@ def test_prober_attention_and_noise_handling(model):
 
 def test_launch_cost_is_measured_on_the_executor(model):
     """The GPU's cpu_launch_layer code path (the executor's eager layer, host time), run on the CPU."""
-    from vidur.profile.ops import LayerShard
-    from vidur.profile.runner import Profiler
+    from vidur.reference.layers import LayerShard
+    from vidur.profile.profiler import Profiler
 
     prof = Profiler(model, "cpu", grid=SMALL, progress=False)
     layer = LayerShard(model, 1, torch.device("cpu"), torch.float32)
@@ -308,7 +311,7 @@ def test_executor_builds_any_decoder_the_shared_layer_covers():
     from vidur.entities.batch import Batch
     from vidur.entities.request import Request
     from vidur.model.spec import ModelSpec
-    from vidur.validate.executor import ReferenceExecutor
+    from vidur.reference.executor import ReferenceExecutor
 
     spec = ModelSpec(
         name="test/tiny-phi", hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=4, head_dim=32,
@@ -344,10 +347,11 @@ def test_fused_rope_matches_rotate_half(model, factor):
     """The layer's rope (one pass over the fused QKV output) against a plain rotate-half reference."""
     import attrs
 
-    from vidur.profile import ops
+    from vidur.reference import layers as ops
+    from vidur.reference.shapes import ShardShape
 
     spec = attrs.evolve(model, partial_rotary_factor=factor)
-    shape = ops.ShardShape(spec, 1)
+    shape = ShardShape(spec, 1)
     cos_c, sin_c = ops.rope_cache(shape, 64, "cpu", torch.float32)
     n, d, rot = 5, shape.head_dim, shape.rot_dim
     qkv = torch.randn(n, shape.qkv_out)

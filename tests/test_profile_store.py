@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vidur.errors import VidurError
-from vidur.estimate import profiles as store
+from vidur.store import profiles as store
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "profiles" / "cpu" / "vidur" / "tiny-llama"

@@ -14,13 +14,9 @@ from hypothesis import strategies as st
 
 from vidur.errors import VidurError
 from vidur.estimate.base import BatchShape, RuntimeEstimator
-from vidur.estimate.collective import all_reduce_time
-from vidur.estimate.roofline import (
-    OpMeasurement,
-    RooflineConfig,
-    RooflineEstimator,
-    load_vidur_mlp_csv,
-)
+from vidur.hardware.collective import all_reduce_time
+from vidur.estimate.roofline import RooflineConfig, RooflineEstimator
+from vidur.fit.roofline import OpMeasurement, load_vidur_mlp_csv
 from vidur.hardware.catalog import default_node, get_device, get_node
 from vidur.model.catalog import load_model
 from vidur.model.cost import batch_bytes, batch_flops, layer_ops

@@ -16,7 +16,9 @@ from vidur.entities.batch import Batch
 from vidur.entities.request import Request
 from vidur.errors import VidurError
 from vidur.model.catalog import load_model
-from vidur.validate import executor as E
+from vidur.reference import executor as E
+from vidur.reference.device import flushing_denormals, gpu_sku, torch_device
+from vidur.reference.kv import PAGE
 from vidur.validate.compare import (
     RequestTimings,
     iteration_errors,
@@ -51,7 +53,7 @@ class EmulatedPaged(E.ReferenceExecutor):
         cq, us, tb = cu_q.tolist(), used.tolist(), table.tolist()
         for i in range(len(us)):
             ql, kl = cq[i + 1] - cq[i], us[i]
-            pages = tb[i][: math.ceil(kl / E.PAGE)]
+            pages = tb[i][: math.ceil(kl / PAGE)]
             k = kp[pages].reshape(-1, self.kv_heads, self.head_dim)[:kl]
             v = vp[pages].reshape(-1, self.kv_heads, self.head_dim)[:kl]
             outs.append(self._sdpa(q[cq[i] : cq[i + 1]], k.transpose(0, 1), v.transpose(0, 1), kl - ql))
@@ -157,7 +159,7 @@ def test_denormal_flushing_is_confined_to_iterations(tiny):
     """Flushing denormals is process-wide CPU state: on while an iteration runs, off again after it."""
     ex = E.ReferenceExecutor(tiny, "cpu", max_kv_tokens=4096)
     run_plan(ex, [[(Request(2, 0.0, 10, 2), 10)]])
-    assert not E._flushing_denormals(torch)
+    assert not flushing_denormals(torch)
 
 
 def test_tensor_parallel_shard_and_fewer_layers(tiny):
@@ -218,14 +220,14 @@ def test_cuda_requested_without_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(VidurError, match="no CUDA GPU"):
-        E.resolve_device("cuda")
+        torch_device("cuda")
 
 
 def test_gpu_sku_names():
-    assert E.gpu_sku("NVIDIA H100 80GB HBM3") == "h100"
-    assert E.gpu_sku("NVIDIA H200") == "h200"
-    assert E.gpu_sku("NVIDIA A100-SXM4-80GB") == "a100"
-    assert E.gpu_sku("Some Future GPU") is None
+    assert gpu_sku("NVIDIA H100 80GB HBM3") == "h100"
+    assert gpu_sku("NVIDIA H200") == "h200"
+    assert gpu_sku("NVIDIA A100-SXM4-80GB") == "a100"
+    assert gpu_sku("Some Future GPU") is None
 
 
 def test_iteration_and_request_error_tables():
@@ -288,7 +290,8 @@ def test_validate_tiny_model_on_cpu_end_to_end(tmp_path, capsys):
 
 def _check_rescore_reproduces_the_run(path):
     """Re-pricing the saved batches with the run's own estimator gives back its predictions, exactly."""
-    from vidur.estimate.profiled import ProfileConfig, ProfileEstimator, resolve_device
+    from vidur.estimate.profile_estimator import ProfileConfig, ProfileEstimator
+    from vidur.resolve.device import resolve_device
     from vidur.hardware.catalog import default_node
     from vidur.validate.rescore import read_iterations_csv, rescore
 
@@ -379,7 +382,7 @@ def test_validate_notes_a_profile_of_another_attention_kernel():
     """The H200 profile measured SDPA; an executor running FlashAttention gets a note saying so."""
     import types
 
-    from vidur.estimate.profiles import load_profile
+    from vidur.store.profiles import load_profile
     from vidur.validate.run import attention_mismatch
 
     repo = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ def _plan():
 
 def _executor(**kw):
     from vidur.model.catalog import load_model
-    from vidur.validate.executor import ReferenceExecutor
+    from vidur.reference.executor import ReferenceExecutor
 
     return ReferenceExecutor(load_model("vidur/tiny-llama"), "cuda", max_kv_tokens=4096, max_seq_tokens=1024, **kw)
 
@@ -75,7 +75,7 @@ def test_cuda_layouts_and_graphs_generate_the_same_tokens():
 
 def test_cuda_time_iteration_gives_host_times_per_operator():
     """What the profiler's cpu_launch_layer measures on a GPU: each operator's host (launch) time."""
-    from vidur.profile.ops import LAYER_STEPS
+    from vidur.reference.layers import LAYER_STEPS
 
     ex = _executor()
     runs = ex.time_iteration([256] * 4, repeats=2)
@@ -100,7 +100,7 @@ def test_cuda_validate_tiny_model_end_to_end(tmp_path):
             },
         }
     )
-    from vidur.validate.executor import gpu_sku
+    from vidur.reference.device import gpu_sku
 
     sku = gpu_sku(torch.cuda.get_device_name())
     if sku and sku != "h100":

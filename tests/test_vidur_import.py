@@ -9,9 +9,9 @@ import pytest
 
 from vidur.errors import VidurError
 from vidur.estimate.base import BatchShape
-from vidur.estimate.profiled import ProfileConfig, ProfileEstimator
-from vidur.estimate.profiles import load_profile
-from vidur.estimate.vidur_import import import_vidur, read_attention_csv
+from vidur.estimate.profile_estimator import ProfileConfig, ProfileEstimator
+from vidur.store.profiles import load_profile
+from vidur.profile.vidur_import import import_vidur, read_attention_csv
 from vidur.hardware.catalog import get_device, get_node
 from vidur.model.catalog import load_model
 

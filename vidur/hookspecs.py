@@ -46,7 +46,7 @@ def vidur_register_memory_planners(register):
     """Register memory planners (how much KV cache a replica gets).
 
     Call ``register(cls)``; ``cls`` subclasses
-    :class:`vidur.estimate.memory.MemoryPlanner`, has a ``name`` and ``Config``.
+    :class:`vidur.memory.base.MemoryPlanner`, has a ``name`` and ``Config``.
     """
 
 

@@ -8,7 +8,7 @@
 # Needs only python with torch, numpy and attrs (tqdm and pytest optional); nothing is
 # downloaded. One layer per TP shard is timed (CUDA events over CUDA-graph replays of
 # back-to-back calls, rotated weight copies > L2, bf16), each operator through the function the
-# reference executor's layer calls (vidur/profile/ops.py); a layer's eager host launch time is
+# reference executor's layer calls (vidur/reference/layers.py); a layer's eager host launch time is
 # measured on the reference executor itself (two layers of the shard; the shard's metadata says
 # "launch_method", with the reason when it fell back to the profiler's own layer). A global deadline (default
 # 300 s of profiling, VIDUR_GPU_BUDGET) keeps the whole run under 6 minutes; whatever

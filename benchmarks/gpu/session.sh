@@ -3,7 +3,7 @@
 #
 #     OUT=/some/dir bash benchmarks/gpu/session.sh      # from the repository root, on a machine with one GPU
 #
-# 1. profile Llama-3-8B TP1 (the kernel the reference executor will run: see vidur/profile/attention.py);
+# 1. profile Llama-3-8B TP1 (the kernel the reference executor will run: see vidur/reference/attention.py);
 # 2. vidur validate of Llama-3-8B against that fresh profile (benchmarks/gpu/validate_gpu.sh);
 # 3. the rest of the profile set (benchmarks/gpu/profile_all.sh resumes into the same work dir), then the
 #    CUDA code-path tests, and the tarballs.

@@ -53,7 +53,7 @@ except ImportError as exc:
 if not torch.cuda.is_available():
     print("preflight: torch sees no CUDA device", file=sys.stderr)
     sys.exit(1)
-from vidur.validate.executor import gpu_sku
+from vidur.reference.device import gpu_sku
 name = torch.cuda.get_device_name()
 print(f"python {sys.version.split()[0]} torch {torch.__version__} cuda {torch.version.cuda} device {name}", file=sys.stderr)
 try:
@@ -80,7 +80,7 @@ export VIDUR_PROFILE_PATH="${PROFILE_PATH}${VIDUR_PROFILE_PATH:+:$VIDUR_PROFILE_
 EST_ARGS=()
 if ! "$PY" - "$SKU" "$MODEL" <<'PY'
 import sys
-from vidur.estimate.profiles import find_profile
+from vidur.store.profiles import find_profile
 p = find_profile(sys.argv[1], sys.argv[2], 1)
 print(f"== profile: {p}" if p else f"== no complete tp1 profile of {sys.argv[2]} on {sys.argv[1]}")
 sys.exit(0 if p else 1)

@@ -8,7 +8,7 @@ from vidur.hookspecs import hookimpl
 
 
 def _run(args) -> int:
-    from vidur.engine.runner import default_out_dir, run_scenario
+    from vidur.engine.run_scenario import default_out_dir, run_scenario
     from vidur.scenario import load_scenario
 
     settings = [(k, v) for k, v in (args.set or [])]

@@ -1,6 +1,6 @@
 """Built-in memory planners, registered as a plugin."""
 
-from vidur.estimate.paged_memory import PagedMemoryPlanner
+from vidur.memory.paged import PagedMemoryPlanner
 from vidur.hookspecs import hookimpl
 
 

@@ -27,7 +27,7 @@ def _find_profile_arg(text: str) -> Path:
     p = Path(text).expanduser()
     if p.is_dir():
         return p
-    from vidur.estimate.profiles import profile_roots
+    from vidur.store.profiles import profile_roots
 
     for root in profile_roots():
         if (root / text).is_dir():
@@ -39,7 +39,7 @@ def _find_profile_arg(text: str) -> Path:
 
 
 def _fit(args) -> int:
-    from vidur.estimate.fit import fit_command
+    from vidur.fit.report import fit_command
 
     path = _find_profile_arg(args.profile)
     rep = fit_command(path, holdout=args.holdout, out=args.out, seed=args.seed)
@@ -76,15 +76,15 @@ def _calibrate_roofline(path: Path) -> dict:
     """Fit the roofline to a profile (token-level operators and attention): its config and the fit's errors."""
     import attrs
 
-    from vidur.estimate.calibrate import calibrated_config
-    from vidur.estimate.profiles import load_profile
-    from vidur.estimate.roofline import RooflineConfig
+    from vidur.fit.roofline import calibrated_config
+    from vidur.store.profiles import load_profile
+    from vidur.estimate.roofline import RooflineConfig, RooflineEstimator
     from vidur.hardware.catalog import default_node
     from vidur.plugins import get_host
 
     prof = load_profile(path)
     device = get_host().get("device", prof.device)
-    cfg, report = calibrated_config(path, device, default_node(device.name), RooflineConfig())
+    cfg, report = calibrated_config(path, device, default_node(device.name), RooflineConfig(), RooflineEstimator)
     fields = {k: v for k, v in attrs.asdict(cfg).items() if v is not None and k != "calibrate_from"}
     return {"config": fields, "calibration": report, "use": f"runtime_estimator: {{name: roofline, calibrate_from: {path}}}"}
 
@@ -93,7 +93,7 @@ def _calibrate_roofline(path: Path) -> dict:
 
 
 def _estimate(args) -> int:
-    from vidur.estimate.profiled import estimate_iteration
+    from vidur.resolve.price import estimate_iteration
 
     prefills = [_pair(p, "--prefill", 0) for p in args.prefill or []]
     decodes = [_pair(d, "--decode", None) for d in args.decode or []]
@@ -144,13 +144,13 @@ def _estimate(args) -> int:
 
 
 def _import(args) -> int:
-    from vidur.estimate.vidur_import import import_vidur
+    from vidur.profile.vidur_import import import_vidur
     from vidur.model.catalog import load_model
 
     model = load_model(args.model)
     out = args.out or str(Path(args.root or "profiles") / args.device / model.name)
     p = import_vidur(args.src, out, model=model, device=args.device, attention=args.attention, network=args.network)
-    from vidur.estimate.profiles import read_metadata
+    from vidur.store.profiles import read_metadata
 
     meta = read_metadata(p)
     for tp, info in sorted(meta["shards"].items(), key=lambda kv: int(kv[0])):

@@ -7,7 +7,7 @@ from vidur.hookspecs import hookimpl
 
 @hookimpl
 def vidur_register_runtime_estimators(register):
-    """Register the ``profile`` estimator (:class:`vidur.estimate.profiled.ProfileEstimator`)."""
-    from vidur.estimate.profiled import ProfileEstimator
+    """Register the ``profile`` estimator (:class:`vidur.estimate.profile_estimator.ProfileEstimator`)."""
+    from vidur.estimate.profile_estimator import ProfileEstimator
 
     register(ProfileEstimator)

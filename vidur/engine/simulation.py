@@ -33,7 +33,7 @@ class SimulationResult:
 def resolve_estimator_name(scenario: Scenario, model_name: str, device: str, tp: int) -> str:
     """``auto`` -> ``profile`` when a readable profile exists for (device, model, tp), else
     ``roofline`` (the run's header says which estimator priced it)."""
-    from vidur.estimate.profiled import choose_estimator
+    from vidur.resolve.estimator import choose_estimator
 
     return choose_estimator(device, model_name, tp, scenario.runtime_estimator.name)[0]
 
@@ -66,7 +66,7 @@ class Simulation:
         self.rng = np.random.default_rng(sc.seed)
         cl = sc.cluster
         self.model = load_model(sc.model, host)
-        from vidur.estimate.profiled import resolve_device
+        from vidur.resolve.device import resolve_device
 
         self.device = resolve_device(cl.device, self.model.name, host)  # registered, or known from a profile
         if cl.node is not None:
@@ -86,7 +86,7 @@ class Simulation:
         est_cls = host.get("runtime_estimator", est_name)
         est_cfg = sc.runtime_estimator.config if sc.runtime_estimator.name == est_name else est_cls.Config()
         if sc.runtime_estimator.name == "auto" and est_name == "roofline":
-            from vidur.estimate.profiled import roofline_calibration_source
+            from vidur.resolve.estimator import roofline_calibration_source
 
             source = roofline_calibration_source(cl.device, self.model.name)
             if source is not None and hasattr(est_cfg, "calibrate_from"):

@@ -3,7 +3,7 @@
 Each operator of a decoder layer (tables in :mod:`vidur.model.cost`) takes
 ``max(FLOPs / (peak × compute eff.), bytes / (bandwidth × memory eff.)) +
 launch overhead``; a layer adds two tensor-parallel all-reduces (ring, from
-:mod:`vidur.estimate.collective`) when ``tp > 1``. It needs no profiling,
+:mod:`vidur.hardware.collective`) when ``tp > 1``. It needs no profiling,
 so it prices any model on any device — the fallback when no profile exists.
 
 Default efficiencies were calibrated against Vidur's measured token-level
@@ -18,8 +18,6 @@ reproduces the scalar path operation by operation (bitwise equal).
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import ClassVar, Iterable
 
 import attrs
@@ -27,7 +25,8 @@ import numpy as np
 
 from vidur.errors import VidurError
 from vidur.estimate.base import BatchShape, RuntimeEstimator
-from vidur.estimate.collective import (
+from vidur.fit.roofline import OpMeasurement, calibrated_config, fit_token_efficiencies
+from vidur.hardware.collective import (
     LinkParams,
     all_gather_time,
     all_reduce_time,
@@ -104,7 +103,7 @@ class RooflineConfig:
     - ``kv_dtype_bytes``: KV-cache element size (None: the model's dtype).
     - ``calibrate_from``: a profile directory of the same device (any model):
       the five efficiencies and the launch overhead are fitted to its
-      measurements (:mod:`vidur.estimate.calibrate`), replacing the values
+      measurements (:mod:`vidur.fit.roofline`), replacing the values
       above. ``runtime_estimator: auto`` sets it when the scenario's model
       has no profile on its device but another model has.
     """
@@ -131,21 +130,6 @@ class RooflineConfig:
         return ENGINE_DEFAULTS[self.engine_mode][field] if value is None else value
 
 
-@attrs.frozen
-class OpMeasurement:
-    """One measured token-level operator time, for :meth:`RooflineEstimator.calibrate`.
-
-    ``op`` uses the operator names of :func:`vidur.model.cost.layer_ops`
-    (Vidur's profile names: ``attn_pre_proj``, ``mlp_up_proj``, ``add`` ...);
-    ``seconds`` is one call of the operator.
-    """
-
-    op: str
-    num_tokens: int
-    tp: int
-    seconds: float
-
-
 class RooflineEstimator(RuntimeEstimator):
     """Analytical estimator: per-operator roofline from device peak FLOP/s and bandwidth."""
 
@@ -158,9 +142,7 @@ class RooflineEstimator(RuntimeEstimator):
         #: the calibration's report (MAPE before/after on its profile) when ``calibrate_from`` is set
         self.calibration: dict | None = None
         if config.calibrate_from:
-            from vidur.estimate.calibrate import calibrated_config
-
-            fitted, self.calibration = calibrated_config(config.calibrate_from, device, node, config)
+            fitted, self.calibration = calibrated_config(config.calibrate_from, device, node, config, type(self))
             config = self.config = attrs.evolve(fitted, calibrate_from=config.calibrate_from)
         c = config
         self._launch = float(c.resolved("launch_overhead_s"))
@@ -419,99 +401,6 @@ class RooflineEstimator(RuntimeEstimator):
         rounds: int = 4,
         per_op_weight: float = 0.25,
     ) -> RooflineConfig:
-        """Fit compute, memory and elementwise efficiencies and the launch overhead to measured op times.
-
-        Uses the token-level measurements whose ``op`` this estimator knows
-        (others are ignored). The objective is the mean absolute percentage
-        error of the summed time of the measured operators per (tp, tokens)
-        shape — what a simulation feels — plus ``per_op_weight`` × the
-        per-operator MAPE, so no single operator drifts far. Minimised by
-        coordinate descent on grids; other fields come from ``base``.
-        """
-        base = base or RooflineConfig()
-        rows = []
-        groups: dict[tuple[int, int], int] = {}
-        tables: dict[int, dict[str, OpCost]] = {}
-        for m in measurements:
-            if m.seconds <= 0 or m.num_tokens <= 0:
-                continue
-            ops = tables.get(m.tp)
-            if ops is None:
-                ops = tables[m.tp] = {op.name: op for op in layer_ops(model, m.tp) + embed_ops(model, m.tp)}
-            op = ops.get(m.op)
-            if op is None or op.kind not in ("gemm", "elementwise"):
-                continue
-            flops, nbytes = op.evaluate({"one": 1, "tokens": m.num_tokens})
-            group = groups.setdefault((m.tp, m.num_tokens), len(groups))
-            rows.append(
-                (op.kind == "gemm", flops / device.peak_flops, nbytes / device.memory_bandwidth, m.seconds,
-                 group, op.count)
-            )
-        if not rows:
-            raise VidurError("roofline calibration got no usable token-level measurements; check the operator names")
-        is_gemm, f_s, m_s, meas, group, count = (np.array(col) for col in zip(*rows))
-        group = group.astype(int)
-        meas_sum = np.bincount(group, weights=count * meas)
-
-        def error(ec, em, ee, launch):
-            mem = np.where(is_gemm, m_s / em, m_s / ee)
-            pred = np.maximum(f_s / ec, mem) + launch
-            pred_sum = np.bincount(group, weights=count * pred, minlength=len(meas_sum))
-            summed = np.mean(np.abs(pred_sum - meas_sum) / meas_sum)
-            per_op = np.mean(np.abs(pred - meas) / meas)
-            return float(summed + per_op_weight * per_op)
-
-        params = [
-            base.compute_efficiency,
-            base.memory_efficiency,
-            base.elementwise_efficiency,
-            base.resolved("launch_overhead_s"),
-        ]
-        grids = [
-            np.linspace(0.2, 1.0, 81),
-            np.linspace(0.2, 1.0, 81),
-            np.linspace(0.05, 1.0, 96),
-            np.linspace(0.0, 20e-6, 81),
-        ]
-        for _ in range(rounds):
-            for i, grid in enumerate(grids):
-                errs = []
-                for v in grid:
-                    trial = list(params)
-                    trial[i] = float(v)
-                    errs.append(error(*trial))
-                params[i] = float(grid[int(np.argmin(errs))])
-        return attrs.evolve(
-            base,
-            compute_efficiency=round(params[0], 4),
-            memory_efficiency=round(params[1], 4),
-            elementwise_efficiency=round(params[2], 4),
-            launch_overhead_s=params[3],
-        )
-
-
-def load_vidur_mlp_csv(path: str | Path, statistic: str = "median") -> list[OpMeasurement]:
-    """Read a Vidur ``mlp.csv`` profile (times in ms) as :class:`OpMeasurement` records.
-
-    Each ``time_stats.<op>.<statistic>`` column becomes one measurement per
-    row; ``num_tokens`` and ``num_tensor_parallel_workers`` give the shape.
-    """
-    path = Path(path)
-    out: list[OpMeasurement] = []
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            suffix = f".{statistic}"
-            columns = [c for c in reader.fieldnames or () if c.startswith("time_stats.") and c.endswith(suffix)]
-            if not columns or "num_tokens" not in (reader.fieldnames or ()):
-                raise VidurError(f"{path} is not a Vidur mlp.csv profile (no time_stats.*{suffix} / num_tokens columns)")
-            for row in reader:
-                n = int(row["num_tokens"])
-                tp = int(row.get("num_tensor_parallel_workers") or 1)
-                for col in columns:
-                    if row[col]:
-                        op = col[len("time_stats.") : -len(suffix)]
-                        out.append(OpMeasurement(op, n, tp, float(row[col]) * 1e-3))
-    except OSError as exc:
-        raise VidurError(f"cannot read profile {path}: {exc.strerror or exc}") from None
-    return out
+        """``base`` with compute, memory and elementwise efficiencies and the launch overhead fitted to
+        measured token-level operator times (:func:`vidur.fit.roofline.fit_token_efficiencies`)."""
+        return fit_token_efficiencies(measurements, model, device, base or RooflineConfig(), rounds, per_op_weight)

@@ -10,7 +10,7 @@ them in a scenario for real planning.
 Interconnect figures are nominal per-GPU *unidirectional* bandwidths
 (NVLink3 300 GB/s, NVLink4 450 GB/s, NVLink5 900 GB/s; NVLink bridges for
 PCIe cards; PCIe effective ~25 GB/s at Gen4, ~50 GB/s at Gen5). The
-collective model (:mod:`vidur.estimate.collective`) can substitute fitted
+collective model (:mod:`vidur.hardware.collective`) can substitute fitted
 values; :data:`NETWORK_PROFILES` maps node names to the measured network
 profiles in ``vidur-profiles/network``.
 """

@@ -57,10 +57,10 @@ def run(args) -> int:
     """Handler: profile, report complete shards, fit (exit 1 when a shard is left incomplete)."""
     import attrs
 
-    from vidur.estimate.profiles import complete_shards, read_metadata
+    from vidur.store.profiles import complete_shards, read_metadata
     from vidur.model.catalog import load_model
     from vidur.profile.grids import CPU, FULL, PRESETS
-    from vidur.profile.runner import profile_model
+    from vidur.profile.profiler import profile_model
 
     model = load_model(args.model)
     grid = PRESETS[args.grid] if args.grid else None
@@ -89,7 +89,7 @@ def run(args) -> int:
         threads=args.threads,
     )
     if getattr(args, "collectives", False):
-        from vidur.estimate.profiles import write_metadata
+        from vidur.store.profiles import write_metadata
         from vidur.profile.collectives import profile_collectives
 
         net = profile_collectives(out, backend="nccl" if str(args.device).startswith("cuda") else "gloo")
@@ -105,7 +105,7 @@ def run(args) -> int:
         print(f"incomplete: tp {', '.join(map(str, todo))}; run the same command again to resume")
         return 1
     if not args.no_fit:
-        from vidur.estimate.fit import fit_command
+        from vidur.fit.report import fit_command
 
         rep = fit_command(out, holdout=0)
         print(f"fitted in {rep['fit_seconds']:.2f} s -> {rep['fitted']}")

@@ -4,7 +4,7 @@ One process per GPU (``torch.multiprocessing``), NCCL, fp16 buffers of
 ``size`` **bytes**; each point is warmed up, then timed with CUDA events
 over back-to-back calls (median of repeats, rank 0's view after a barrier).
 Results are written in the Vidur network format (``all_reduce.csv``,
-``send_recv.csv``, so :mod:`vidur.estimate.comm_fit` reads them) and fitted
+``send_recv.csv``, so :mod:`vidur.fit.collectives` reads them) and fitted
 into the profile's ``network.json``, which the ``profile`` estimator prefers
 over the shipped calibration. On CPU the same code runs over gloo (tests).
 """
@@ -124,7 +124,7 @@ def profile_collectives(
     for coll, rows in by_coll.items():
         if rows:
             write_vidur_csv(net / f"{coll}.csv", coll, rows, n)
-    from vidur.estimate.comm_fit import fit_network, fits_to_json
+    from vidur.fit.collectives import fit_network, fits_to_json
 
     fits = fit_network(net, node_name="measured")
     (out / "network.json").write_text(json.dumps(fits_to_json(fits), indent=1) + "\n", encoding="utf-8")

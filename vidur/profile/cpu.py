@@ -2,13 +2,13 @@
 
 On a CPU the host runs every operator to completion before the next, so
 the faithful measurement of what an iteration costs is the iteration itself:
-the same code (:func:`vidur.profile.ops.layer_forward` and friends inside
-:class:`vidur.validate.executor.ReferenceExecutor`), the same cache
+the same code (:func:`vidur.reference.layers.layer_forward` and friends inside
+:class:`vidur.reference.executor.ReferenceExecutor`), the same cache
 conditions (all of the model's layers, each with its own weights, touched
 once per forward pass; the KV pool; the activations), the same attention
 calls (one SDPA call per request), the same input preparation and the same
-thread count. :meth:`~vidur.validate.executor.ReferenceExecutor.time_iteration`
-runs a synthetic iteration with an :class:`~vidur.profile.ops.OpClock`
+thread count. :meth:`~vidur.reference.executor.ReferenceExecutor.time_iteration`
+runs a synthetic iteration with an :class:`~vidur.reference.layers.OpClock`
 ticking after every operator; every row of a CPU profile comes from such
 runs ("probes"):
 
@@ -34,7 +34,7 @@ a new random order (a warm-up and ``repeats / ROUNDS`` timed runs; a probe
 whose run takes over :data:`LONG_RUN_S`: no warm-up, one run, in
 :data:`LONG_ROUNDS` rounds), and a row is the median of the faster half of
 its runs (by the whole iteration's time); token-level curves are smoothed
-locally when fitted (:func:`vidur.estimate.fit.local_linear`). A small pace
+locally when fitted (:func:`vidur.fit.curves.local_linear`). A small pace
 probe runs every :data:`PACE_EVERY_S`; its spread is in the shard's
 metadata (``executor.machine_speed``): how disturbed the machine was.
 """
@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable
 
 from vidur.profile.grids import Grid
-from vidur.profile.ops import LAYER_STEPS
+from vidur.reference.layers import LAYER_STEPS
 from vidur.profile.timing import Stats
 
 #: longest chunk of the probes that measure token-level operators
@@ -89,7 +89,7 @@ METHOD = (
 def profile_layers(model, tp: int, dtype_bytes: int) -> int:
     """How many decoder layers a CPU profile builds: all of them when their weights fit
     :data:`LAYER_BYTES_BUDGET` (the real cache conditions), else as many as fit (at least 2)."""
-    from vidur.profile.ops import ShardShape
+    from vidur.reference.shapes import ShardShape
 
     per_layer = ShardShape(model, tp).layer_params() * dtype_bytes
     if model.num_layers * per_layer <= LAYER_BYTES_BUDGET:
@@ -101,8 +101,8 @@ class CpuProber:
     """Runs the probes of one shard on a :class:`ReferenceExecutor` and keeps their timed runs."""
 
     def __init__(self, model, tp: int, grid: Grid, dtype, repeats: int = 7):
-        from vidur.profile.ops import tick_overhead
-        from vidur.validate.executor import ReferenceExecutor
+        from vidur.reference.layers import tick_overhead
+        from vidur.reference.executor import ReferenceExecutor
 
         self.model = model
         self.tp = tp
@@ -214,7 +214,7 @@ class CpuProber:
     def _fit_excess(self) -> dict[str, tuple[list[float], list[float]]]:
         import numpy as np
 
-        from vidur.estimate.fit import pava
+        from vidur.fit.curves import pava
 
         points: dict[str, list[tuple[float, float, int]]] = {}
         for key, probe in self.samples.items():

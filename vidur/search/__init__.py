@@ -17,7 +17,8 @@ Python API::
     outcome.best["config"], outcome.best["max_qps"], outcome.evidence["confirmed"]
 """
 
-from vidur.search.runner import SearchOutcome, evidence_for, pick_best, run_search
+from vidur.search.cost import pick_best
+from vidur.search.driver import SearchOutcome, evidence_for, run_search
 from vidur.search.spec import (
     ConfigPoint,
     SearchOptions,

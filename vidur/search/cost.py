@@ -40,3 +40,17 @@ def pareto_front(points: list[tuple[float, float, Any]]) -> list[Any]:
             front.append(item)
             best = qpd
     return front
+
+
+def eligible(row: dict[str, Any]) -> bool:
+    """A search result row that ran, reached a positive QPS and met every SLO."""
+    return row["status"] in ("ok", "capped") and (row["max_qps"] or 0) > 0 and row["slos_met"]
+
+
+def pick_best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Highest QPS per dollar among configurations meeting the SLOs; ties: fewer
+    GPUs, then higher max QPS, then grid order."""
+    cands = [r for r in rows if eligible(r)]
+    if not cands:
+        return None
+    return min(cands, key=lambda r: (-r["qps_per_dollar"], r["gpus"], -r["max_qps"], r["index"]))

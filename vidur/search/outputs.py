@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vidur.search.cost import pareto_front
+from vidur.search.cost import eligible, pareto_front
+from vidur.search.probe import probe_scenario, probe_size
 
 _PRETTY = {
     "ttft": "TTFT",
@@ -74,9 +75,7 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> bool:
 
 def pareto_rows(spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (latency metric, frontier configuration)."""
-    from vidur.search.runner import _eligible
-
-    ok = [r for r in rows if _eligible(r)]
+    ok = [r for r in rows if eligible(r)]
     out = []
     for col in latency_columns(spec):
         front = pareto_front([(r.get(col), r.get("qps_per_dollar"), r) for r in ok])
@@ -116,9 +115,7 @@ def plot_pareto(path: Path, col: str, rows: list[dict[str, Any]], best: dict | N
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from vidur.search.runner import _eligible
-
-    pts = [r for r in rows if _eligible(r) and r.get(col) is not None and r.get("qps_per_dollar") is not None]
+    pts = [r for r in rows if eligible(r) and r.get(col) is not None and r.get("qps_per_dollar") is not None]
     with _style():
         fig = Figure(figsize=(6.4, 4.4), dpi=150)
         FigureCanvasAgg(fig)
@@ -262,10 +259,27 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
     return "\n".join(L) + "\n"
 
 
+def best_scenario_yaml(spec, cfg, max_qps: float) -> str:
+    """The best configuration as a scenario YAML at its max QPS (same probe as the search)."""
+    import yaml
+
+    d, n = probe_size(spec.probe_duration, spec.probe_requests, 1.0, max_qps, spec.options.min_requests)
+    cap = (d + spec.drain_s) if d is not None else None
+    raw = probe_scenario(spec.base_scenario(cfg), max_qps, d, n, cap)
+    raw["simulation"]["progress"] = True
+    slos = {}
+    for s in spec.slos:
+        slos.setdefault(s.metric, {"quantile": s.quantile, "max_s": s.max_s})
+    raw["metrics"] = {"slos": slos}
+    head = (f"# best configuration of the search {spec.path or ''}: {cfg.label}\n"
+            f"# at its maximum QPS {max_qps:.4g}; run it with `vidur run best.yaml`\n")
+    if cap is None:
+        head += "# (request-count probes: the search capped simulated time at the last arrival + drain)\n"
+    return head + yaml.safe_dump(raw, sort_keys=False)
+
+
 def write_outputs(spec, outcome, log: Callable[[str], None]) -> str:
     """Write every output file into ``outcome.out_dir``; returns the report text."""
-    from vidur.search.runner import best_scenario_yaml
-
     out: Path = outcome.out_dir
     rows = outcome.rows
     files = ["results.jsonl"]

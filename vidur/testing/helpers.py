@@ -12,7 +12,7 @@ from typing import Any
 _REGISTRARS = (
     ("vidur.scheduler.base", "ReplicaScheduler", "vidur_register_replica_schedulers"),
     ("vidur.scheduler.global_base", "GlobalScheduler", "vidur_register_global_schedulers"),
-    ("vidur.estimate.memory", "MemoryPlanner", "vidur_register_memory_planners"),
+    ("vidur.memory.base", "MemoryPlanner", "vidur_register_memory_planners"),
     ("vidur.estimate.base", "RuntimeEstimator", "vidur_register_runtime_estimators"),
     ("vidur.workload.base", "ArrivalProcess", "vidur_register_workloads"),
     ("vidur.workload.base", "LengthGenerator", "vidur_register_workloads"),

@@ -1,6 +1,6 @@
 """Fidelity proof: the simulator measured against real execution.
 
-- :mod:`vidur.validate.executor`: the PyTorch reference executor (needs torch;
+- :mod:`vidur.reference.executor`: the PyTorch reference executor (needs torch;
   imported lazily, never by the simulator core).
 - :mod:`vidur.validate.run`: ``vidur validate`` (the same scheduler drives the
   executor and the simulator; :func:`~vidur.validate.run.validate_scenario`).

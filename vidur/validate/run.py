@@ -4,7 +4,7 @@
 
 1. **real**: the scenario's replica (and global) scheduler forms batches in
    the simulator's event loop, but every batch runs on the
-   :class:`~vidur.validate.executor.ReferenceExecutor` and the clock
+   :class:`~vidur.reference.executor.ReferenceExecutor` and the clock
    advances by its measured wall time (``EventLoop(executor=...)``, no
    fast-forward). Each batch is also priced by the estimator, so iteration
    errors compare prediction and measurement on the same batches;
@@ -84,7 +84,7 @@ def _ensure_device(host: PluginHost, scenario: Scenario) -> object | None:
     if name in host.names("device"):
         return None
     try:
-        from vidur.estimate.profiled import resolve_device
+        from vidur.resolve.device import resolve_device
     except ImportError:
         return None
     spec = resolve_device(name, scenario.model, host)  # raises the usual unknown-device error
@@ -116,7 +116,7 @@ def choose_estimator(scenario: Scenario, host: PluginHost, requested: str | None
             notes.append("the profile-based estimator is not installed: the simulated side uses the roofline estimator")
             policy = Policy("roofline", host.get("runtime_estimator", "roofline").Config())
         else:
-            from vidur.estimate.profiles import find_profile
+            from vidur.store.profiles import find_profile
             from vidur.model.catalog import load_model
 
             model = load_model(scenario.model, host)
@@ -159,7 +159,7 @@ def _check_validatable(scenario: Scenario) -> None:
 
 def attention_mismatch(estimator, kernel: str) -> str | None:
     """A note when the estimator's profile measured another attention kernel than the executor runs."""
-    from vidur.profile.attention import kernel_name
+    from vidur.reference.attention import kernel_name
 
     profile = getattr(estimator, "profile", None)
     if profile is None:
@@ -176,7 +176,7 @@ def attention_mismatch(estimator, kernel: str) -> str | None:
 
 
 def _check_device_match(scenario: Scenario, device_type: str, notes: list[str]) -> None:
-    from vidur.validate.executor import gpu_sku
+    from vidur.reference.device import gpu_sku
 
     dev = scenario.cluster.device
     if device_type == "cpu":
@@ -239,17 +239,14 @@ def validate_scenario(
     from vidur.engine.loop import EventLoop
     from vidur.engine.simulation import Simulation
     from vidur.model.catalog import load_model
-    from vidur.validate.executor import (
-        ReferenceExecutor,
-        check_supported,
-        resolve_device,
-    )
+    from vidur.reference.device import torch_device
+    from vidur.reference.executor import ReferenceExecutor, check_supported
 
     host = host or get_host()
     _check_validatable(scenario)
     model = load_model(scenario.model, host)
     check_supported(model)  # before anything slow
-    device_type = resolve_device(device)
+    device_type = torch_device(device).type
     notes: list[str] = []
     _check_device_match(scenario, device_type, notes)
     extra = _ensure_device(host, scenario)

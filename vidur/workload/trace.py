@@ -10,7 +10,7 @@ line (1-based, the header being line 1).
 Token counts of 0 are not rejected: a request has at least one prompt token
 and produces at least one output token, so a 0 is clamped to 1, and the
 number of clamped rows is logged once per file version and returned in
-:class:`TraceLengths` (``clamped_prompt``, ``clamped_output``).
+:class:`TraceTokenCounts` (``clamped_prompt``, ``clamped_output``).
 
 Parsed files are cached per (real path, mtime, size), so capacity search
 re-reading one trace for every configuration pays for the parse once; a file
@@ -41,7 +41,7 @@ _CACHE: OrderedDict[tuple, "_Table"] = OrderedDict()
 
 
 @attrs.frozen(eq=False)
-class TraceLengths:
+class TraceTokenCounts:
     """Prompt and output token counts of a trace, row by row (int64, >= 1)."""
 
     prompt: np.ndarray
@@ -213,7 +213,7 @@ def read_arrivals(path: str | os.PathLike) -> np.ndarray:
     return table.derived[key]
 
 
-def read_lengths(path: str | os.PathLike) -> TraceLengths:
+def read_lengths(path: str | os.PathLike) -> TraceTokenCounts:
     """The ``num_prefill_tokens``/``num_decode_tokens`` columns, read-only int64.
 
     A count of 0 is clamped to 1 (see the module docstring)."""
@@ -231,5 +231,5 @@ def read_lengths(path: str | os.PathLike) -> TraceLengths:
                 "trace %s: %d rows with %s 0 and %d rows with %s 0 counted as 1 token",
                 table.path, zp, PREFILL, zo, DECODE,
             )
-        table.derived[key] = TraceLengths(_readonly(prompt), _readonly(output), zp, zo)
+        table.derived[key] = TraceTokenCounts(_readonly(prompt), _readonly(output), zp, zo)
     return table.derived[key]

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from vidur.profile.ops import ShardShape
+from vidur.reference.kv import PAGE
 
-PAGE = 256  # KV page size (FlashAttention-2's paged KV needs a multiple of 256)
+if TYPE_CHECKING:
+    from vidur.reference.shapes import ShardShape
+
 
 #: kernel names in the order they are tried on CUDA
 KERNELS = ("paged", "flash", "sdpa")

@@ -1,13 +1,13 @@
 """PyTorch operators of a decoder layer: one implementation for the profiler and the executor.
 
 :func:`layer_forward` is *the* decoder layer: the reference executor
-(:class:`vidur.validate.executor.ReferenceExecutor`) runs it for every layer
+(:class:`vidur.reference.executor.ReferenceExecutor`) runs it for every layer
 of every iteration, and the profiler times it (on CPU inside the executor's
 own iterations; on GPU its operators one by one through the same functions,
 and its host launch time as a whole). What is profiled is what is executed.
 
 Each step of the layer is one named operator of the profile
-(:data:`vidur.estimate.profiles.LAYER_TOKEN_OPS` plus ``attn``); an optional
+(:data:`vidur.store.profiles.LAYER_TOKEN_OPS` plus ``attn``); an optional
 ``tick(op)`` callback after each step lets a host clock attribute every
 nanosecond of the layer, glue included, to the operator it follows
 (:class:`OpClock`).
@@ -17,11 +17,11 @@ and head dimensions (Megatron style: QKV and gate/up column-parallel,
 output and down projections row-parallel, vocabulary-parallel embedding and
 LM head); the all-reduces are priced separately by the collective model.
 
-Attention kernels live in :mod:`vidur.profile.attention`, shared the same
+Attention kernels live in :mod:`vidur.reference.attention`, shared the same
 way: the executor and the profiler try the same kernels in the same order
 (paged FlashAttention, FlashAttention over slot ranges, SDPA per request)
 and lay the KV cache out alike. On CPU the executor runs one
-:func:`~vidur.profile.attention.sdpa_chunk` per request, and that is what
+:func:`~vidur.reference.attention.sdpa_chunk` per request, and that is what
 the CPU profile measures.
 """
 
@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from vidur.model.spec import ModelSpec
-from vidur.profile.attention import PAGE, Attention, cumsum, flash_varlen, sdpa_chunk
+from vidur.reference.attention import Attention, cumsum, flash_varlen, sdpa_chunk
+from vidur.reference.kv import PAGE
+from vidur.reference.shapes import ShardShape
 
 Fn = Callable[[], object]
 Tick = Callable[[str], None]
@@ -45,59 +47,6 @@ LAYER_STEPS = (
     "input_norm", "qkv_proj", "rope", "kv_cache_write", "attn", "o_proj", "add",
     "post_norm", "gate_up_proj", "act", "down_proj", "add",
 )
-
-
-class ShardShape:
-    """Per-rank sizes of one layer at tensor parallelism ``tp``."""
-
-    def __init__(self, model: ModelSpec, tp: int = 1):
-        self.model = model
-        self.tp = tp
-        self.hidden = model.hidden_size
-        self.q_heads = max(1, model.num_heads // tp)
-        self.kv_heads = max(1, model.num_kv_heads // tp)
-        self.head_dim = model.head_dim
-        self.inter = max(1, model.intermediate_size // tp)
-        self.vocab = max(1, math.ceil(model.vocab_size / tp))
-        self.rot_dim = int(model.head_dim * model.partial_rotary_factor) // 2 * 2
-
-    @property
-    def qkv_out(self) -> int:
-        return (self.q_heads + 2 * self.kv_heads) * self.head_dim
-
-    @property
-    def q_dim(self) -> int:
-        return self.q_heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.head_dim
-
-    @property
-    def gate_up_out(self) -> int:
-        return (2 if self.model.gated_mlp else 1) * self.inter
-
-    def layer_weight_shapes(self) -> dict[str, tuple[int, ...] | None]:
-        """Parameter shapes of one layer (None: the model has no such bias)."""
-        m, h = self.model, self.hidden
-        ln = m.norm == "layernorm"
-        return {
-            "input_norm": (h,),
-            "input_norm.bias": (h,) if ln else None,
-            "qkv_proj": (self.qkv_out, h),
-            "qkv_proj.bias": (self.qkv_out,) if m.attention_bias else None,
-            "o_proj": (h, self.q_dim),
-            "o_proj.bias": (h,) if m.output_bias else None,
-            "post_norm": (h,),
-            "post_norm.bias": (h,) if ln and not m.parallel_attn_mlp else None,
-            "gate_up_proj": (self.gate_up_out, h),
-            "gate_up_proj.bias": (self.gate_up_out,) if m.mlp_bias else None,
-            "down_proj": (h, self.inter),
-            "down_proj.bias": (h,) if m.mlp_bias else None,
-        }
-
-    def layer_params(self) -> int:
-        return sum(math.prod(s) for s in self.layer_weight_shapes().values() if s)
 
 
 # --- the operators ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ and ``send_recv.csv``. All times are milliseconds with
 :func:`import_vidur` turns the compute CSVs into a profile directory of
 this project (``metadata.json`` + ``tp<t>.csv``), so users of the original
 bring their measurements along. Collective CSVs are fitted by
-:mod:`vidur.estimate.comm_fit` and stored as ``network.json`` beside it.
+:mod:`vidur.fit.collectives` and stored as ``network.json`` beside it.
 """
 
 from __future__ import annotations
@@ -26,21 +26,8 @@ from typing import Any
 import attrs
 
 from vidur.errors import VidurError
-from vidur.estimate import profiles as store
-
-#: Vidur operator name -> ours (mlp.csv)
-MLP_OPS = {
-    "emb": "embed",
-    "input_layernorm": "input_norm",
-    "attn_pre_proj": "qkv_proj",
-    "attn_rope": "rope",
-    "attn_post_proj": "o_proj",
-    "post_attention_layernorm": "post_norm",
-    "mlp_up_proj": "gate_up_proj",
-    "mlp_act": "act",
-    "mlp_down_proj": "down_proj",
-    "add": "add",
-}
+from vidur.store import profiles as store
+from vidur.store.profiles import MLP_OPS
 
 #: mlp.csv shape columns -> ModelSpec fields
 _MLP_SHAPE = {
@@ -224,7 +211,7 @@ def import_vidur(
         meta["shards"][str(tp)] = {"file": f.name, "rows": len(rows), "complete": True, "ops": ops}
     net_dir = Path(network) if network is not None else (Path(src) if Path(src).is_dir() else None)
     if net_dir is not None and any((net_dir / f"{c}.csv").is_file() for c in ("all_reduce", "send_recv")):
-        from vidur.estimate.comm_fit import fit_network, fits_to_json
+        from vidur.fit.collectives import fit_network, fits_to_json
 
         fits = fit_network(net_dir)
         (o / "network.json").write_text(json.dumps(fits_to_json(fits), indent=1) + "\n", encoding="utf-8")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vidur.estimate.fit import MS, FittedShard, fit_shard
-from vidur.estimate.profiles import CPU_OPS, Profile
+from vidur.fit.curves import MS, FittedShard, fit_shard
+from vidur.store.profiles import CPU_OPS, Profile
 
 
 def _holdout_mask(cols: dict[str, np.ndarray], op: str, frac: float, rng: np.random.Generator) -> np.ndarray:

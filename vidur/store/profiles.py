@@ -65,6 +65,20 @@ ATTENTION_OPS = ("attn_prefill", "attn_decode")
 CPU_OPS = ("cpu_prepare", "cpu_sample", "cpu_launch_layer", "cpu_graph_replay")
 KNOWN_OPS = frozenset(LAYER_TOKEN_OPS + EDGE_OPS + ATTENTION_OPS + CPU_OPS)
 
+#: Vidur's operator names (its ``mlp.csv``, and the roofline's) -> ours
+MLP_OPS = {
+    "emb": "embed",
+    "input_layernorm": "input_norm",
+    "attn_pre_proj": "qkv_proj",
+    "attn_rope": "rope",
+    "attn_post_proj": "o_proj",
+    "post_attention_layernorm": "post_norm",
+    "mlp_up_proj": "gate_up_proj",
+    "mlp_act": "act",
+    "mlp_down_proj": "down_proj",
+    "add": "add",
+}
+
 
 def shard_file(tp: int) -> str:
     return f"tp{int(tp)}.csv"

@@ -4,14 +4,14 @@ Reads Vidur-format network profiles (``<node>/all_reduce.csv``,
 ``<node>/send_recv.csv``; times in ms, ``size`` in **bytes**: see
 :func:`size_unit_check`) and fits, per node type, collective, world size
 and GPUs per node, the two parameters of the ring model in
-:mod:`vidur.estimate.collective`:
+:mod:`vidur.hardware.collective`:
 
 - all-reduce: ``t = 2(p−1)·latency + 2(p−1)/p · bytes / bandwidth``
 - send/recv: ``t = latency + bytes / bandwidth``
 
 by least squares on the *relative* error (every size counts alike). It
 also keeps a monotone log-log interpolation table of the measurements
-(:class:`vidur.estimate.fit.Curve`), which the profile estimator prefers
+(:class:`vidur.fit.curves.Curve`), which the profile estimator prefers
 where a node was measured, since NCCL switches protocols with message size
 and two parameters cannot follow that exactly. :func:`fit_network` reports
 both errors.
@@ -29,8 +29,8 @@ import attrs
 import numpy as np
 
 from vidur.errors import VidurError
-from vidur.estimate.collective import LinkParams
-from vidur.estimate.fit import Curve
+from vidur.hardware.collective import LinkParams
+from vidur.fit.curves import Curve
 
 COLLECTIVES = ("all_reduce", "send_recv")
 

@@ -21,7 +21,7 @@ from typing import ClassVar
 import attrs
 
 from vidur.errors import VidurError
-from vidur.estimate.memory import MemoryPlan, MemoryPlanner
+from vidur.memory.base import MemoryPlan, MemoryPlanner
 from vidur.hardware.spec import DeviceSpec
 from vidur.model.catalog import check_parallelism
 from vidur.model.cost import LOGIT_BYTES, kv_bytes_per_token, max_stage_weights_bytes, rank_shape

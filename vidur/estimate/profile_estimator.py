@@ -1,7 +1,7 @@
 """The ``profile`` runtime estimator: fitted curves of measured operator times.
 
 Built once per replica configuration from the profile found for (device,
-model, tp) (:func:`vidur.estimate.profiles.find_profile`) or named in the
+model, tp) (:func:`vidur.store.profiles.find_profile`) or named in the
 config; the fitted model comes from the profile's ``fitted.json`` or the
 user cache when its data hash matches, and is fitted on the fly otherwise
 (numpy only: neither torch nor scikit-learn is imported here).
@@ -24,7 +24,6 @@ attention times scale in proportion to the work, and a warning says so once.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from bisect import bisect_right
@@ -36,8 +35,9 @@ import numpy as np
 
 from vidur.errors import VidurError
 from vidur.estimate.base import BatchShape, RuntimeEstimator
-from vidur.estimate.fit import FittedShard, get_fitted
-from vidur.estimate.profiles import LAYER_TOKEN_OPS, Profile, check_model_matches, find_profile, load_profile
+from vidur.estimate.comm import CommModel
+from vidur.fit.curves import FittedShard, get_fitted
+from vidur.store.profiles import LAYER_TOKEN_OPS, Profile, check_model_matches, find_profile, load_profile
 from vidur.hardware.spec import DeviceSpec, NodeSpec
 from vidur.model.spec import ModelSpec
 
@@ -405,230 +405,5 @@ class ProfileEstimator(RuntimeEstimator):
         return out
 
 
-class CommModel:
-    """Collective times for one replica: measured tables where a node was measured, else the ring model.
-
-    Order of preference: the profile's own ``network.json`` (imported or
-    measured), the calibration shipped for the node type
-    (:func:`vidur.estimate.comm_fit.calibration`), the nominal link of the
-    node spec (:mod:`vidur.estimate.collective`).
-    """
-
-    def __init__(self, node: NodeSpec, tp: int, pp: int, profile: Profile | None = None):
-        from vidur.estimate import collective
-        from vidur.estimate.comm_fit import calibration
-
-        self.node = node
-        self.tp = tp
-        self.pp = pp
-        self._c = collective
-        self.inter_node_pp = tp * pp > node.num_devices
-        cal = calibration(node.name)
-        own = _profile_network(profile) if profile is not None else None
-        self.all_reduce_fit = (own or {}).get(("all_reduce", tp, tp)) or cal.get(("all_reduce", tp, tp))
-        dpn = 1 if self.inter_node_pp else 2
-        self.send_recv_fit = (own or {}).get(("send_recv", 2, dpn)) or cal.get(("send_recv", 2, dpn))
-        if self.all_reduce_fit is not None:
-            self.params = self.all_reduce_fit.params
-        else:
-            self.params = collective.link_params(node, tp)
-        self.source = "measured" if self.all_reduce_fit is not None else "nominal"
-
-    def all_reduce(self, nbytes: float) -> float:
-        if self.tp <= 1 or nbytes <= 0:
-            return 0.0
-        if self.all_reduce_fit is not None:
-            return self.all_reduce_fit.table_time(nbytes)
-        return self._c.all_reduce_time(self.node, self.tp, nbytes)
-
-    def all_reduce_array(self, nbytes: np.ndarray) -> np.ndarray:
-        if self.all_reduce_fit is not None:
-            return self.all_reduce_fit.curve.eval_array(np.maximum(nbytes, 1.0))
-        return np.array([self._c.all_reduce_time(self.node, self.tp, float(b)) for b in nbytes])
-
-    def all_gather(self, nbytes: float) -> float:
-        if self.tp <= 1 or nbytes <= 0:
-            return 0.0
-        return self._c.all_gather_time(self.node, self.tp, nbytes, self.params)
-
-    def send_recv(self, nbytes: float) -> float:
-        if nbytes <= 0:
-            return 0.0
-        if self.send_recv_fit is not None:
-            return self.send_recv_fit.table_time(nbytes)
-        return self._c.send_recv_time(self.node, nbytes, inter_node=self.inter_node_pp)
-
-
-def _profile_network(profile: Profile) -> dict | None:
-    f = profile.path / "network.json"
-    if not f.is_file():
-        return None
-    from vidur.estimate.comm_fit import fits_from_json
-
-    try:
-        return fits_from_json(json.loads(f.read_text(encoding="utf-8")), profile.device)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise VidurError(f"{f} is corrupt ({exc}); re-import the network profile") from None
-
-
 def _isclose(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
-
-
-# --- pricing one iteration (``vidur estimate``) ---------------------------------------
-
-
-def resolve_device(name: str, model_name: str, host=None, profile: str | None = None) -> DeviceSpec:
-    """A registered device, or a device known only from a profile (e.g. ``cpu``)."""
-    from vidur.estimate.profiles import list_profiles, read_metadata
-    from vidur.plugins import get_host
-
-    host = host or get_host()
-    from vidur.hardware.device_file import is_device_file, register_device_file
-
-    if is_device_file(name):
-        return register_device_file(host, name)
-    table = host.registries.get("device", {})
-    if name in table:
-        return table[name].obj
-    candidates = ([{"device": name, "path": profile}] if profile else []) + list_profiles()
-    for p in candidates:
-        if p["device"] == name:
-            meta = read_metadata(p["path"])
-            if profile and meta.get("device") != name:
-                continue
-            info = meta.get("device_info", {})
-            return DeviceSpec(
-                name=name,
-                memory_bytes=int(info.get("memory_bytes") or 1 << 34),
-                peak_flops=1e12,
-                memory_bandwidth=5e10,
-                description=f"known only from its profile ({info.get('name', name)})",
-            )
-    if name.startswith("cuda") or name == "gpu":
-        raise VidurError(
-            f"vidur estimate prices a named device ({', '.join(sorted(table))}), not {name!r}; "
-            f"to measure the local GPU use `vidur profile --device cuda`"
-        )
-    return host.get("device", name)  # raises with the valid names
-
-
-def choose_estimator(device: str, model: str, tp: int, requested: str = "auto", profile: str | None = None) -> tuple[str, str]:
-    """(estimator name, reason): ``auto`` -> ``profile`` when a profile exists, else ``roofline``."""
-    if requested != "auto":
-        return requested, "requested"
-    if profile:
-        return "profile", f"profile {profile}"
-    found = find_profile(device, model, tp)
-    if found is not None:
-        return "profile", f"profile found at {found}"
-    source = roofline_calibration_source(device, model)
-    if source is not None:
-        return "roofline", f"no profile for {device}/{model} tp={tp}; roofline calibrated on {source}"
-    return "roofline", f"no profile for {device}/{model} tp={tp}"
-
-
-def roofline_calibration_source(device: str, model: str) -> str | None:
-    """For ``auto`` falling back to the roofline: a profile of the same device (another model or TP
-    degree) to calibrate it on, or None (default efficiencies)."""
-    from vidur.estimate.calibrate import same_device_profile
-
-    return same_device_profile(str(device), str(model))
-
-
-def estimate_iteration(
-    model,
-    device: str,
-    tp: int = 1,
-    prefills=(),
-    decodes=(),
-    *,
-    pp: int = 1,
-    node: str | None = None,
-    estimator: str = "auto",
-    profile: str | None = None,
-    engine_mode: str | None = None,
-    host=None,
-) -> dict:
-    """Price one iteration: ``prefills=[(chunk, context)]``, ``decodes=[(batch, context)]``.
-
-    Returns ``{"gpu_ms", "total_ms", "estimator", "ops": {op: ms}, ...}``:
-    ``gpu_ms`` is the device time of the forward pass (all layers, embedding,
-    LM head, pipeline transfers), ``total_ms`` adds launch stalls and the
-    host overhead of the engine mode.
-    """
-    from vidur.model.catalog import check_parallelism, load_model
-    from vidur.plugins import get_host
-
-    host = host or get_host()
-    spec = load_model(model, host) if not isinstance(model, ModelSpec) else model
-    dev = resolve_device(device, spec.name, host, profile)
-    if node:
-        node_spec = host.get("node", node)
-    else:
-        from vidur.hardware.catalog import default_node
-
-        node_spec = default_node(dev.name)
-    check_parallelism(spec, tp, pp, node_spec)
-    name, reason = choose_estimator(dev.name, spec.name, tp, estimator, profile)
-    cls = host.get("runtime_estimator", name)
-    kwargs = {}
-    if engine_mode is not None:
-        kwargs["engine_mode"] = engine_mode
-    if profile and name == "profile":
-        kwargs["profile"] = str(profile)
-    if estimator == "auto" and name == "roofline":
-        source = roofline_calibration_source(dev.name, spec.name)
-        if source is not None:
-            kwargs["calibrate_from"] = source
-    try:
-        cfg = cls.Config(**kwargs)
-    except TypeError as exc:
-        raise VidurError(f"estimator {name!r} does not take these options: {exc}") from None
-    est = cls(cfg, spec, dev, node_spec, tp, pp)
-    shape = BatchShape()
-    for q, ctx in prefills:
-        if q < 1 or ctx < 0:
-            raise VidurError(f"a prefill chunk needs at least 1 token and a non-negative context, got {q}:{ctx}")
-        shape.add_prefill(int(q), int(ctx))
-    for b, ctx in decodes:
-        if b < 1 or ctx < 0:
-            raise VidurError(f"a decode group needs a batch of at least 1 and a non-negative context, got {b}:{ctx}")
-        for _ in range(int(b)):
-            shape.add_decode(int(ctx))
-    if shape.num_tokens == 0:
-        raise VidurError("nothing to price: give --prefill CHUNK[:CONTEXT] and/or --decode BATCH:CONTEXT")
-    L = spec.num_layers
-    per_layer = est.breakdown(shape)
-    stall = per_layer.pop("launch_stall", 0.0)
-    ops = {k: v * L * 1e3 for k, v in per_layer.items()}
-    ops["embed"] = est.embed_time(shape.num_tokens) * 1e3
-    ops["head"] = est.head_time(shape.num_seqs) * 1e3
-    if pp > 1:
-        ops["pp_send_recv"] = (pp - 1) * est.pp_transfer_time(shape.num_tokens) * 1e3
-    forward = est.forward_time(shape)
-    gpu_ms = forward * 1e3 - stall * L * 1e3
-    cpu = est.cpu_overhead(shape.num_seqs)
-    total_ms = forward * 1e3 + cpu * 1e3
-    return {
-        "gpu_ms": gpu_ms,
-        "total_ms": total_ms,
-        "estimator": name,
-        "ops": ops,
-        "estimator_detail": est.describe(),
-        "estimator_reason": reason,
-        "cpu_overhead_ms": cpu * 1e3,
-        "launch_stall_ms": stall * L * 1e3,
-        "model": spec.name,
-        "device": dev.name,
-        "node": node_spec.name,
-        "tp": tp,
-        "pp": pp,
-        "batch": {
-            "num_tokens": shape.num_tokens,
-            "num_prefill": shape.num_prefill,
-            "prefill_tokens": shape.prefill_tokens,
-            "num_decode": shape.num_decode,
-            "decode_kv": shape.decode_kv,
-        },
-    }

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from vidur.errors import VidurError
-from vidur.search.cost import cost_fields
+from vidur.search.cost import cost_fields, pick_best
 from vidur.search.executors import run_tasks
 from vidur.search.probe import (
     REPORTED,
@@ -117,19 +117,6 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
     return row
 
 
-def _eligible(row: dict[str, Any]) -> bool:
-    return row["status"] in ("ok", "capped") and (row["max_qps"] or 0) > 0 and row["slos_met"]
-
-
-def pick_best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Highest QPS per dollar among configurations meeting the SLOs; ties: fewer
-    GPUs, then higher max QPS, then grid order."""
-    cands = [r for r in rows if _eligible(r)]
-    if not cands:
-        return None
-    return min(cands, key=lambda r: (-r["qps_per_dollar"], r["gpus"], -r["max_qps"], r["index"]))
-
-
 def evidence_for(spec: SearchSpec, cfg: ConfigPoint, max_qps: float, host=None, factor: float = EVIDENCE_FACTOR) -> dict[str, Any]:
     """Re-simulate ``cfg`` with full-size probes at ``max_qps`` and ``factor`` × it.
 
@@ -145,25 +132,6 @@ def evidence_for(spec: SearchSpec, cfg: ConfigPoint, max_qps: float, host=None, 
                      "unfinished": ev["unfinished"]}
     out["confirmed"] = bool(out["at_max"]["met"] and not out["above"]["met"])
     return out
-
-
-def best_scenario_yaml(spec: SearchSpec, cfg: ConfigPoint, max_qps: float) -> str:
-    """The best configuration as a scenario YAML at its max QPS (same probe as the search)."""
-    import yaml
-
-    d, n = probe_size(spec.probe_duration, spec.probe_requests, 1.0, max_qps, spec.options.min_requests)
-    cap = (d + spec.drain_s) if d is not None else None
-    raw = probe_scenario(spec.base_scenario(cfg), max_qps, d, n, cap)
-    raw["simulation"]["progress"] = True
-    slos = {}
-    for s in spec.slos:
-        slos.setdefault(s.metric, {"quantile": s.quantile, "max_s": s.max_s})
-    raw["metrics"] = {"slos": slos}
-    head = (f"# best configuration of the search {spec.path or ''}: {cfg.label}\n"
-            f"# at its maximum QPS {max_qps:.4g}; run it with `vidur run best.yaml`\n")
-    if cap is None:
-        head += "# (request-count probes: the search capped simulated time at the last arrival + drain)\n"
-    return head + yaml.safe_dump(raw, sort_keys=False)
 
 
 def run_search(

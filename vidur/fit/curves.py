@@ -48,14 +48,13 @@ from typing import Any
 import numpy as np
 
 from vidur.errors import VidurError
-from vidur.estimate.profiles import (
+from vidur.store.profiles import (
     CPU_OPS,
     EDGE_OPS,
     FIT_FILE,
     LAYER_TOKEN_OPS,
     Profile,
     ShardData,
-    load_profile,
 )
 
 FIT_FORMAT = "vidur-fit/5"  # 2: fresh chunks, odd KV lengths; 3: rows affine in work; 4-5: linear in KV
@@ -731,36 +730,3 @@ def get_fitted(profile: Profile, *, save: bool = True) -> FittedProfile:
         except OSError:
             pass
     return fp
-
-
-def fit_command(path: str | Path, *, holdout: float = 0.2, out: str | Path | None = None, seed: int = 0) -> dict:
-    """What ``vidur fit`` does: load, fit, save, and measure held-out accuracy. Returns a report."""
-    t0 = time.perf_counter()
-    profile = load_profile(path)
-    if not profile.shards:
-        raise VidurError(f"profile {path} has no complete shard to fit; finish it with `vidur profile`")
-    fp = fit_profile(profile, backend="sklearn")
-    fit_s = time.perf_counter() - t0
-    target = Path(out) if out else profile.path / FIT_FILE
-    try:
-        fp.save(target)
-    except OSError as exc:
-        target = cache_dir() / f"{profile.data_hash}.json"
-        fp.save(target)
-        if out:
-            raise VidurError(f"cannot write {out}: {exc.strerror or exc}") from None
-    report = {
-        "profile": str(profile.path),
-        "data_hash": profile.data_hash,
-        "fitted": str(target),
-        "fit_seconds": fit_s,
-        "points": {t: len(d) for t, d in profile.shards.items()},
-    }
-    if holdout:
-        from vidur.estimate.holdout import holdout_mape, row_holdout_mape
-
-        t1 = time.perf_counter()
-        report["holdout"] = holdout_mape(profile, holdout, seed, backend="sklearn")
-        report["row_holdout"] = row_holdout_mape(profile, backend="sklearn")
-        report["holdout_seconds"] = time.perf_counter() - t1
-    return report

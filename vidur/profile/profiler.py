@@ -1,13 +1,13 @@
 """The profiler: measure every operator of one decoder layer per TP shard.
 
-On a GPU each operator of :mod:`vidur.profile.ops` is timed on its own
+On a GPU each operator of :mod:`vidur.reference.layers` is timed on its own
 (CUDA-graph replays over rotated weight copies, :mod:`vidur.profile.timing`)
 and a layer's host launch time is measured on the reference executor's
 eager layer; on a CPU every row comes from the reference executor's own
 iterations, timed operator by operator (:mod:`vidur.profile.cpu`).
 
 :func:`profile_model` writes ``<out>/metadata.json`` and ``<out>/tp<t>.csv``
-(see :mod:`vidur.estimate.profiles`). Rows are appended and flushed as they
+(see :mod:`vidur.store.profiles`). Rows are appended and flushed as they
 are measured and the metadata is rewritten atomically after every
 operator, so an interrupted run is resumed by running the same command
 again: points already in the CSV are skipped. A shard is marked complete
@@ -28,9 +28,10 @@ from typing import Any, Callable, Iterable
 import attrs
 
 from vidur.errors import VidurError
-from vidur.estimate import profiles as store
+from vidur.store import profiles as store
 from vidur.model.spec import ModelSpec
 from vidur.profile.grids import FULL, CPU, Grid
+from vidur.reference.device import torch_device
 
 EDGE_MAX_SEQS = 2048  # final norm / LM head / sampling run per sequence, not per token
 LAUNCH_CONTEXT = 256  # cached context of the decodes whose layer launch time is measured (GPU)
@@ -46,25 +47,6 @@ def _torch():
     except ImportError:
         raise VidurError("profiling needs PyTorch: pip install 'vidur-sim[profile]'") from None
     return torch
-
-
-def resolve_device(device: str):
-    """``cpu`` / ``cuda`` / ``cuda:N`` -> torch.device, with a clear error when CUDA is absent."""
-    torch = _torch()
-    d = str(device).strip().lower()
-    if d == "cpu":
-        return torch.device("cpu")
-    if d == "cuda" or d.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            build = f"torch {torch.__version__}" + (" (a CPU-only build)" if torch.version.cuda is None else "")
-            raise VidurError(f"--device {device} requested but no CUDA GPU is available to {build}; use --device cpu")
-        dev = torch.device(d)
-        if dev.index is None:  # some CUDA APIs need an explicit index: use the current device
-            dev = torch.device("cuda", torch.cuda.current_device())
-        if dev.index >= torch.cuda.device_count():
-            raise VidurError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-        return dev
-    raise VidurError(f"unknown --device {device!r}; use cpu, cuda or cuda:N")
 
 
 def device_sku(torch_device) -> str:
@@ -202,7 +184,7 @@ class Profiler:
         if threads:
             torch.set_num_threads(int(threads))
         self.model = model
-        self.dev = resolve_device(device)
+        self.dev = torch_device(device)
         self.gpu = self.dev.type == "cuda"
         self.grid = grid or (FULL if self.gpu else CPU)
         dtype = dtype or ("bfloat16" if self.gpu else "float32")
@@ -351,7 +333,7 @@ class Profiler:
         """Host time to issue one layer's kernels in eager mode, measured on the reference executor.
 
         The executor (built with two layers of this shard) runs an eager
-        decode iteration of ``n`` sequences and its :class:`~vidur.profile.ops.OpClock`
+        decode iteration of ``n`` sequences and its :class:`~vidur.reference.layers.OpClock`
         charges the host time of each layer's operators, attention included;
         the GPU never stalls the host within a pass. Where the executor cannot
         build the model (not a Llama-family decoder) the profiler's
@@ -370,7 +352,7 @@ class Profiler:
     def _launch_executor(self, tp: int):
         ex = self._launch_ex
         if ex is None or ex.tp != tp:
-            from vidur.validate.executor import ReferenceExecutor
+            from vidur.reference.executor import ReferenceExecutor
 
             self._launch_ex = None
             ctx, most = LAUNCH_CONTEXT, LAUNCH_MAX_SEQS
@@ -392,7 +374,7 @@ class Profiler:
 
     def _launch_cost_executor(self, tp: int, n: int):
         """Host time per layer of the executor's eager forward pass over ``n`` decodes (ms)."""
-        from vidur.profile.ops import LAYER_STEPS
+        from vidur.reference.layers import LAYER_STEPS
         from vidur.profile.timing import Stats
 
         ex = self._launch_executor(tp)
@@ -462,7 +444,7 @@ class Profiler:
         info.setdefault("started", _now())
         t_start = time.time()
         if self.gpu:
-            from vidur.profile.ops import LayerShard
+            from vidur.reference.layers import LayerShard
 
             layer = LayerShard(self.model, tp, self.dev, self.dtype)
             info["attention_backend"] = layer.attention.select_backend()

@@ -11,7 +11,7 @@ The layer is the usual Llama one: RMSNorm, fused QKV projection, rotary
 embedding (rotate-half), grouped-query attention, output projection,
 residual, RMSNorm, fused gate/up projection, SiLU-gated MLP, down projection,
 residual; then final RMSNorm, LM head and argmax. Every operator comes from
-:mod:`vidur.profile.ops` (:func:`~vidur.profile.ops.layer_forward` is the
+:mod:`vidur.reference.layers` (:func:`~vidur.reference.layers.layer_forward` is the
 layer), the module the profiler times: on CPU the profiler runs this very
 executor (:meth:`ReferenceExecutor.time_iteration`) with a clock ticking
 after each operator, so the CPU profile measures what validation executes.
@@ -32,7 +32,7 @@ by its recompute prefill, as the scheduler decided):
   (one call for the decodes, one for the prefill chunks), on CPU (or when
   that kernel is missing) by ``scaled_dot_product_attention`` per request.
 
-The attention kernels and their checks are :mod:`vidur.profile.attention`'s,
+The attention kernels and their checks are :mod:`vidur.reference.attention`'s,
 which the GPU profiler uses too, in the same order of preference.
 
 Decode-only iterations replay CUDA graphs captured per batch-size bucket
@@ -45,7 +45,7 @@ the sampled tokens on the host: what a serving engine's iteration takes) and
 ``forward_s`` (CUDA events around the forward pass and sampling on GPU;
 ``perf_counter`` on CPU). KV allocation happens before the clock starts.
 
-Only this module (with :mod:`vidur.profile.ops`, and the validation runner
+Only this module (with :mod:`vidur.reference.layers`, and the validation runner
 and profiler that import it lazily) needs torch; the simulator never imports
 it.
 """
@@ -53,7 +53,6 @@ it.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterable
 
@@ -61,18 +60,11 @@ import numpy as np
 
 from vidur.errors import VidurError
 from vidur.model.spec import ModelSpec
-
-PAGE = 256  # tokens per KV page (FlashAttention's paged KV wants a multiple of 256)
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - exercised where torch is absent
-        raise VidurError(
-            "vidur validate needs PyTorch; install the validate extra: pip install 'vidur-sim[validate]'"
-        ) from None
-    return torch
+from vidur.reference.device import available_memory, flushing_denormals, torch_device, torch_module
+from vidur.reference.graphs import CudaGraphs
+from vidur.reference.inputs import IterationInputs
+from vidur.reference.kv import PAGE, FlashKV, PagedKV, SdpaKV, SeqState, SlotRanges
+from vidur.reference.shapes import ShardShape
 
 
 def check_supported(model: ModelSpec) -> None:
@@ -107,51 +99,6 @@ def check_supported(model: ModelSpec) -> None:
         )
 
 
-def resolve_device(requested: str | None) -> str:
-    """``cpu`` or ``cuda``: the requested torch device, checked; None picks CUDA when present."""
-    torch = _torch()
-    if requested is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested not in ("cpu", "cuda"):
-        raise VidurError(f"--device must be cpu or cuda, got {requested!r}")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise VidurError("--device cuda was requested but PyTorch sees no CUDA GPU here; use --device cpu")
-    return requested
-
-
-def gpu_sku(name: str) -> str | None:
-    """The device catalog name of a CUDA device name (``NVIDIA H100 80GB HBM3`` -> ``h100``), or None
-    when the SKU is not in the catalog (the profiler names such a GPU the same way)."""
-    from vidur.hardware.catalog import DEVICES, sku_of_gpu_name
-
-    sku = sku_of_gpu_name(name)
-    return sku if sku in {d.name for d in DEVICES} else None
-
-
-def _flushing_denormals(torch) -> bool:
-    """Whether this thread already flushes denormal floats to zero (``torch.set_flush_denormal``)."""
-    tiny = torch.tensor([1e-39], dtype=torch.float32)
-    return bool((tiny * 1.0).item() == 0.0)
-
-
-def _available_memory(device: str) -> int:
-    torch = _torch()
-    if device == "cuda":
-        free, _total = torch.cuda.mem_get_info()
-        return int(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - exotic platforms
-        return 1 << 62
-
-
 class IterationTiming:
     """Measured times of one iteration, in seconds."""
 
@@ -165,52 +112,7 @@ class IterationTiming:
         return f"IterationTiming(wall_s={self.wall_s:.6f}, forward_s={self.forward_s:.6f})"
 
 
-class _Seq:
-    """Executor-side state of one request: its tokens and where its KV lives."""
-
-    __slots__ = ("base", "cap", "ctx_exec", "pages", "tokens", "written")
-
-    def __init__(self, tokens: list[int]):
-        self.tokens = tokens  # prompt ids, then every generated id
-        self.written = 0  # tokens whose KV is in the cache
-        self.ctx_exec = 0  # the request's kv_len when it last ran (still so while that batch is in flight)
-        self.pages: list[int] = []  # paged layout: page ids
-        self.base = -1  # contiguous layout: first slot of the request's range
-        self.cap = 0  # contiguous layout: slots in the range
-
-
-class _Ranges:
-    """First-fit allocator of contiguous slot ranges in ``[0, size)``."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.free: list[list[int]] = [[0, size]]  # sorted [start, length]
-
-    def alloc(self, n: int) -> int:
-        for i, (start, length) in enumerate(self.free):
-            if length >= n:
-                if length == n:
-                    del self.free[i]
-                else:
-                    self.free[i] = [start + n, length - n]
-                return start
-        return -1
-
-    def release(self, start: int, n: int) -> None:
-        free = self.free
-        i = 0
-        while i < len(free) and free[i][0] < start:
-            i += 1
-        free.insert(i, [start, n])
-        if i + 1 < len(free) and free[i][0] + free[i][1] == free[i + 1][0]:
-            free[i][1] += free[i + 1][1]
-            del free[i + 1]
-        if i > 0 and free[i - 1][0] + free[i - 1][1] == free[i][0]:
-            free[i - 1][1] += free[i][1]
-            del free[i]
-
-
-class ReferenceExecutor:
+class ReferenceExecutor(IterationInputs, CudaGraphs):
     """Runs scheduler-formed batches on a random-weight Llama-family model.
 
     ``max_kv_tokens`` bounds the KV tokens held at once (the replica KV
@@ -251,15 +153,15 @@ class ReferenceExecutor:
     ):
         if llama_only:
             check_supported(model)
-        torch = self.torch = _torch()
-        from vidur.profile import attention as kernels
-        from vidur.profile import ops
+        torch = self.torch = torch_module("vidur validate")
+        from vidur.reference import attention as kernels
+        from vidur.reference import layers as ops
 
         self._ops = ops  # the operators, shared with the profiler
         self._attn = kernels  # the attention kernels, shared with the profiler
         self.model = model
-        self.device_type = resolve_device(device)
-        self.device = torch.device(self.device_type)
+        self.device = torch_device(device)
+        self.device_type = self.device.type
         if dtype is None:
             dtype = torch.bfloat16 if self.device_type == "cuda" else torch.float32
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -267,10 +169,10 @@ class ReferenceExecutor:
             torch.set_num_threads(max(1, int(threads)))
         # random activations must not hit slow denormal paths: flush them while an iteration runs (and
         # only then: the flag is process-wide CPU state that other code, e.g. Hypothesis, refuses to share)
-        self._flush = self.device_type == "cpu" and not _flushing_denormals(torch)
+        self._flush = self.device_type == "cpu" and not flushing_denormals(torch)
         self.seed = seed
         self.tp = int(tp)
-        self.shape = ops.ShardShape(model, self.tp)
+        self.shape = ShardShape(model, self.tp)
         self.num_layers = int(layers) if layers else model.num_layers
         self.vocab = self.shape.vocab
         self.q_heads, self.kv_heads, self.head_dim = self.shape.q_heads, self.shape.kv_heads, self.shape.head_dim
@@ -293,10 +195,10 @@ class ReferenceExecutor:
             self.free_pages = list(range(pages - 1, -1, -1))
         else:
             shape = (range_slots, self.kv_heads, self.head_dim)
-            self.ranges = _Ranges(range_slots)
+            self.ranges = SlotRanges(range_slots)
         self.k_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.num_layers)]
         self.v_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.num_layers)]
-        self.seqs: dict[int, _Seq] = {}
+        self.seqs: dict[int, SeqState] = {}
         self._live: dict[int, object] = {}  # request id -> Request whose KV this executor holds
         self.last_tokens: list[int] = []
         self.iterations = 0
@@ -321,7 +223,7 @@ class ReferenceExecutor:
     def _check_memory(self, kv_slots: int, max_batch_tokens: int) -> None:
         weights, kv, act = self._bytes_needed(kv_slots, max_batch_tokens)
         need = weights + kv + act
-        have = _available_memory(self.device_type)
+        have = available_memory(self.device_type)
         margin = 0.9 if self.device_type == "cuda" else 0.8
         if need > have * margin:
             gib = 1 << 30
@@ -332,7 +234,7 @@ class ReferenceExecutor:
             )
 
     def _build_weights(self) -> None:
-        """Random weights of every layer (:func:`vidur.profile.ops.init_layer_weights`), embedding, LM head."""
+        """Random weights of every layer (:func:`vidur.reference.layers.init_layer_weights`), embedding, LM head."""
         init_layer_weights, rope_cache = self._ops.init_layer_weights, self._ops.rope_cache
         torch, m, dev, dt = self.torch, self.model, self.device, self.dtype
         g = torch.Generator(device=dev)
@@ -376,7 +278,7 @@ class ReferenceExecutor:
         return "paged" if forced == "paged" else "contiguous"
 
     def _flash(self, q, k_pool, v_pool, cu_q, starts, max_q, max_k, seqused, causal):
-        """FlashAttention varlen over a token-slot pool (:func:`vidur.profile.attention.flash_varlen`)."""
+        """FlashAttention varlen over a token-slot pool (:func:`vidur.reference.attention.flash_varlen`)."""
         return self._attn.flash_varlen(q, k_pool, v_pool, cu_q, starts, max_q, max_k, seqused, causal, self.scale)
 
     def _flash_works(self) -> bool:
@@ -389,7 +291,7 @@ class ReferenceExecutor:
         return self.flash_error is None
 
     def _varlen(self, q, k_pool, v_pool, cu_q, cu_k, max_q, max_k, seqused, table, causal):
-        """FlashAttention varlen over the block table (:func:`vidur.profile.attention.paged_varlen`)."""
+        """FlashAttention varlen over the block table (:func:`vidur.reference.attention.paged_varlen`)."""
         return self._attn.paged_varlen(
             q, k_pool, v_pool, cu_q, cu_k if self._paged_cu_k else None, max_q, max_k, seqused, table, causal,
             self.scale, self.gqa,
@@ -424,21 +326,16 @@ class ReferenceExecutor:
             f"{kernel[self.kernel]}{extra})"
         )
 
-    @property
-    def graph_max_batch(self) -> int:
-        """Largest decode batch that replays a CUDA graph (0: eager only)."""
-        return max(self._graph_sizes) if self._graph_sizes else 0
-
     # -- per-request state --------------------------------------------------------
-    def _seq(self, req) -> _Seq:
+    def _seq(self, req) -> SeqState:
         s = self.seqs.get(req.id)
         if s is None:
             rng = np.random.default_rng((self.seed, abs(int(req.id)), int(req.id) < 0))
-            s = _Seq(rng.integers(0, self.vocab, size=int(req.prompt)).tolist())
+            s = SeqState(rng.integers(0, self.vocab, size=int(req.prompt)).tolist())
             self.seqs[req.id] = s
         return s
 
-    def _drop_kv(self, s: _Seq) -> None:
+    def _drop_kv(self, s: SeqState) -> None:
         if s.pages:
             self.free_pages.extend(s.pages)
             s.pages = []
@@ -448,11 +345,11 @@ class ReferenceExecutor:
         s.written = 0
         s.ctx_exec = 0
 
-    def _reserve(self, req, s: _Seq, upto: int) -> None:
+    def _reserve(self, req, s: SeqState, upto: int) -> None:
         """Make room for KV tokens ``[0, upto)`` of ``req`` (outside the timed region)."""
         self._reserve_slots(s, upto, max(int(req.prompt) + int(req.output), upto), f"request {req.id}'s")
 
-    def _reserve_slots(self, s: _Seq, upto: int, cap: int, who: str) -> None:
+    def _reserve_slots(self, s: SeqState, upto: int, cap: int, who: str) -> None:
         if self.attention == "paged":
             need = -(-upto // PAGE) - len(s.pages)
             if need > 0:
@@ -520,7 +417,7 @@ class ReferenceExecutor:
     def _run(self, entries, nd: int, graph=None, clock=None) -> tuple[IterationTiming, list[int]]:
         """The timed part of an iteration: input preparation, forward pass, sampled tokens on the host.
 
-        ``clock`` (an :class:`~vidur.profile.ops.OpClock`, for the profiler)
+        ``clock`` (an :class:`~vidur.reference.layers.OpClock`, for the profiler)
         is ticked after the input preparation (``cpu_prepare``), every
         operator of the forward pass and the copy of the tokens to the host
         (``cpu_sample``).
@@ -587,7 +484,7 @@ class ReferenceExecutor:
         iteration runs exactly as :meth:`execute` runs it (input preparation,
         embedding, every layer with this executor's KV layout and attention
         calls, LM head, tokens to the host), ``warmup + repeats`` times over
-        the same inputs, with an :class:`~vidur.profile.ops.OpClock` ticking
+        the same inputs, with an :class:`~vidur.reference.layers.OpClock` ticking
         after every operator. Stops after ``min_repeats`` timed runs once
         ``max_s`` seconds have passed. Returns one dict per timed run:
         seconds per call of each operator (the layer operators per layer;
@@ -595,18 +492,18 @@ class ReferenceExecutor:
         ``cpu_prepare`` and ``cpu_sample``. A host clock: exact on CPU; on
         CUDA it gives the host (launch) time of each operator.
         """
-        from vidur.profile.ops import OpClock
+        from vidur.reference.layers import OpClock
 
         decodes = [int(c) for c in decodes]
         specs = [(1, c) for c in decodes] + [(int(q), int(c)) for q, c in prefills]
         if not specs:
             raise ValueError("time_iteration needs at least one decode or prefill")
         rng = np.random.default_rng((self.seed, len(specs)))
-        seqs: list[_Seq] = []
+        seqs: list[SeqState] = []
         entries = []
         try:
             for q, ctx in specs:
-                s = _Seq(rng.integers(0, self.vocab, size=ctx + q).tolist())
+                s = SeqState(rng.integers(0, self.vocab, size=ctx + q).tolist())
                 seqs.append(s)
                 self._reserve_slots(s, ctx + q, ctx + q, "a profiled sequence's")
                 s.written = ctx
@@ -627,206 +524,18 @@ class ReferenceExecutor:
             for s in seqs:
                 self._drop_kv(s)
 
-    def _host_arrays(self, entries):
-        """ids, positions, query and KV lengths, KV slots of an iteration (numpy, host side)."""
-        n_e = len(entries)
-        qlens = np.fromiter((q for _, _, q, _ in entries), dtype=np.int64, count=n_e)
-        ctxs = np.fromiter((c for _, _, _, c in entries), dtype=np.int64, count=n_e)
-        kvlens = ctxs + qlens
-        ids: list[int] = []
-        for r, s, q, ctx in entries:
-            ids.extend(s.tokens[ctx : ctx + q])
-        total = int(qlens.sum())
-        starts = np.repeat(np.cumsum(qlens) - qlens, qlens)
-        pos = np.arange(total, dtype=np.int64) - starts + np.repeat(ctxs, qlens)
-        if self.attention == "paged":
-            width = max(len(s.pages) for _, s, _, _ in entries)
-            table = np.zeros((n_e, width), dtype=np.int64)
-            for i, (_, s, _, _) in enumerate(entries):
-                table[i, : len(s.pages)] = s.pages
-            rows = np.repeat(np.arange(n_e), qlens)
-            slots = table[rows, pos // PAGE] * PAGE + pos % PAGE
-        else:
-            table = None
-            bases = np.fromiter((s.base for _, s, _, _ in entries), dtype=np.int64, count=n_e)
-            slots = pos + np.repeat(bases, qlens)
-        return np.asarray(ids, dtype=np.int64), pos, qlens, kvlens, slots, table
-
-    def _prepare(self, entries, nd: int) -> dict:
-        """Host-side input preparation and one host-to-device copy per dtype."""
-        torch = self.torch
-        ids, pos, qlens, kvlens, slots, table = self._host_arrays(entries)
-        n, n_e = len(ids), len(entries)
-        cu = np.zeros(n_e + 1, dtype=np.int64)
-        np.cumsum(qlens, out=cu[1:])
-        flat = torch.from_numpy(np.concatenate([ids, pos, slots, cu[1:] - 1])).to(self.device)
-        inp = {"ids": flat[:n], "pos": flat[n : 2 * n], "slots": flat[2 * n : 3 * n], "n": n}
-        inp["last"] = None if n == n_e else flat[3 * n :]
-        if self.kernel == "sdpa":
-            inp["entries"] = entries
-            return inp
-        if table is not None:  # paged: KV of sequence i is pages table[i], cu_k the packed offsets
-            kv_off = np.zeros(n_e + 1, dtype=np.int64)
-            np.cumsum(kvlens, out=kv_off[1:])
-        else:  # contiguous ranges: cu_k holds each sequence's first slot (its length is in seqused_k)
-            kv_off = np.zeros(n_e + 1, dtype=np.int64)
-            kv_off[:n_e] = [s.base for _, s, _, _ in entries]
-        # int32 metadata, one group for the decodes and one for the prefill chunks
-        groups = [(a, b) for a, b in ((0, nd), (nd, n_e)) if b > a]
-        meta_parts, specs = [], []
-        for a, b in groups:
-            t0 = int(cu[a])
-            k_part = kv_off[a : b + 1] - (kv_off[a] if table is not None else 0)
-            if table is None:
-                k_part = k_part.copy()
-                k_part[-1] = 0
-            parts = [cu[a : b + 1] - t0, k_part, kvlens[a:b]]
-            if table is not None:
-                parts.append(table[a:b].ravel())
-            specs.append((a, b, t0, int(cu[b]), [len(x) for x in parts], int(qlens[a:b].max()), int(kvlens[a:b].max())))
-            meta_parts += parts
-        meta = torch.from_numpy(np.concatenate(meta_parts).astype(np.int32)).to(self.device)
-        at = 0
-        calls = []
-        for a, b, t0, t1, sizes, max_q, max_k in specs:
-            views = []
-            for sz in sizes:
-                views.append(meta[at : at + sz])
-                at += sz
-            tab = views[3].view(b - a, -1) if table is not None else None
-            calls.append((t0, t1, views[0], views[1], views[2], tab, max_q, max_k, max_q > 1))
-        inp["calls"] = calls
-        return inp
-
     def _forward(self, inp: dict, tick=None):
-        """Embedding, the decoder layers (:func:`vidur.profile.ops.layer_forward`), final norm and LM head
-        of the last token of each sequence, argmax: the operators of :mod:`vidur.profile.ops`."""
+        """Embedding, the decoder layers (:func:`vidur.reference.layers.layer_forward`), final norm and LM head
+        of the last token of each sequence, argmax: the operators of :mod:`vidur.reference.layers`."""
         ops = self._ops
         x, cos, sin = ops.embed_forward(inp["ids"], self.embed, inp["pos"], self.cos_cache, self.sin_cache, tick)
-        kv = (_PagedKV if self.attention == "paged" else _FlashKV if self.kernel == "flash" else _SdpaKV)(self, inp)
+        kv = (PagedKV if self.attention == "paged" else FlashKV if self.kernel == "flash" else SdpaKV)(self, inp)
         shape = self.shape
         for li, w in enumerate(self.layers):
             x = ops.layer_forward(shape, x, w, cos, sin, kv, li, tick)
         return ops.head_forward(
             self.model, x, inp["last"], self.final_norm, self.final_norm_bias, self.lm_head, self.lm_head_bias, tick
         )
-
-    # -- CUDA graphs for decode-only iterations (as vLLM does) -----------------------------
-    def _bucket(self, n: int) -> int:
-        for b in self._graph_sizes:
-            if b >= n:
-                return b
-        return -1
-
-    def capture_graphs(self, max_batch: int) -> int:
-        """Capture one CUDA graph per decode batch-size bucket up to ``max_batch``; return the largest.
-
-        Decode-only iterations of up to that many sequences then replay a
-        graph (inputs padded to the bucket). Needs a FlashAttention varlen
-        kernel (``paged`` or ``flash``); on any capture failure the executor
-        stays eager and returns 0.
-        """
-        if self.kernel not in ("paged", "flash") or max_batch < 1:
-            return 0
-        cands = [1, 2, 4] + list(range(8, max_batch + 8, 8))  # vLLM's buckets
-        sizes = [c for c in cands if c < max_batch] + [min(c for c in cands if c >= max_batch)]
-        width = -(-self.max_pos // PAGE) if self.kernel == "paged" else 0
-        if self._pad_slot is None:  # where padded rows write (and read) their dummy KV
-            if self.kernel == "paged":
-                if not self.free_pages:
-                    return 0
-                self._pad_page = self.free_pages.pop(0)  # the highest page id
-                self._pad_slot = self._pad_page * PAGE
-            else:
-                self._pad_slot = self.ranges.alloc(1)
-                if self._pad_slot < 0:
-                    self._pad_slot = None
-                    return 0
-        graphs: dict[int, dict] = {}
-        try:
-            for b in sorted(sizes, reverse=True):  # largest first: the others reuse its memory
-                graphs[b] = self._capture_one(self._graph_buffers(b, width))
-        except Exception as exc:  # noqa: BLE001 - stay eager when capture is not possible
-            self.graph_error = f"{type(exc).__name__}: {exc}"[:300]
-            self._graphs, self._graph_sizes = {}, []
-            if self.device_type == "cuda":
-                self.torch.cuda.synchronize(self.device)
-            return 0
-        self._graphs = graphs
-        self._graph_sizes = sorted(graphs)
-        return max(graphs)
-
-    def _graph_buffers(self, b: int, width: int) -> dict:
-        """Static input buffers of the decode graph for ``b`` sequences, and the forward inputs viewing them."""
-        torch, dev = self.torch, self.device
-        i64 = torch.zeros(3 * b, device=dev, dtype=torch.int64)
-        i32 = torch.zeros(2 * (b + 1) + b + b * width, device=dev, dtype=torch.int32)
-        ids, pos, slots = i64[:b], i64[b : 2 * b], i64[2 * b :]
-        cu_q, cu_k = i32[: b + 1], i32[b + 1 : 2 * b + 2]
-        used = i32[2 * b + 2 : 3 * b + 2]
-        table = i32[3 * b + 2 :].view(b, width) if width else None
-        g = {"b": b, "width": width, "i64": i64, "i32": i32}
-        g["inputs"] = {
-            "ids": ids, "pos": pos, "slots": slots, "n": b, "last": None,
-            "calls": [(0, b, cu_q, cu_k, used, table, 1, self.max_pos, False)],
-        }
-        self._fill_graph_inputs(g, [])
-        return g
-
-    def _capture_one(self, g: dict) -> dict:
-        """Capture ``g``'s forward pass into a CUDA graph (after two warm-up runs on a side stream)."""
-        torch, dev = self.torch, self.device
-        inp = g["inputs"]
-        if self._graph_pool is None:
-            self._graph_pool = torch.cuda.graph_pool_handle()
-        pool = self._graph_pool
-        stream = torch.cuda.Stream(dev)
-        stream.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):
-                self._forward(inp)
-        torch.cuda.current_stream(dev).wait_stream(stream)
-        torch.cuda.synchronize(dev)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=pool):
-            tokens = self._forward(inp)
-        graph.replay()
-        torch.cuda.synchronize(dev)
-        g["graph"] = graph
-        g["tokens"] = tokens
-        return g
-
-    def _fill_graph_inputs(self, g: dict, entries) -> None:
-        """Write an iteration's inputs (padded to the bucket with 1-token dummies) into the static buffers."""
-        b, width = g["b"], g["width"]
-        n = len(entries)
-        i64 = np.zeros(3 * b, dtype=np.int64)
-        i32 = np.zeros(2 * (b + 1) + b + b * width, dtype=np.int64)
-        used = np.ones(b, dtype=np.int64)
-        slots = np.full(b, self._pad_slot, dtype=np.int64)
-        starts = np.full(b, self._pad_slot, dtype=np.int64)  # contiguous ranges: first slot of each row
-        table = np.full((b, width), self._pad_page if width else 0, dtype=np.int64)
-        if n:
-            ids, pos, _q, kvlens, sl, tab = self._host_arrays(entries)
-            i64[:n] = ids
-            i64[b : b + n] = pos
-            slots[:n] = sl
-            used[:n] = kvlens
-            if width:
-                table[:n, : tab.shape[1]] = tab
-            else:
-                starts[:n] = [s.base for _, s, _, _ in entries]
-        i64[2 * b :] = slots
-        i32[: b + 1] = np.arange(b + 1)
-        if width:
-            i32[b + 2 : 2 * b + 2] = np.cumsum(used)
-            i32[3 * b + 2 :] = table.ravel()
-        else:
-            i32[b + 1 : 2 * b + 1] = starts
-        i32[2 * b + 2 : 3 * b + 2] = used
-        torch = self.torch
-        g["i64"].copy_(torch.from_numpy(i64))
-        g["i32"].copy_(torch.from_numpy(i32.astype(np.int32)))
 
     # -- warm-up and clean-up ---------------------------------------------------------
     def warmup(self, prefill_tokens: Iterable[int] = (8, 64, 256), decode_batches: Iterable[int] = (1, 4, 16), steps: int = 2) -> None:
@@ -889,78 +598,3 @@ class ReferenceExecutor:
         for rid in list(self.seqs):
             self._drop_kv(self.seqs.pop(rid))
         self._live = {}
-
-
-# --- the KV cache of one iteration, as the shared layer sees it (vidur.profile.ops.KV) ------------
-
-
-class _PagedKV:
-    """Paged pool, FlashAttention varlen over the block table (one call for the decodes, one for the chunks)."""
-
-    __slots__ = ("ex", "inp")
-
-    def __init__(self, ex: ReferenceExecutor, inp: dict):
-        self.ex, self.inp = ex, inp
-
-    def write(self, li, k, v) -> None:
-        ex, slots = self.ex, self.inp["slots"]
-        ex.k_pool[li].view(-1, ex.kv_heads, ex.head_dim).index_copy_(0, slots, k)
-        ex.v_pool[li].view(-1, ex.kv_heads, ex.head_dim).index_copy_(0, slots, v)
-
-    def attend(self, li, q):
-        ex = self.ex
-        kp, vp = ex.k_pool[li], ex.v_pool[li]
-        q = q.contiguous()
-        outs = [
-            ex._varlen(q[t0:t1], kp, vp, cu_q, cu_k, max_q, max_k, used, tab, causal)
-            for t0, t1, cu_q, cu_k, used, tab, max_q, max_k, causal in self.inp["calls"]
-        ]
-        return outs[0] if len(outs) == 1 else ex.torch.cat(outs, 0)
-
-
-class _SlotKV:
-    """A slot-range KV pool: each request owns a contiguous range of slots."""
-
-    __slots__ = ("ex", "inp")
-
-    def __init__(self, ex: ReferenceExecutor, inp: dict):
-        self.ex, self.inp = ex, inp
-
-    def write(self, li, k, v) -> None:
-        ex, slots = self.ex, self.inp["slots"]
-        ex.k_pool[li].index_copy_(0, slots, k)
-        ex.v_pool[li].index_copy_(0, slots, v)
-
-
-class _FlashKV(_SlotKV):
-    """Slot-range pool, FlashAttention varlen with per-sequence start offsets (one call per group)."""
-
-    __slots__ = ()
-
-    def attend(self, li, q):
-        ex = self.ex
-        kp, vp = ex.k_pool[li], ex.v_pool[li]
-        q = q.contiguous()
-        outs = [
-            ex._flash(q[t0:t1], kp, vp, cu_q, cu_k, max_q, max_k, used, causal)
-            for t0, t1, cu_q, cu_k, used, _tab, max_q, max_k, causal in self.inp["calls"]
-        ]
-        return outs[0] if len(outs) == 1 else ex.torch.cat(outs, 0)
-
-
-class _SdpaKV(_SlotKV):
-    """Slot-range pool, one :func:`~vidur.profile.attention.sdpa_chunk` call per request (CPU)."""
-
-    __slots__ = ()
-
-    def attend(self, li, q):
-        ex = self.ex
-        kp, vp = ex.k_pool[li], ex.v_pool[li]
-        scale, gqa, sdpa_chunk = ex.scale, ex.gqa, ex._attn.sdpa_chunk
-        outs = []
-        at = 0
-        for _r, s, ql, ctx in self.inp["entries"]:
-            b, kl = s.base, ctx + ql
-            outs.append(sdpa_chunk(q[at : at + ql], kp[b : b + kl].transpose(0, 1), vp[b : b + kl].transpose(0, 1), ctx, scale, gqa))
-            at += ql
-        return outs[0] if len(outs) == 1 else ex.torch.cat(outs, 0)

@@ -1,0 +1,107 @@
+"""Price one iteration with the resolved estimator (``vidur estimate``)."""
+
+from __future__ import annotations
+
+from vidur.errors import VidurError
+from vidur.estimate.base import BatchShape
+from vidur.model.spec import ModelSpec
+from vidur.resolve.device import resolve_device
+from vidur.resolve.estimator import choose_estimator, roofline_calibration_source
+
+
+def estimate_iteration(
+    model,
+    device: str,
+    tp: int = 1,
+    prefills=(),
+    decodes=(),
+    *,
+    pp: int = 1,
+    node: str | None = None,
+    estimator: str = "auto",
+    profile: str | None = None,
+    engine_mode: str | None = None,
+    host=None,
+) -> dict:
+    """Price one iteration: ``prefills=[(chunk, context)]``, ``decodes=[(batch, context)]``.
+
+    Returns ``{"gpu_ms", "total_ms", "estimator", "ops": {op: ms}, ...}``:
+    ``gpu_ms`` is the device time of the forward pass (all layers, embedding,
+    LM head, pipeline transfers), ``total_ms`` adds launch stalls and the
+    host overhead of the engine mode.
+    """
+    from vidur.model.catalog import check_parallelism, load_model
+    from vidur.plugins import get_host
+
+    host = host or get_host()
+    spec = load_model(model, host) if not isinstance(model, ModelSpec) else model
+    dev = resolve_device(device, spec.name, host, profile)
+    if node:
+        node_spec = host.get("node", node)
+    else:
+        from vidur.hardware.catalog import default_node
+
+        node_spec = default_node(dev.name)
+    check_parallelism(spec, tp, pp, node_spec)
+    name, reason = choose_estimator(dev.name, spec.name, tp, estimator, profile)
+    cls = host.get("runtime_estimator", name)
+    kwargs = {}
+    if engine_mode is not None:
+        kwargs["engine_mode"] = engine_mode
+    if profile and name == "profile":
+        kwargs["profile"] = str(profile)
+    if estimator == "auto" and name == "roofline":
+        source = roofline_calibration_source(dev.name, spec.name)
+        if source is not None:
+            kwargs["calibrate_from"] = source
+    try:
+        cfg = cls.Config(**kwargs)
+    except TypeError as exc:
+        raise VidurError(f"estimator {name!r} does not take these options: {exc}") from None
+    est = cls(cfg, spec, dev, node_spec, tp, pp)
+    shape = BatchShape()
+    for q, ctx in prefills:
+        if q < 1 or ctx < 0:
+            raise VidurError(f"a prefill chunk needs at least 1 token and a non-negative context, got {q}:{ctx}")
+        shape.add_prefill(int(q), int(ctx))
+    for b, ctx in decodes:
+        if b < 1 or ctx < 0:
+            raise VidurError(f"a decode group needs a batch of at least 1 and a non-negative context, got {b}:{ctx}")
+        for _ in range(int(b)):
+            shape.add_decode(int(ctx))
+    if shape.num_tokens == 0:
+        raise VidurError("nothing to price: give --prefill CHUNK[:CONTEXT] and/or --decode BATCH:CONTEXT")
+    L = spec.num_layers
+    per_layer = est.breakdown(shape)
+    stall = per_layer.pop("launch_stall", 0.0)
+    ops = {k: v * L * 1e3 for k, v in per_layer.items()}
+    ops["embed"] = est.embed_time(shape.num_tokens) * 1e3
+    ops["head"] = est.head_time(shape.num_seqs) * 1e3
+    if pp > 1:
+        ops["pp_send_recv"] = (pp - 1) * est.pp_transfer_time(shape.num_tokens) * 1e3
+    forward = est.forward_time(shape)
+    gpu_ms = forward * 1e3 - stall * L * 1e3
+    cpu = est.cpu_overhead(shape.num_seqs)
+    total_ms = forward * 1e3 + cpu * 1e3
+    return {
+        "gpu_ms": gpu_ms,
+        "total_ms": total_ms,
+        "estimator": name,
+        "ops": ops,
+        "estimator_detail": est.describe(),
+        "estimator_reason": reason,
+        "cpu_overhead_ms": cpu * 1e3,
+        "launch_stall_ms": stall * L * 1e3,
+        "model": spec.name,
+        "device": dev.name,
+        "node": node_spec.name,
+        "tp": tp,
+        "pp": pp,
+        "batch": {
+            "num_tokens": shape.num_tokens,
+            "num_prefill": shape.num_prefill,
+            "prefill_tokens": shape.prefill_tokens,
+            "num_decode": shape.num_decode,
+            "decode_kv": shape.decode_kv,
+        },
+    }
