@@ -6,6 +6,7 @@ wrong types name the path and the expected type.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,50 @@ from vidur.errors import VidurError
 from vidur.plugins import suggest
 
 converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+
+
+def _strict_int(value: Any, _cls: type) -> int:
+    """An integer, or an integral float (``1e9``, ``512.0``); never a truncated ``512.5`` or a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise VidurError(f"must be an integer, got {value!r}")
+    if isinstance(value, float) and not value.is_integer():
+        raise VidurError(f"must be an integer, got {value!r}")
+    return int(value)
+
+
+def _strict_float(value: Any, _cls: type) -> float:
+    """A number (int or float), never a bool or text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise VidurError(f"must be a number, got {value!r}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _cls: type) -> bool:
+    """``true`` or ``false``: not ``maybe`` (which ``bool()`` would read as true), not 0/1."""
+    if not isinstance(value, bool):
+        raise VidurError(f"must be true or false, got {value!r}")
+    return value
+
+
+converter.register_structure_hook(int, _strict_int)
+converter.register_structure_hook(float, _strict_float)
+converter.register_structure_hook(bool, _strict_bool)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's safe loader that also reads ``1e9`` and ``5E-3`` as numbers (YAML 1.2 does; 1.1 needs a dot)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text as the scenario files are read (:class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)
 
 #: scenario keys naming a plugin: ``{name: ..., <options>}`` or just the name
 PLUGIN_SECTIONS = ("replica_scheduler", "global_scheduler", "memory_planner", "runtime_estimator", "arrival", "lengths")
@@ -57,6 +102,8 @@ def explain(exc: BaseException, root: str = "") -> str:
         return f"unknown key '{full}'{suggest(key, valid)}; valid keys here: {', '.join(valid) or 'none'}"
     if isinstance(leaf, VidurError):
         msg = str(leaf)
+        if where and msg.startswith("must "):
+            return f"{where} {msg}"
         return f"{where}: {msg}" if where and not msg.startswith(where) else msg
     if isinstance(leaf, KeyError):
         return f"missing required key '{where + '.' if where else ''}{leaf.args[0] if leaf.args else ''}'".replace("'.", "'")
@@ -72,7 +119,8 @@ def structure(data: Any, cls: type, root: str = "") -> Any:
     try:
         return converter.structure(data, cls)
     except VidurError as exc:
-        raise VidurError(f"{root}: {exc}" if root else str(exc)) from None
+        sep = " " if str(exc).startswith("must ") else ": "
+        raise VidurError(f"{root}{sep}{exc}" if root else str(exc)) from None
     except Exception as exc:  # cattrs wraps everything in exception groups
         raise VidurError(explain(exc, root)) from None
 
@@ -91,7 +139,7 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise VidurError(f"cannot read {p}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -107,7 +155,7 @@ def load_yaml(path: str | Path) -> dict:
 def parse_value(text: str) -> Any:
     """Parse a ``-s key value`` override value as YAML (so 1, 0.5, true, [1,2] work)."""
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError:
         return text
 

@@ -85,6 +85,12 @@ class SimulationConfig:
     max_time: float | None = None
     progress: bool = True
 
+    def __attrs_post_init__(self):
+        if self.max_time is not None and not self.max_time > 0:
+            raise VidurError(
+                f"simulation.max_time must be > 0 simulated seconds (or null for no cap), got {self.max_time!r}"
+            )
+
 
 @attrs.frozen
 class WorkloadConfig:
@@ -195,6 +201,15 @@ class _AutoConfig:
     """``runtime_estimator: auto`` takes no options."""
 
 
+def _whole(value: Any, message: str, low: int) -> int:
+    """``value`` as an int >= ``low`` (an integral float such as YAML's ``1e9`` counts), else ``message``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise VidurError(f"{message}, got {value!r}")
+    return value
+
+
 def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
     """Validate and structure a scenario mapping (after overrides)."""
     host = host or get_host()
@@ -223,13 +238,13 @@ def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
     num_requests, duration = wl.get("num_requests"), wl.get("duration")
     if (num_requests is None) == (duration is None):
         raise VidurError("set exactly one of workload.num_requests and workload.duration")
-    if num_requests is not None and (not isinstance(num_requests, int) or num_requests < 1):
-        raise VidurError(f"workload.num_requests must be a positive integer, got {num_requests!r}")
-    if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
+    if num_requests is not None:
+        num_requests = _whole(num_requests, "workload.num_requests must be a positive integer", low=1)
+    if duration is not None and (
+        not isinstance(duration, (int, float)) or isinstance(duration, bool) or not 0 < duration < float("inf")
+    ):
         raise VidurError(f"workload.duration must be > 0 seconds, got {duration!r}")
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise VidurError(f"seed must be an integer, got {seed!r}")
+    seed = _whole(raw.get("seed", 0), "seed must be an integer >= 0 (numpy's generators take no negative seeds)", low=0)
     model = raw["model"]
     if not isinstance(model, str) or not model:
         raise VidurError("model must be a Hugging Face id or a path to a config.json")

@@ -92,6 +92,40 @@ def _calibrate_roofline(path: Path) -> dict:
 # --- vidur estimate --------------------------------------------------------------------
 
 
+def _capacity_notes(args, prefills, decodes) -> list[str]:
+    """Warnings for an iteration no deployment could run: a sequence past the model's context, or
+    more KV than one replica's GPUs hold (the ``paged`` planner's defaults, as ``vidur run`` plans)."""
+    from vidur.estimate.profiled import resolve_device
+    from vidur.model.catalog import load_model
+    from vidur.plugins import get_host
+
+    host = get_host()
+    model = load_model(args.model, host)
+    notes = []
+    seqs = [(q + c, f"--prefill {q}:{c}") for q, c in prefills] + [(c + 1, f"--decode {b}:{c}") for b, c in decodes]
+    longest, flag = max(seqs) if seqs else (0, "")
+    if longest > model.max_position_embeddings:
+        notes.append(
+            f"{flag} makes a sequence of {longest} tokens but {model.name} supports "
+            f"{model.max_position_embeddings}: this iteration cannot run on a real engine"
+        )
+    kv = sum(q + c for q, c in prefills) + sum(b * (c + 1) for b, c in decodes)
+    try:
+        device = resolve_device(args.device, model.name, host, args.profile)
+        planner = host.get("memory_planner", "paged")
+        plan = planner(planner.Config()).plan(model, device, args.tp, args.pp)
+    except VidurError as exc:
+        return notes + [str(exc)]
+    cap = plan.num_blocks * plan.block_size
+    if kv > cap:
+        notes.append(
+            f"the iteration holds {kv:,} tokens of KV cache but tp={args.tp} pp={args.pp} on {device.name} has room "
+            f"for {cap:,} (paged planner defaults): raise --tp/--pp or shrink the batch"
+        )
+    return notes
+
+
+
 def _estimate(args) -> int:
     from vidur.resolve.price import estimate_iteration
 
@@ -113,7 +147,7 @@ def _estimate(args) -> int:
             profile=args.profile,
             engine_mode=args.engine_mode,
         )
-    notes = [str(w.message) for w in caught]
+    notes = [str(w.message) for w in caught] + _capacity_notes(args, prefills, decodes)
     if args.json:
         res["warnings"] = notes
         print(json.dumps(res, indent=1))

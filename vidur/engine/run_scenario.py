@@ -71,6 +71,7 @@ def summarize_result(sim: Simulation, result: SimulationResult) -> dict:
         "kv_blocks_per_replica": sim.memory.num_blocks,
         "block_size": sim.memory.block_size,
         "num_requests": len(result.requests),
+        "clipped_requests": sim.clipped,
     }
     return summary
 
@@ -90,6 +91,15 @@ def run_scenario(
     """
     host = host or get_host()
     sim = Simulation(scenario, host)
+    if sim.clipped:
+        import warnings
+
+        lim = scenario.workload.lengths.config.max_tokens
+        warnings.warn(
+            f"workload.lengths.max_tokens ({lim}) clipped {sim.clipped} of {len(sim.table)} requests "
+            f"({100 * sim.clipped / len(sim.table):.1f} %) whose prompt + output was longer",
+            stacklevel=2,
+        )
     result = sim.run(step_mode=step_mode)
     summary = summarize_result(sim, result)
     if out_dir is not None:

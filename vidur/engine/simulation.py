@@ -107,6 +107,10 @@ class Simulation:
                 lengths = host.get("workload.length", wl.lengths.name)(wl.lengths.config)
             with self._setting_up("workload", "workload.arrival", wl.arrival.name, ("workload.length", wl.lengths.name)):
                 requests = build_requests(arrival, lengths, self.rng, wl.num_requests, wl.duration)
+            #: requests whose lengths ``workload.lengths.max_tokens`` cut (0 for a given request table)
+            self.clipped = int(getattr(lengths, "clipped", 0) or 0)
+        else:
+            self.clipped = 0
         if len(requests) == 0:
             raise VidurError("the workload produced no requests; raise workload.duration or set num_requests")
         self.table = requests

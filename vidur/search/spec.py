@@ -365,6 +365,8 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
         raise VidurError("set workload.num_requests or workload.duration (the size of one probe), not both")
     if n is None and d is None:
         d = DEFAULT_DURATION
+    if isinstance(n, float) and n.is_integer():
+        n = int(n)
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise VidurError(f"workload.num_requests must be a positive integer, got {n!r}")
     if d is not None and (not isinstance(d, (int, float)) or isinstance(d, bool) or d <= 0):

@@ -90,7 +90,11 @@ class BoundedLengthGenerator(LengthGenerator):
                 f"length generator {self.name!r} returned {len(prompt)} prompts and {len(output)} "
                 f"outputs for {n} requests; fix its sample()"
             )
-        return clip_lengths(prompt, output, self.config.max_tokens, self.config.min_output_tokens)
+        cap, floor = self.config.max_tokens, self.config.min_output_tokens
+        prompt, output = clip_lengths(prompt, output, None, floor)
+        #: how many requests ``max_tokens`` cut (prompt + output longer): the run says so
+        self.clipped = 0 if cap is None else int(np.count_nonzero(prompt + output > cap))
+        return clip_lengths(prompt, output, cap, floor) if self.clipped else (prompt, output)
 
 
 def _rounded(x: np.ndarray) -> np.ndarray:
