@@ -420,7 +420,7 @@ class _PacedExecutor:
 def test_host_pace_against_the_profile_is_reported_when_off():
     import types
 
-    from vidur.estimate.profiles import load_profile
+    from vidur.store.profiles import load_profile
     from vidur.validate.pace import measure_pace, pace_note, pace_report, recorded_pace
 
     est = types.SimpleNamespace(profile=load_profile(ROOT / "profiles/cpu/vidur/tiny-llama"), tp=1)
@@ -438,7 +438,7 @@ def test_host_pace_against_the_profile_is_reported_when_off():
 
 def test_validate_says_when_the_host_runs_at_another_pace(tmp_path, capsys, monkeypatch):
     import vidur.validate.run as R
-    from vidur.estimate.profiles import load_profile
+    from vidur.store.profiles import load_profile
 
     meta = load_profile(ROOT / "profiles/cpu/vidur/tiny-llama").metadata
     recorded = meta["shards"]["1"]["executor"]["machine_speed"]["pace_ms_median"]
