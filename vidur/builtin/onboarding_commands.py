@@ -95,7 +95,7 @@ def _calibrate_roofline(path: Path) -> dict:
 def _capacity_notes(args, prefills, decodes) -> list[str]:
     """Warnings for an iteration no deployment could run: a sequence past the model's context, or
     more KV than one replica's GPUs hold (the ``paged`` planner's defaults, as ``vidur run`` plans)."""
-    from vidur.estimate.profiled import resolve_device
+    from vidur.resolve.device import resolve_device
     from vidur.model.catalog import load_model
     from vidur.plugins import get_host
 
