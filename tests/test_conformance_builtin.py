@@ -72,3 +72,27 @@ def test_every_builtin_policy_is_covered():
             entry = host.entry(kind, name)
             if entry.plugin.startswith("vidur.builtin."):
                 assert entry.obj in covered, f"built-in {kind} {name!r} has no conformance test class here"
+
+
+# -- every policy again with automatic prefix caching on (shared prefixes, LRU
+# eviction and re-hits after preemption under a small KV cache)
+
+
+class TestVLLMCaching(TestVLLM):
+    prefix_caching = True
+
+
+class TestSarathiCaching(TestSarathi):
+    prefix_caching = True
+
+
+class TestOrcaCaching(TestOrca):
+    prefix_caching = True
+
+
+class TestFasterTransformerCaching(TestFasterTransformer):
+    prefix_caching = True
+
+
+class TestLightLLMCaching(TestLightLLM):
+    prefix_caching = True

@@ -11,6 +11,12 @@ the two give identical results. Decoding requests of a replica advance as
 one lazy :class:`~vidur.scheduler.decode_group.DecodeGroup` when the policy
 allows it.
 
+Closed-loop workloads (multi-turn sessions) give ``followups``: the request
+released by each request's completion (by table row) and its think time.
+Released requests arrive through the heap; request ids are then handed out
+at arrival, so ids stay in arrival order. Without ``followups`` none of this
+costs anything.
+
 An optional ``executor(replica_index, batch) -> seconds`` replaces the
 estimator for single-stage replicas: it runs the real batch (the validation
 reference executor) and the clock advances by the time it returns; it turns
@@ -35,12 +41,13 @@ from vidur.scheduler.global_base import GlobalScheduler
 BATCH_END = 1
 STAGE0_FREE = 2
 WAKE = 3  # an idle replica got work: schedule once all same-time arrivals are in
+ARRIVAL = 4  # a closed-loop request released by a completion (priority -1: before wakes)
 
 
 class ReplicaState:
     """Engine-side state of one replica: its scheduler, estimator and pipeline."""
 
-    __slots__ = ("index", "scheduler", "estimator", "pp", "stage_layers", "stage_free", "busy", "wake_pending")
+    __slots__ = ("index", "scheduler", "estimator", "pp", "stage_layers", "stage_free", "busy", "wake_pending", "caching")
 
     def __init__(self, index: int, scheduler: ReplicaScheduler, estimator: RuntimeEstimator, num_layers: int, pp: int):
         self.index = index
@@ -52,6 +59,7 @@ class ReplicaState:
         self.stage_free = [0.0] * pp
         self.busy = False  # pp == 1: a batch is in flight; pp > 1: stage 0 is busy
         self.wake_pending = False
+        self.caching = scheduler.kv.prefix_caching  # register computed blocks after prefill chunks
 
 
 class EventLoop:
@@ -68,6 +76,7 @@ class EventLoop:
         record_spans: bool = False,
         on_complete: Callable[[int], None] | None = None,
         executor: Callable[[int, Batch], float] | None = None,
+        followups: dict[int, tuple[Request, float]] | None = None,
     ):
         self.requests = requests
         self.replicas = replicas
@@ -84,6 +93,10 @@ class EventLoop:
         self.now = 0.0
         self.next_arrival = math.inf
         self.completed = 0
+        self.followups = followups
+        self.pending: list[float] = []  # arrival times of released requests not yet arrived
+        self.next_id = 0  # with followups: ids in arrival order
+        self.min_think = min((th for _, th in followups.values()), default=0.0) if followups else 0.0
 
     # -- main loop ---------------------------------------------------------
     def run(self) -> float:
@@ -103,6 +116,9 @@ class EventLoop:
                 self.now = t
                 if kind == BATCH_END:
                     self._batch_end(rep, batch, repeats, t)
+                elif kind == ARRIVAL:
+                    heapq.heappop(self.pending)
+                    self._arrive(batch, t, arrivals[ptr] if ptr < n else math.inf)
                 elif kind == WAKE:
                     rep.wake_pending = False
                     self._try_start(rep, t)
@@ -115,6 +131,9 @@ class EventLoop:
                 self.now = ta
                 req = reqs[ptr]
                 ptr += 1
+                if self.followups is not None:
+                    self._arrive(req, ta, arrivals[ptr] if ptr < n else math.inf)
+                    continue
                 self.next_arrival = arrivals[ptr] if ptr < n else math.inf
                 rep = self.replicas[self.router.route(req)]
                 req.replica = rep.index
@@ -127,6 +146,34 @@ class EventLoop:
         for rep in self.replicas:
             rep.scheduler.sync_decoding()
         return self.now
+
+    def _arrive(self, req: Request, t: float, next_static: float) -> None:
+        """A request arrives in closed-loop mode: number it, route it."""
+        req.id = self.next_id
+        self.next_id += 1
+        req.arrival = t
+        pending = self.pending
+        self.next_arrival = min(next_static, pending[0]) if pending else next_static
+        rep = self.replicas[self.router.route(req)]
+        req.replica = rep.index
+        rep.scheduler.add_request(req)
+        if not rep.busy and not rep.wake_pending:
+            rep.wake_pending = True
+            self._push(t, 0, WAKE, rep, None, 0)
+
+    def _release(self, done: list[Request], now: float) -> None:
+        """Completions release the next turns of their sessions (after a think time)."""
+        follow = self.followups
+        for req in done:
+            nxt = follow.get(req.content[2])
+            if nxt is None:
+                continue
+            nreq, think = nxt
+            t = now + think
+            heapq.heappush(self.pending, t)
+            if t < self.next_arrival:
+                self.next_arrival = t
+            self._push(t, -1, ARRIVAL, None, nreq, 0)
 
     def _push(self, t: float, prio: int, kind: int, rep: ReplicaState, batch, repeats: int) -> None:
         self.seq += 1
@@ -231,6 +278,10 @@ class EventLoop:
         d = est.decode_iteration_times(n, kv0 + n * np.arange(k, dtype=np.float64))
         t = np.cumsum(np.concatenate(([now], d)))
         bound = min(self.next_arrival, self.max_time)
+        if self.followups is not None and self.heap:
+            # a completion elsewhere may release a request before the next known
+            # arrival; none happens before the next pending event
+            bound = min(bound, self.heap[0][0] + self.min_think)
         if t[k - 1] >= bound:
             k = max(1, int(np.searchsorted(t[:k], bound, side="left")))
             t = t[: k + 1]
@@ -338,10 +389,13 @@ class EventLoop:
             if same:
                 itl.values.append(first_end - start)
                 itl.counts.append(same)
+        caching = rep.caching
         for req, q in zip(batch.prefills, batch.chunks):
             if pipelined:
                 req.in_flight = False
             req.kv_len += q
+            if caching:
+                sched.kv.computed(req)
             if req.kv_len < req.prefill_target:
                 continue
             if req.first_token == INF:
@@ -358,6 +412,8 @@ class EventLoop:
             self.completed += len(done)
             if self.on_complete is not None:
                 self.on_complete(len(done))
+            if self.followups is not None:
+                self._release(done, now)
         if not pipelined:
             rep.busy = False
         self._try_start(rep, now)

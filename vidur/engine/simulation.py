@@ -11,12 +11,12 @@ import attrs
 import numpy as np
 
 from vidur.engine.loop import EventLoop, ReplicaState
-from vidur.entities.request import Request
+from vidur.entities.request import INF, Request
 from vidur.errors import PluginError, VidurError
 from vidur.metrics.records import REQUEST_COLUMNS, ReplicaInfo, RunRecords
 from vidur.plugins import PluginHost, get_host
 from vidur.scenario import Scenario
-from vidur.scheduler.kv import KVBlockManager
+from vidur.scheduler.prefix_cache import caching_enabled, make_kv_manager
 from vidur.workload.workload import RequestTable, build_requests
 
 
@@ -48,6 +48,18 @@ def _base_files() -> dict[str, str]:
         "replica_scheduler": sched_base.__file__,
         "global_scheduler": global_base.__file__,
         "runtime_estimator": est_base.__file__,
+    }
+
+
+def prefix_cache_stats(kv) -> dict | None:
+    """A replica's prefix-cache counters (None without prefix caching)."""
+    if not kv.prefix_caching:
+        return None
+    return {
+        "hit_tokens": kv.hit_tokens,
+        "query_tokens": kv.query_tokens,
+        "evicted_blocks": kv.evicted_blocks,
+        "recompute_hit_tokens": kv.recompute_hit_tokens,
     }
 
 
@@ -116,13 +128,19 @@ class Simulation:
         self.table = requests
 
         sched_cls = host.get("replica_scheduler", sc.replica_scheduler.name)
+        self.prefix_caching = caching_enabled(sched_cls, sc.replica_scheduler.config)
+        tree_lists = None
+        if self.prefix_caching and requests.content is not None:
+            tree = requests.content.tree
+            tree_lists = (tree.parent.tolist(), tree.start.tolist())
         self.replica_states: list[ReplicaState] = []
         schedulers = []
         for i in range(cl.num_replicas):
             bs = sched_cls.kv_block_size or self.memory.block_size
             num_blocks = self.memory.num_blocks * self.memory.block_size // bs
+            kv = make_kv_manager(self.prefix_caching, num_blocks, bs, tree_lists)
             with self._setting_up("replica scheduler", "replica_scheduler", sc.replica_scheduler.name):
-                sched = sched_cls(sc.replica_scheduler.config, KVBlockManager(num_blocks, bs), i, pp)
+                sched = sched_cls(sc.replica_scheduler.config, kv, i, pp)
             schedulers.append(sched)
             self.replica_states.append(ReplicaState(i, sched, self.estimator, self.model.num_layers, pp))
         self._check_requests_fit(schedulers[0])
@@ -166,16 +184,41 @@ class Simulation:
             )
 
     def make_requests(self) -> list[Request]:
+        """One :class:`Request` per table row, carrying its content when the workload has one."""
         t = self.table
-        return [
+        reqs = [
             Request(i, a, p, o)
             for i, (a, p, o) in enumerate(zip(t.arrival.tolist(), t.prompt.tolist(), t.output.tolist()))
         ]
+        c = t.content
+        if c is not None:
+            session = c.session.tolist() if c.session is not None else [-1] * len(reqs)
+            for r, leaf, out, s in zip(reqs, c.leaf.tolist(), c.out.tolist(), session):
+                r.content = (leaf, out, r.id, s)
+        return reqs
+
+    def followups(self, reqs: list[Request]) -> tuple[list[Request], dict | None]:
+        """(requests arriving at their table time, {row: (request its completion releases, think s)})."""
+        c = self.table.content
+        if c is None or not c.closed_loop:
+            return reqs, None
+        after = c.after.tolist()
+        think = c.think.tolist()
+        follow = {}
+        static = []
+        for r, a, th in zip(reqs, after, think):
+            if a < 0:
+                static.append(r)
+            else:
+                follow[a] = (r, th)
+                r.arrival = INF
+        return static, follow
 
     def run(self, *, step_mode: bool = False, progress: bool | None = None) -> SimulationResult:
         """Run the event loop to completion; ``step_mode`` disables fast-forward."""
         sc = self.scenario
         reqs = self.make_requests()
+        arriving, follow = self.followups(reqs)
         bar = None
         show = sc.simulation.progress if progress is None else progress
         on_complete = None
@@ -185,13 +228,14 @@ class Simulation:
             bar = tqdm(total=len(reqs), unit="req", delay=2.0, leave=False, mininterval=0.5)
             on_complete = bar.update
         loop = EventLoop(
-            reqs,
+            arriving,
             self.replica_states,
             self.router,
             fast_forward=sc.simulation.fast_forward and not step_mode,
             max_time=sc.simulation.max_time,
             record_spans=sc.metrics.chrome_trace,
             on_complete=on_complete,
+            followups=follow,
         )
         self.host.call_observer("vidur_simulation_start", sim=self)
         t0 = time.perf_counter()
@@ -208,6 +252,12 @@ class Simulation:
             if bar is not None:
                 bar.close()
         wall = time.perf_counter() - t0
+        if follow is not None:  # ids were handed out at arrival; the rest never arrived
+            for r in reqs:
+                if r.replica < 0:
+                    r.id = loop.next_id
+                    loop.next_id += 1
+            reqs.sort(key=lambda r: r.id)
         records = self._records(reqs, loop, makespan, wall)
         result = SimulationResult(sc, records, self.estimator.describe(), reqs)
         self.host.call_observer("vidur_simulation_end", sim=self, result=result)
@@ -277,6 +327,10 @@ class Simulation:
             "recomputed_tokens": col("recomputed", np.int64),
         }
         assert tuple(requests) == REQUEST_COLUMNS
+        if self.prefix_caching:
+            requests["cached_tokens"] = col("cached", np.int64)
+        if self.table.content is not None and self.table.content.session is not None:
+            requests["session"] = np.array([r.content[3] for r in reqs], dtype=np.int64)
         batches, spans = loop.batches.to_columns()
         itl_v, itl_c = loop.itl.to_arrays()
         cl = self.scenario.cluster
@@ -291,6 +345,7 @@ class Simulation:
                 block_size=r.scheduler.kv.block_size,
                 peak_flops=self.device.peak_flops,
                 memory_bandwidth=self.device.memory_bandwidth,
+                prefix_cache=prefix_cache_stats(r.scheduler.kv),
             )
             for r in self.replica_states
         ]

@@ -38,6 +38,9 @@ class Request:
         "group_base",
         "group_join",
         "group_tight",
+        "content",
+        "kvc",
+        "cached",
     )
 
     def __init__(self, id: int, arrival: float, prompt: int, output: int):
@@ -60,6 +63,9 @@ class Request:
         self.group_base = None  # set while the replica's DecodeGroup tracks it lazily
         self.group_join = 0
         self.group_tight = 0
+        self.content = None  # (prompt leaf node, output node, table row, session) with a content workload
+        self.kvc = None  # prefix-cache state while admitted (vidur.scheduler.prefix_cache)
+        self.cached = 0  # prompt tokens found in the prefix cache at first admission
 
     @property
     def generated(self) -> int:

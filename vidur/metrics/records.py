@@ -20,6 +20,9 @@ REQUEST_COLUMNS = (
     "preemptions",  # int64, times it was preempted (recompute)
     "recomputed_tokens",  # int64, prefill tokens processed again after preemption
 )
+# optional request columns, present when they apply: "cached_tokens" (int64,
+# prompt tokens found in the prefix cache at first admission; runs with prefix
+# caching) and "session" (int64; session workloads)
 
 BATCH_COLUMNS = (
     "replica",  # int64
@@ -49,6 +52,9 @@ class ReplicaInfo:
     block_size: int
     peak_flops: float  # per GPU
     memory_bandwidth: float  # per GPU, bytes/s
+    #: prefix-cache counters (hit_tokens, query_tokens, evicted_blocks,
+    #: recompute_hit_tokens), None when the replica does not cache prefixes
+    prefix_cache: dict | None = None
 
 
 @attrs.define

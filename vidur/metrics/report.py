@@ -118,6 +118,14 @@ def format_summary_table(summary: Mapping) -> str:
             mark = "ok" if r.get("met") else "MISSED"
             parts.append(f"{name} p{q:g} {_secs(r.get('value'))} <= {_secs(r.get('bound'))} {mark}")
         lines.append("SLO         " + " | ".join(parts))
+    pc = summary.get("prefix_cache")
+    if pc:
+        c = pc["cluster"]
+        lines.append(
+            "prefix     "
+            f" hit rate {_pct(c.get('hit_rate'))} ({c.get('hit_tokens', 0):,} of {c.get('query_tokens', 0):,} "
+            f"prompt tokens cached) | {c.get('evicted_blocks', 0):,} blocks evicted"
+        )
 
     reps = summary.get("replicas") or []
     if reps:
@@ -143,10 +151,12 @@ def format_summary_table(summary: Mapping) -> str:
                     _pct(r.get("mbu")),
                     f"{r.get('preemptions', 0):,}",
                 ]
+                + ([_pct(r["prefix_cache"].get("hit_rate")), f"{r['prefix_cache'].get('evicted_blocks', 0):,}"]
+                   if pc else [])
             )
         lines += _table(
             ["replica", "device TPxPP", "batches", "bs mean", "bs p99", "tok/batch", "busy",
-             "KV mean/max", "MFU", "MBU", "preempt"],
+             "KV mean/max", "MFU", "MBU", "preempt"] + (["hit rate", "evicted"] if pc else []),
             rows,
             left=2,
         )

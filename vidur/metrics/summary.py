@@ -623,7 +623,7 @@ def summarize(
             _replica_summary(rid, infos.get(rid), cols, span_groups.get(rid), rs, t0, t1, flops_fn, bytes_fn)
         )
 
-    return {
+    out = {
         "schema": SCHEMA_VERSION,
         "requests": {
             "total": int(n_req),
@@ -648,3 +648,12 @@ def summarize(
         "replicas": replicas,
         "definitions": dict(DEFINITIONS),
     }
+    from vidur.metrics.prefix import prefix_cache_summary
+
+    cache = prefix_cache_summary(records)
+    if cache is not None:  # only runs with prefix caching have the section
+        out["prefix_cache"] = cache
+        for rs, entry in zip(replicas, cache["replicas"]):
+            if entry is not None:
+                rs["prefix_cache"] = entry
+    return out

@@ -43,11 +43,22 @@ def _positive(name: str):
     return check
 
 
+def _optional_bool(name: str):
+    def check(inst, attribute, value):
+        if value is not None and not isinstance(value, bool):
+            raise VidurError(f"{name} must be true, false or null (the policy's default), got {value!r}")
+
+    return check
+
+
 @attrs.frozen(kw_only=True)
 class SchedulerConfig:
     """Limits every replica scheduler shares; policies subclass this."""
 
     max_batch_size: int = attrs.field(default=128, validator=_positive("max_batch_size"))
+    #: automatic prefix caching in the KV block manager; None: the policy's
+    #: ``prefix_caching_default`` (on for engines that cache by default)
+    prefix_caching: bool | None = attrs.field(default=None, validator=_optional_bool("prefix_caching"))
 
 
 class ReplicaScheduler:
@@ -71,6 +82,9 @@ class ReplicaScheduler:
     Config: ClassVar[type] = SchedulerConfig
     kv_block_size: ClassVar[int | None] = None
     lazy_decode: ClassVar[bool] = False
+    #: whether the engine this policy models caches prefixes by default
+    #: (vLLM V1, SGLang: yes; vLLM v0, Sarathi-Serve, Orca, FasterTransformer: no)
+    prefix_caching_default: ClassVar[bool] = False
 
     def __init__(self, config: SchedulerConfig, kv: KVBlockManager, replica_id: int = 0, num_stages: int = 1):
         self.config = config
@@ -133,10 +147,14 @@ class ReplicaScheduler:
             self.group.sync_all(self.decoding)
 
     def admit(self, req: Request, blocks: int) -> None:
-        """Move the head of ``waiting`` into ``running`` with ``blocks`` KV blocks."""
+        """Move the head of ``waiting`` into ``running`` with ``blocks`` KV blocks.
+
+        Check ``kv.can_admit(req, blocks)`` first. With prefix caching the
+        request's cached prefix is already computed afterwards: schedule
+        ``req.prefill_remaining`` tokens, not ``req.prefill_target``."""
         popped = self.waiting.popleft()
         assert popped is req, "admit() takes the head of the waiting queue"
-        self.kv.allocate(req, blocks)
+        self.kv.admit(req, blocks)  # with a prefix cache, req.kv_len starts after its cached prefix
         if req.first_scheduled == INF:
             req.first_scheduled = self.now
         _insert(self.running, req)

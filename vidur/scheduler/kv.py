@@ -10,10 +10,17 @@ class KVBlockManager:
     """Counts KV blocks per request; never hands out more than ``num_blocks``.
 
     ``block_size`` tokens per block. Requests record how many blocks they
-    hold in ``Request.blocks``; the manager keeps the total.
+    hold in ``Request.blocks``; the manager keeps the total. Policies admit
+    a request with :meth:`can_admit` and :meth:`admit` (through
+    ``ReplicaScheduler.admit``), so that a manager with a prefix cache
+    (:class:`~vidur.scheduler.prefix_cache.PrefixCachingKVManager`) can
+    hand it the cached blocks of its prefix.
     """
 
     __slots__ = ("num_blocks", "block_size", "used")
+
+    #: True for managers that share cached prefixes between requests
+    prefix_caching = False
 
     def __init__(self, num_blocks: int, block_size: int):
         if num_blocks < 1 or block_size < 1:
@@ -32,6 +39,15 @@ class KVBlockManager:
 
     def can_allocate(self, num_blocks: int) -> bool:
         return num_blocks <= self.num_blocks - self.used
+
+    def can_admit(self, req: Request, num_blocks: int, reserve: int = 0) -> bool:
+        """True if ``req`` can be admitted holding ``num_blocks`` blocks with
+        ``reserve`` more blocks left free (a watermark)."""
+        return num_blocks + reserve <= self.num_blocks - self.used
+
+    def admit(self, req: Request, num_blocks: int) -> None:
+        """Give a newly admitted ``req`` its ``num_blocks`` blocks (caller checked :meth:`can_admit`)."""
+        self.allocate(req, num_blocks)
 
     def allocate(self, req: Request, num_blocks: int) -> None:
         """Give ``req`` ``num_blocks`` more blocks (caller checked can_allocate)."""

@@ -54,6 +54,7 @@ from hypothesis import strategies as st
 
 from vidur.entities.request import Request
 from vidur.testing.harness import ClusterHarness, ReplicaHarness
+from vidur.workload.content import TreeBuilder
 from vidur.testing.strategies import Trace, traces
 
 __all__ = ["GlobalSchedulerConformance", "ReplicaSchedulerConformance", "isolated_time"]
@@ -153,6 +154,11 @@ class _Checks:
         lazy = any(r.group_base is not None for r in sched.running)
         if not lazy:
             held = sum(r.blocks for r in sched.running) + sum(r.blocks for r in sched.waiting)
+            if kv.prefix_caching:
+                held -= kv.shared_excess()  # a block shared by k requests is held k times, used once
+                problem = kv.audit(list(sched.running) + list(sched.waiting))
+                if problem:
+                    self.fail("kv", f"prefix cache: {problem}, {where}")
             if held != kv.used:
                 self.fail("kv", f"requests hold {held} KV blocks but the block manager counts {kv.used}, {where}")
         for r, n in zip(reqs, tokens):
@@ -192,13 +198,18 @@ class ReplicaSchedulerConformance:
     derandomize: ClassVar[bool] = False
     #: largest trace drawn
     max_requests: ClassVar[int] = 20
+    #: force automatic prefix caching on (True) or off (False); None: the
+    #: policy's default. With caching on, requests share content: a common
+    #: first part, and equal prompts when their lengths are equal
+    prefix_caching: ClassVar[bool | None] = None
 
     # -- building runs ---------------------------------------------------
     def make_config(self):
         """The Config instance the runs use."""
         cls = self._cls()
         if self.config is None or isinstance(self.config, dict):
-            return cls.Config(**{"max_batch_size": self.max_batch_size, **(self.config or {})})
+            extra = {} if self.prefix_caching is None else {"prefix_caching": self.prefix_caching}
+            return cls.Config(**{"max_batch_size": self.max_batch_size, **extra, **(self.config or {})})
         return self.config
 
     def _cls(self):
@@ -228,16 +239,20 @@ class ReplicaSchedulerConformance:
         cls = self._cls()
         if eager and cls.lazy_decode:
             cls = type(cls.__name__, (cls,), {"lazy_decode": False, "__module__": cls.__module__})
+        tree = TreeBuilder()
         h = ReplicaHarness(
             cls,
             self.make_config(),
             num_blocks=self.num_blocks,
             block_size=self.block_size,
             fast_forward=fast_forward,
+            tree=(tree.parent, tree.start),
         )
         checks = _Checks(self, h)
         h.on_batch = checks
         h.add_trace(trace)
+        if h.kv.prefix_caching:
+            shared_content(tree, h.requests)
         serial = sum(isolated_time(h.estimator, p, o) for _, p, o in trace)
         h.run(max_time=trace.last_arrival + self.extra_wait_s + 4 * self.starvation_slack * serial + 1.0)
         return h, checks
@@ -266,6 +281,9 @@ class ReplicaSchedulerConformance:
         processed = int(cols["prefill_tokens"].sum() + cols["num_decode"].sum())
         kept = sum(r.prompt + r.output - 1 for r in h.requests)
         recomputed = sum(r.recomputed for r in h.requests)
+        if h.kv.prefix_caching:  # tokens found in the prefix cache are not processed
+            kept -= h.kv.hit_tokens + h.kv.recompute_hit_tokens
+            assert all(r.cached <= r.prompt - 1 for r in h.requests), "more tokens cached than the prompt less one"
         assert processed == kept + recomputed, (
             f"{processed} tokens processed, but requests keep {kept} and preemptions discarded {recomputed}"
         )
@@ -407,6 +425,15 @@ class ReplicaSchedulerConformance:
                              "decoding requests without calling sync_decoding() first")
 
         _run_property(self, st.tuples(self.trace_strategy(), st.booleans()), check)
+
+
+def shared_content(tree, reqs, common: int = 16) -> None:
+    """Give ``reqs`` content that shares prefixes: the first ``common`` tokens
+    are the same for all, and prompts of equal length are identical."""
+    root = tree.node(-1, 0)
+    for r in reqs:
+        leaf = root if r.prompt <= common else tree.intern(root, r.prompt, common)
+        r.content = (leaf, -1, r.id, -1)
 
 
 def _valid_name(name) -> bool:

@@ -18,7 +18,7 @@ from vidur.entities.request import Request
 from vidur.estimate.base import RuntimeEstimator
 from vidur.scheduler.base import ReplicaScheduler
 from vidur.scheduler.global_base import GlobalScheduler
-from vidur.scheduler.kv import KVBlockManager
+from vidur.scheduler.prefix_cache import caching_enabled, make_kv_manager
 from vidur.testing.fakes import LinearEstimator
 
 
@@ -129,14 +129,18 @@ class ReplicaHarness(_Arrivals):
         num_stages: int = 1,
         fast_forward: bool = False,
         on_batch: Callable[[ReplicaScheduler, Any], None] | None = None,
+        tree=None,
     ):
         """``num_blocks`` blocks of ``block_size`` tokens of KV cache (converted
         when the policy sets ``kv_block_size``); ``on_batch(scheduler, batch)``
-        is called with every batch right after ``schedule()`` returns it."""
+        is called with every batch right after ``schedule()`` returns it. The
+        KV manager caches prefixes when the config (or the policy's default)
+        says so; ``tree`` is the :class:`~vidur.workload.content.PrefixTree`
+        that requests' ``content`` refers to."""
         self.scheduler_cls = scheduler_cls
         self.config = config if config is not None else scheduler_cls.Config()
         bs = scheduler_cls.kv_block_size or block_size
-        self.kv = KVBlockManager(num_blocks * block_size // bs, bs)
+        self.kv = make_kv_manager(caching_enabled(scheduler_cls, self.config), num_blocks * block_size // bs, bs, tree)
         self.scheduler = scheduler_cls(self.config, self.kv, 0, num_stages)
         self.estimator = estimator or LinearEstimator()
         self.num_stages = num_stages
@@ -193,6 +197,7 @@ class ClusterHarness(_Arrivals):
         estimator: RuntimeEstimator | None = None,
         seed: int = 0,
         fast_forward: bool = False,
+        tree=None,
     ):
         if scheduler_cls is None:
             from vidur.builtin.policies.sarathi import SarathiScheduler
@@ -204,8 +209,9 @@ class ClusterHarness(_Arrivals):
         self.scheduler_config = scheduler_config if scheduler_config is not None else scheduler_cls.Config()
         self.estimator = estimator or LinearEstimator()
         bs = scheduler_cls.kv_block_size or block_size
+        caching = caching_enabled(scheduler_cls, self.scheduler_config)
         self.schedulers = [
-            scheduler_cls(self.scheduler_config, KVBlockManager(num_blocks * block_size // bs, bs), i, 1)
+            scheduler_cls(self.scheduler_config, make_kv_manager(caching, num_blocks * block_size // bs, bs, tree), i, 1)
             for i in range(num_replicas)
         ]
         self.router = router_cls(self.config, self.schedulers, np.random.default_rng(seed))

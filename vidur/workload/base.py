@@ -50,3 +50,23 @@ class LengthGenerator:
     def generate(self, rng: np.random.Generator, num_requests: int) -> tuple[np.ndarray, np.ndarray]:
         """Two int64 arrays (prompt, output), each ≥ 1, of length ``num_requests``."""
         raise NotImplementedError
+
+
+class ContentGenerator(LengthGenerator):
+    """A length generator that also says what requests contain (shared
+    prefixes, sessions): it builds the whole request table.
+
+    :meth:`build` gets the arrival process's times (for sessions: the
+    session starts) and returns a
+    :class:`~vidur.workload.workload.RequestTable` with ``content``
+    (:mod:`vidur.workload.content`); it may return None to fall back to
+    :meth:`generate` (a trace without block hashes).
+    """
+
+    def build(self, rng: np.random.Generator, arrivals: np.ndarray, num_requests: int | None):
+        """The request table for these arrivals (at most ``num_requests`` rows when given)."""
+        raise NotImplementedError
+
+    def generate(self, rng: np.random.Generator, num_requests: int) -> tuple[np.ndarray, np.ndarray]:
+        table = self.build(rng, np.zeros(num_requests), num_requests)
+        return table.prompt, table.output

@@ -8,6 +8,7 @@ import numpy as np
 from vidur.errors import VidurError
 from vidur.workload import _checks as ck
 from vidur.workload.base import ArrivalProcess, LengthGenerator
+from vidur.workload.content import Content
 
 
 def _arrival_array(_inst, attr, value) -> None:
@@ -27,11 +28,18 @@ def _count_array(_inst, attr, value) -> None:
 @attrs.frozen(eq=False)
 class RequestTable:
     """The requests of one run, in arrival order: ``arrival`` (float64 s, sorted),
-    ``prompt`` and ``output`` (int64 tokens, >= 1)."""
+    ``prompt`` and ``output`` (int64 tokens, >= 1), and optionally what they
+    say (:class:`~vidur.workload.content.Content`: shared prefixes, sessions).
+
+    A closed-loop row (``content.after >= 0``) arrives ``content.think``
+    seconds after row ``after`` completes; its ``arrival`` holds its
+    session's start, which keeps the column sorted.
+    """
 
     arrival: np.ndarray = attrs.field(validator=_arrival_array)
     prompt: np.ndarray = attrs.field(validator=_count_array)
     output: np.ndarray = attrs.field(validator=_count_array)
+    content: Content | None = None
 
     def __attrs_post_init__(self) -> None:
         n = len(self.arrival)
@@ -40,6 +48,8 @@ class RequestTable:
                 f"RequestTable columns differ in length: arrival {n}, prompt {len(self.prompt)}, "
                 f"output {len(self.output)}"
             )
+        if self.content is not None:
+            self.content.check(self.prompt)
 
     def __len__(self) -> int:
         return len(self.arrival)
@@ -90,6 +100,11 @@ def build_requests(
     if times.size and (np.diff(times) < 0).any():
         raise VidurError(f"{who} returned arrival times that are not sorted")
     n = len(times)
+    build = getattr(lengths, "build", None)
+    if build is not None:
+        table = build(len_rng, np.asarray(times, dtype=np.float64), num_requests)
+        if table is not None:
+            return table
     prompt, output = lengths.generate(len_rng, n)
     return RequestTable(
         arrival=times,

@@ -74,8 +74,8 @@ class LightLLMScheduler(ReplicaScheduler):
                 break
             plan = trial
             self.admit(req, req.prefill_target)
-            batch.add(req, req.prefill_target)
-            tokens += req.prefill_target
+            batch.add(req, req.prefill_target - req.kv_len)
+            tokens += req.prefill_target - req.kv_len
         return batch or None
 
     def schedule(self) -> Batch | None:

@@ -41,10 +41,10 @@ class ReservingScheduler(ReplicaScheduler):
         while waiting and len(self.running) < self.config.max_batch_size:
             req = waiting[0]
             blocks = kv.blocks_for(self.reserved_tokens(req))
-            if not kv.can_allocate(blocks):
+            if not kv.can_admit(req, blocks):
                 break
             self.admit(req, blocks)
-            batch.add(req, req.prefill_target)
+            batch.add(req, req.prefill_target - req.kv_len)
 
 
 class OrcaScheduler(ReservingScheduler):

@@ -52,10 +52,10 @@ class VLLMScheduler(ReplicaScheduler):
             if padded > cfg.max_tokens_in_batch and batch:
                 break
             blocks = kv.blocks_for(tokens)
-            if not kv.can_allocate(blocks + self.watermark):
+            if not kv.can_admit(req, blocks, self.watermark):
                 break
             self.admit(req, blocks)
-            batch.add(req, tokens)
+            batch.add(req, tokens - req.kv_len)
             longest = max(longest, tokens)
         if batch:
             return batch

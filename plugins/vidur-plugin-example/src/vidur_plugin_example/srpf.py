@@ -88,10 +88,10 @@ class SRPFScheduler(ReplicaScheduler):
             while budget > 0 and waiting and len(self.running) < self.config.max_batch_size:
                 req = waiting[0]
                 blocks = kv.blocks_for(req.prefill_target)
-                if not kv.can_allocate(blocks + self.watermark):
+                if not kv.can_admit(req, blocks, self.watermark):
                     break  # never skip the head: an aged long prompt waits for room, not forever
                 self.admit(req, blocks)
-                chunk = min(req.prefill_target, budget)
+                chunk = min(req.prefill_target - req.kv_len, budget)
                 batch.add(req, chunk)
                 budget -= chunk
         return batch or None

@@ -1,0 +1,56 @@
+"""Check that two checkouts of vidur write identical run directories.
+
+Runs each scenario with ``python -m vidur.cli run`` under both source trees
+(``PYTHONPATH``) and compares ``summary.json``, ``requests.csv`` and
+``batches.csv`` byte for byte. Used to show that a change keeps outputs
+as they were (for example prefix caching off vs. the main branch).
+
+    python benchmarks/check_identical.py --base /path/to/other/checkout [--requests N] [scenario ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT = ["quickstart.yaml", "vllm.yaml", "sarathi.yaml", "orca.yaml", "faster_transformer.yaml", "lightllm.yaml",
+           "multi-replica.yaml", "tp2-pp2.yaml"]
+FILES = ("summary.json", "requests.csv", "batches.csv")
+
+
+def run(tree: Path, scenario: Path, out: Path, requests: int, extra: list[str]) -> None:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    cmd = [sys.executable, "-m", "vidur.cli", "run", str(scenario), "--out", str(out), "--no-progress",
+           "-s", "workload.num_requests", str(requests), *extra]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, cwd=tree)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True, type=Path, help="the other checkout (its root)")
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("-s", dest="settings", action="append", default=[], help="KEY=VALUE for this checkout only")
+    ap.add_argument("scenarios", nargs="*", default=DEFAULT)
+    args = ap.parse_args()
+    extra = [x for kv in args.settings for x in ("-s", *kv.split("=", 1))]
+    bad = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.scenarios:
+            a, b = Path(tmp) / f"{name}-a", Path(tmp) / f"{name}-b"
+            run(REPO, REPO / "scenarios" / name, a, args.requests, extra)
+            run(args.base.resolve(), args.base.resolve() / "scenarios" / name, b, args.requests, [])
+            diff = [f for f in FILES if not filecmp.cmp(a / f, b / f, shallow=False)]
+            print(f"{name}: {'identical' if not diff else 'DIFFERENT: ' + ', '.join(diff)}")
+            bad += bool(diff)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""Automatic prefix caching: KV blocks shared by content, kept after use, evicted LRU.
+
+The model is vLLM's automatic prefix caching (vllm/v1/core/block_pool.py,
+kv_cache_manager.py; docs.vllm.ai "Automatic Prefix Caching"):
+
+- A *full* block is identified by its content and everything before it (vLLM
+  hashes the parent block's hash with the block's tokens); the content key
+  here is the same identity read off the request's prefix tree
+  (:mod:`vidur.workload.content`). The partial last block is never shared.
+- Blocks are reference-counted. A block whose last user finishes (or is
+  preempted) stays cached and evictable; allocation takes never-cached free
+  blocks first, then evicts the least recently freed cached block. A
+  request's blocks are freed tail first, so its tail is evicted first.
+- At admission a request takes the longest cached run of its full blocks,
+  at most ``prefill_target - 1`` tokens (one token is always computed to
+  produce logits): its ``kv_len`` starts there, so the prefill skips those
+  tokens while attention still reads them as context. After a preemption
+  by recompute the request looks up again and may hit its own blocks.
+- Blocks become shareable when the tokens that fill them are computed: the
+  engine calls :meth:`PrefixCachingKVManager.computed` after each prefill
+  chunk; tokens produced while decoding are registered when the request
+  finishes or is preempted (a follow-up turn arrives after completion).
+
+Accounting: ``used`` counts blocks with at least one user; cached blocks
+without users are free capacity (evictable), so ``can_allocate`` is
+unchanged. Growth of decoding requests adds to ``used`` without calling the
+manager; evictions that growth forces are carried out (in LRU order, hence
+the same ones) at the manager's next call, before it looks at the cache.
+
+Token-granular managers (block size 1, LightLLM) share prefixes in units of
+16 tokens, so that no per-token entries exist; block sizes of 16 or more
+share whole blocks.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from vidur.entities.request import Request
+from vidur.scheduler.kv import KVBlockManager
+from vidur.workload.content import KEY_SPAN, request_path
+
+MIN_UNIT_TOKENS = 16
+
+
+class PrefixCachingKVManager(KVBlockManager):
+    """A :class:`KVBlockManager` with a content-addressed, LRU-evicted block cache.
+
+    ``tree_parent``/``tree_start`` are the run's prefix tree as lists (shared
+    by every replica); requests without content are unique prompts.
+    Counters: ``hit_tokens`` and ``query_tokens`` (prompt tokens found /
+    looked up at first admissions), ``evicted_blocks``.
+    """
+
+    __slots__ = (
+        "unit", "unit_blocks", "table", "lru", "lru_blocks", "tree_parent", "tree_start",
+        "hit_tokens", "query_tokens", "evicted_blocks", "recompute_hit_tokens",
+    )
+
+    prefix_caching = True
+
+    def __init__(self, num_blocks: int, block_size: int, tree_parent: list[int] | None = None,
+                 tree_start: list[int] | None = None):
+        super().__init__(num_blocks, block_size)
+        self.unit_blocks = -(-MIN_UNIT_TOKENS // block_size)
+        self.unit = self.unit_blocks * block_size  # tokens per shareable unit (a block, or 16 tokens)
+        self.table: dict[int, list] = {}  # content key -> entry [users, key]
+        self.lru: OrderedDict[int, list] = OrderedDict()  # cached entries without users, oldest first
+        self.lru_blocks = 0
+        self.tree_parent = tree_parent if tree_parent is not None else []
+        self.tree_start = tree_start if tree_start is not None else []
+        self.hit_tokens = 0
+        self.query_tokens = 0
+        self.evicted_blocks = 0
+        self.recompute_hit_tokens = 0
+
+    # -- content keys ---------------------------------------------------------
+    def _state(self, req: Request) -> list:
+        """``[starts, nodes, held]`` of ``req``: its token path and the cache
+        entries (or None for unshared units) of its leading units."""
+        st = req.kvc
+        if st is None:
+            c = req.content
+            if c is None:
+                starts, nodes = [0], [-(req.id + 1)]
+            else:
+                leaf, out, row = c[0], c[1], c[2]
+                starts, nodes = request_path(self.tree_parent, self.tree_start, leaf, out, req.prompt, -(row + 1))
+            st = req.kvc = [starts, nodes, []]
+        return st
+
+    @staticmethod
+    def _keys(starts: list[int], nodes: list[int], unit: int, first: int, stop: int):
+        """Content keys of units ``first .. stop - 1`` (unit u ends at token (u + 1) * unit)."""
+        i = 0
+        last = len(starts) - 1
+        for u in range(first, stop):
+            end = (u + 1) * unit
+            while i < last and starts[i + 1] < end:
+                i += 1
+            yield nodes[i] * KEY_SPAN + (end - starts[i])
+
+    def _match(self, req: Request) -> list[list]:
+        """Cache entries of ``req``'s longest cached run of leading units."""
+        starts, nodes, _ = self._state(req)
+        limit = (req.prefill_target - 1) // self.unit
+        table = self.table
+        hits = []
+        for key in self._keys(starts, nodes, self.unit, 0, limit):
+            e = table.get(key)
+            if e is None:
+                break
+            hits.append(e)
+        return hits
+
+    def cached_prefix(self, req: Request) -> int:
+        """Tokens of ``req``'s prompt this replica holds now (for routers; no side effects)."""
+        if req.kvc is None:
+            hits = self._match(req)
+            req.kvc = None
+        else:
+            hits = self._match(req)
+        self._trim()
+        return len(hits) * self.unit
+
+    # -- eviction -------------------------------------------------------------
+    def _trim(self) -> None:
+        """Evict least recently used cached blocks until used + cached fit."""
+        excess = self.used + self.lru_blocks - self.num_blocks
+        if excess <= 0:
+            return
+        lru, table, ub = self.lru, self.table, self.unit_blocks
+        while excess > 0:
+            key, _ = lru.popitem(last=False)
+            del table[key]
+            self.lru_blocks -= ub
+            self.evicted_blocks += ub
+            excess -= ub
+
+    # -- the KVBlockManager interface -------------------------------------------
+    def can_admit(self, req: Request, num_blocks: int, reserve: int = 0) -> bool:
+        self._trim()
+        shared = 0
+        for e in self._match(req):
+            if e[0]:
+                shared += 1
+        return num_blocks - shared * self.unit_blocks + reserve <= self.num_blocks - self.used
+
+    def admit(self, req: Request, num_blocks: int) -> None:
+        """Reference ``req``'s cached prefix, allocate the rest of its
+        ``num_blocks`` blocks and start its prefill after the cached tokens."""
+        self._trim()
+        hits = self._match(req)
+        ub, lru = self.unit_blocks, self.lru
+        for e in hits:
+            if e[0] == 0:
+                del lru[e[1]]
+                self.lru_blocks -= ub
+                self.used += ub
+            e[0] += 1
+        self.allocate(req, num_blocks - len(hits) * ub)
+        req.blocks = num_blocks
+        held = req.kvc[2]
+        held.extend(hits)
+        hit = len(hits) * self.unit
+        req.kv_len = hit
+        if req.preemptions == 0:
+            req.cached = hit
+            self.hit_tokens += hit
+            self.query_tokens += req.prompt
+        else:
+            self.recompute_hit_tokens += hit
+        self._trim()
+
+    def computed(self, req: Request) -> None:
+        """Register ``req``'s newly filled units (its ``kv_len`` tokens are computed)."""
+        st = req.kvc if req.kvc is not None else self._state(req)
+        held = st[2]
+        full = req.kv_len // self.unit
+        first = len(held)
+        if full <= first:
+            return
+        table = self.table
+        for key in self._keys(st[0], st[1], self.unit, first, full):
+            if key in table:
+                held.append(None)  # the same content was computed by another request meanwhile
+            else:
+                e = table[key] = [1, key]
+                held.append(e)
+
+    def free_request(self, req: Request) -> None:
+        """Release ``req``'s blocks: its full computed units stay cached, the rest is freed."""
+        self._trim()
+        self.computed(req)
+        held = req.kvc[2]
+        ub, lru = self.unit_blocks, self.lru
+        entries = 0
+        released = 0
+        for e in reversed(held):  # tail first: evicted first
+            if e is None:
+                continue
+            entries += 1
+            e[0] -= 1
+            if e[0] == 0:
+                lru[e[1]] = e
+                released += 1
+        self.lru_blocks += released * ub
+        self.used -= req.blocks - entries * ub + released * ub
+        req.blocks = 0
+        req.kvc = None
+
+    @property
+    def cached_blocks(self) -> int:
+        """Blocks holding cached content that no request uses (evictable)."""
+        return self.lru_blocks
+
+    # -- checks (tests) -------------------------------------------------------
+    def shared_excess(self) -> int:
+        """Σ over cached entries of (users - 1) x blocks: what summing every
+        request's ``blocks`` counts more than once."""
+        return sum((e[0] - 1) * self.unit_blocks for e in self.table.values() if e[0] > 1)
+
+    def audit(self, requests) -> str | None:
+        """What is wrong with the cache given the requests holding blocks
+        (their ``kvc``), or None: every entry's user count equals the requests
+        referencing it (so no block is freed while referenced), entries without
+        users are exactly the LRU ones, and used + cached fit the capacity."""
+        refs: dict[int, int] = {}
+        for r in requests:
+            if r.kvc is None:
+                continue
+            for e in r.kvc[2]:
+                if e is not None:
+                    refs[id(e)] = refs.get(id(e), 0) + 1
+                    if self.table.get(e[1]) is not e:
+                        return f"request {r.id} holds block {e[1]} that is no longer in the cache"
+        for key, e in self.table.items():
+            n = refs.get(id(e), 0)
+            if e[0] != n:
+                return f"block {key} counts {e[0]} users but {n} requests hold it"
+            if (e[0] == 0) != (key in self.lru):
+                return f"block {key} with {e[0]} users is {'not ' if e[0] == 0 else ''}in the LRU list"
+        if len(self.lru) * self.unit_blocks != self.lru_blocks:
+            return f"LRU holds {len(self.lru)} entries but counts {self.lru_blocks} blocks"
+        self._trim()
+        if self.used + self.lru_blocks > self.num_blocks:
+            return f"{self.used} used + {self.lru_blocks} cached blocks exceed the capacity {self.num_blocks}"
+        return None
+
+
+def caching_enabled(sched_cls, config) -> bool:
+    """Prefix caching for this policy and config: the config's ``prefix_caching``
+    if set, else the policy's ``prefix_caching_default``."""
+    on = getattr(config, "prefix_caching", None)
+    return bool(getattr(sched_cls, "prefix_caching_default", False) if on is None else on)
+
+
+def make_kv_manager(caching: bool, num_blocks: int, block_size: int, tree=None) -> KVBlockManager:
+    """The KV block manager of one replica: with a prefix cache over ``tree``
+    (a :class:`~vidur.workload.content.PrefixTree` or ``(parent, start)``
+    lists) when ``caching``, else the plain counter."""
+    if not caching:
+        return KVBlockManager(num_blocks, block_size)
+    if tree is None:
+        return PrefixCachingKVManager(num_blocks, block_size)
+    if not isinstance(tree, tuple):
+        tree = (tree.parent.tolist(), tree.start.tolist())
+    return PrefixCachingKVManager(num_blocks, block_size, *tree)
