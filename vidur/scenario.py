@@ -42,11 +42,22 @@ class ClusterConfig:
     pipeline_parallel: int = 1
     engine_mode: str | None = None  # "cuda_graphs" or "eager"; sets the estimator's CPU-overhead model
     device_file: str | None = None  # where ``device`` came from when it was a file (reloaded with the scenario)
+    expert_parallel: int = 1  # EP degree of MoE layers, dividing tensor_parallel (vidur.model.catalog.deploy)
+    weight_dtype: str = "auto"  # auto (the checkpoint's) | bf16 | fp16 | fp8 | int4 | mxfp4 (vLLM --quantization)
+    kv_cache_dtype: str = "auto"  # auto (the model's dtype) | bf16 | fp16 | fp8 (vLLM --kv-cache-dtype)
 
     def __attrs_post_init__(self):
+        from vidur.model.spec import KV_DTYPE_BYTES, WEIGHT_DTYPES
+
         if self.engine_mode not in (None, "cuda_graphs", "eager"):
             raise VidurError(f"cluster.engine_mode must be cuda_graphs or eager, got {self.engine_mode!r}")
-        for key in ("num_replicas", "tensor_parallel", "pipeline_parallel"):
+        if self.weight_dtype not in WEIGHT_DTYPES:
+            raise VidurError(f"cluster.weight_dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {self.weight_dtype!r}")
+        if self.kv_cache_dtype not in ("auto", *KV_DTYPE_BYTES):
+            raise VidurError(
+                f"cluster.kv_cache_dtype must be one of auto, {', '.join(KV_DTYPE_BYTES)}, got {self.kv_cache_dtype!r}"
+            )
+        for key in ("num_replicas", "tensor_parallel", "pipeline_parallel", "expert_parallel"):
             if getattr(self, key) < 1:
                 raise VidurError(f"cluster.{key} must be >= 1, got {getattr(self, key)}")
 

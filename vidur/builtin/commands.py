@@ -42,8 +42,9 @@ def _run(args) -> int:
     from vidur.metrics.report import format_summary_table
 
     run = summary["run"]
+    ep = f" EP{run['expert_parallel']}" if run.get("expert_parallel", 1) != 1 else ""
     print(
-        f"{run['model']} on {run['replicas']} x {run['device']} (TP{run['tensor_parallel']} PP{run['pipeline_parallel']}), "
+        f"{run['model']} on {run['replicas']} x {run['device']} (TP{run['tensor_parallel']} PP{run['pipeline_parallel']}{ep}), "
         f"{run['replica_scheduler']} / {run['global_scheduler']}; estimator: {run['estimator']}"
     )
     print(format_summary_table(summary))

@@ -71,13 +71,18 @@ class Simulation:
     """
 
     def __init__(self, scenario: Scenario, host: PluginHost | None = None, requests: RequestTable | None = None):
-        from vidur.model.catalog import check_parallelism, load_model
+        from vidur.model.catalog import check_parallelism, deploy, load_model
 
         self.scenario = sc = scenario
         self.host = host = host or get_host()
         self.rng = np.random.default_rng(sc.seed)
         cl = sc.cluster
-        self.model = load_model(sc.model, host)
+        self.model = deploy(
+            load_model(sc.model, host),
+            weight_dtype=cl.weight_dtype,
+            kv_cache_dtype=cl.kv_cache_dtype,
+            expert_parallel=cl.expert_parallel,
+        )
         from vidur.resolve.device import resolve_device
 
         self.device = resolve_device(cl.device, self.model.name, host)  # registered, or known from a profile
@@ -94,7 +99,11 @@ class Simulation:
         with self._setting_up("memory planner", "memory_planner", sc.memory_planner.name):
             self.memory = planner_cls(sc.memory_planner.config).plan(self.model, self.device, tp, pp)
 
+        from vidur.model.catalog import unprofiled_features
+
         est_name = resolve_estimator_name(sc, self.model.name, cl.device, tp)
+        if sc.runtime_estimator.name == "auto" and est_name == "profile" and unprofiled_features(self.model):
+            est_name = "roofline"  # a profile of the dense bf16 checkpoint does not price this deployment
         est_cls = host.get("runtime_estimator", est_name)
         est_cfg = sc.runtime_estimator.config if sc.runtime_estimator.name == est_name else est_cls.Config()
         if sc.runtime_estimator.name == "auto" and est_name == "roofline":

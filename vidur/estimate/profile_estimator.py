@@ -85,6 +85,14 @@ class ProfileEstimator(RuntimeEstimator):
 
     def __init__(self, config, model: ModelSpec, device: DeviceSpec, node: NodeSpec, tp: int, pp: int):
         super().__init__(config, model, device, node, tp, pp)
+        from vidur.model.catalog import unprofiled_features
+
+        missing = unprofiled_features(model)
+        if missing:
+            raise VidurError(
+                f"profiles measure dense bf16/fp16 layers; {model.name} has {', '.join(missing)}: "
+                f"use runtime_estimator: roofline"
+            )
         if config.profile:
             path = Path(config.profile).expanduser()
         else:

@@ -29,13 +29,23 @@ from vidur.fit.roofline import OpMeasurement, calibrated_config, fit_token_effic
 from vidur.hardware.collective import (
     LinkParams,
     all_gather_time,
+    all_to_all_time,
     all_reduce_time,
     link_params,
     send_recv_time,
 )
 from vidur.hardware.spec import DeviceSpec, NodeSpec
 from vidur.model.catalog import check_parallelism
-from vidur.model.cost import LOGIT_BYTES, OpCost, embed_ops, head_ops, layer_ops, rank_shape
+from vidur.model.cost import (
+    LOGIT_BYTES,
+    OpCost,
+    embed_ops,
+    head_ops,
+    layer_kinds,
+    layer_ops,
+    rank_shape,
+    routing_values,
+)
 from vidur.model.spec import ModelSpec
 
 ENGINE_MODES = ("cuda_graphs", "eager")
@@ -73,6 +83,11 @@ def _positive_or_none(instance, attribute, value):
         raise VidurError(f"roofline {attribute.name} must be a positive number or null, got {value!r}")
 
 
+def _at_least_one(instance, attribute, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 1.0:
+        raise VidurError(f"roofline {attribute.name} must be a number >= 1 (busiest rank / mean load), got {value!r}")
+
+
 def _path_or_none(instance, attribute, value):
     if value is not None and (not isinstance(value, str) or not value):
         raise VidurError(f"roofline {attribute.name} must be a profile directory (a path) or null, got {value!r}")
@@ -101,6 +116,9 @@ class RooflineConfig:
     - ``comm_bandwidth`` / ``comm_latency``: override the collective model's
       bottleneck link (bytes/s, s), e.g. with values fitted to measurements.
     - ``kv_dtype_bytes``: KV-cache element size (None: the model's dtype).
+    - ``expert_imbalance``: load of the busiest expert-parallel rank over
+      the mean (≥ 1; Switch Transformer's capacity factor), on top of the
+      statistical spread of uniform top-k routing (:mod:`vidur.model.routing`).
     - ``calibrate_from``: a profile directory of the same device (any model):
       the five efficiencies and the launch overhead are fitted to its
       measurements (:mod:`vidur.fit.roofline`), replacing the values
@@ -122,6 +140,7 @@ class RooflineConfig:
     comm_bandwidth: float | None = attrs.field(default=None, validator=_positive_or_none)
     comm_latency: float | None = attrs.field(default=None, validator=_non_negative_or_none)
     kv_dtype_bytes: int | None = attrs.field(default=None, validator=_positive_or_none)
+    expert_imbalance: float = attrs.field(default=1.0, validator=_at_least_one)
     calibrate_from: str | None = attrs.field(default=None, validator=_path_or_none)
 
     def resolved(self, field: str) -> float:
@@ -157,26 +176,40 @@ class RooflineEstimator(RuntimeEstimator):
             "attn_prefill": (peak * c.prefill_attention_efficiency, bw * c.memory_efficiency),
             "attn_decode": (peak * c.compute_efficiency, bw * c.decode_attention_efficiency),
         }
-        self.layer_ops = layer_ops(model, tp, c.kv_dtype_bytes)
+        self.layer_ops = layer_ops(model, tp, c.kv_dtype_bytes, moe=model.num_dense_layers_or_all() == 0)
         self.head_ops = head_ops(model, tp)
         self.embed_ops = embed_ops(model, tp)
+        #: (layer count, ops) per MLP kind (dense / MoE); ``layer_ops`` is the most common kind's
+        self.kind_ops = [(k.count, k.moe, layer_ops(model, tp, c.kv_dtype_bytes, moe=k.moe)) for k in layer_kinds(model)]
+        self.imbalance = float(c.expert_imbalance)
 
-        token_vars = {"one", "tokens"}
-        self._token_ops = [self._token_coeffs(op) for op in self.layer_ops if op.variables() <= token_vars]
+        attention = ("attn_prefill", "attn_decode")
+        self._kinds = [
+            (count, moe, [self._token_coeffs(op) for op in ops if op.kind not in attention])
+            for count, moe, ops in self.kind_ops
+        ]
         prefill = [op for op in self.layer_ops if op.kind == "attn_prefill"]
         decode = [op for op in self.layer_ops if op.kind == "attn_decode"]
-        if len(prefill) != 1 or len(decode) != 1 or len(self._token_ops) + 2 != len(self.layer_ops):
+        if len(prefill) != 1 or len(decode) != 1:
             raise AssertionError("layer_ops must be token-level operators plus one prefill and one decode attention")
         pf, pm = self._rate["attn_prefill"]
         p = prefill[0]
         self._p_work = p.coef("flops", "prefill_work") / pf
+        self._p_fkv = p.coef("flops", "prefill_kv") / pf  # MLA: decompressing the attended latent
         self._p_tok = p.coef("bytes", "prefill_tokens") / pm
         self._p_kv = p.coef("bytes", "prefill_kv") / pm
         df, dm = self._rate["attn_decode"]
         d = decode[0]
         self._d_flop = d.coef("flops", "decode_kv") / df
+        self._d_fseq = d.coef("flops", "num_decode") / df  # MLA: absorbed projections per token
         self._d_kv = d.coef("bytes", "decode_kv") / dm
         self._d_seq = d.coef("bytes", "num_decode") / dm
+        # sliding-window layers: the same attention on window-bounded aggregates
+        self._W = model.num_window_layers
+        self._F = model.num_full_layers
+        self._win = model.sliding_window
+        #: dense attention without windows or MLA terms: the inlined hot paths apply
+        self._plain = not self._W and self._p_fkv == 0.0 and self._d_fseq == 0.0
 
         # communication
         b = model.dtype_bytes
@@ -191,6 +224,7 @@ class RooflineEstimator(RuntimeEstimator):
             )
         self._comm = params
         self._pp_inter_node = tp * pp > node.num_devices
+        self._ep = model.expert_parallel
 
         self._L = float(model.num_layers)
         self._tok_cache: dict[int, float] = {}
@@ -199,16 +233,36 @@ class RooflineEstimator(RuntimeEstimator):
         self._ppx_cache: dict[int, float] = {}
 
     # -- building blocks ------------------------------------------------------
-    def _token_coeffs(self, op: OpCost) -> tuple[int, float, float, float, float]:
-        """(count, s at 0 tokens / s per token for compute, then for memory)."""
+    def _token_coeffs(self, op: OpCost) -> tuple:
+        """(count, s at 0 tokens / per token / per routed assignment / per active expert, for compute then memory)."""
         f, m = self._rate[op.kind]
         return (
             op.count,
             op.coef("flops", "one") / f,
             op.coef("flops", "tokens") / f,
+            op.coef("flops", "assigned") / f,
+            op.coef("flops", "experts") / f,
             op.coef("bytes", "one") / m,
             op.coef("bytes", "tokens") / m,
+            op.coef("bytes", "assigned") / m,
+            op.coef("bytes", "experts") / m,
         )
+
+    def _values(self, shape: BatchShape) -> dict:
+        n = shape.num_tokens
+        assigned, experts = routing_values(self.model, n, self.imbalance)
+        return {
+            "one": 1,
+            "tokens": n,
+            "prefill_tokens": shape.prefill_tokens,
+            "prefill_work": shape.prefill_work,
+            "prefill_kv": shape.prefill_kv,
+            "num_decode": shape.num_decode,
+            "decode_kv": shape.decode_kv,
+            "seqs": shape.num_seqs,
+            "assigned": assigned,
+            "experts": experts,
+        }
 
     def _op_time(self, op: OpCost, values: dict) -> float:
         """Time of ``op.count`` calls of an operator for aggregate ``values`` (0 if idle)."""
@@ -225,18 +279,92 @@ class RooflineEstimator(RuntimeEstimator):
         """One TP all-reduce of ``num_tokens`` hidden states (0 when tp == 1)."""
         return all_reduce_time(self.node, self.tp, num_tokens * self._act_bytes, self._comm)
 
+    def moe_comm_time(self, num_tokens: int) -> float:
+        """Communication of one MoE layer's MLP (the attention's all-reduce excluded).
+
+        EP 1: the TP all-reduce of a dense MLP. EP > 1: the tokens, split over
+        the ``ep`` ranks, are dispatched to their ``k`` experts' ranks and the
+        results combined back (two all-to-alls on the node's links), then
+        every rank gathers all tokens again for the next attention (an
+        all-gather; an all-reduce when experts or shared experts are also
+        split tensor-parallel).
+        """
+        ep = self._ep
+        if ep == 1:
+            return self.all_reduce_time(num_tokens)
+        m = self.model
+        per_rank = num_tokens / ep * m.experts_per_token * self._act_bytes
+        t = 2.0 * all_to_all_time(self.node, ep, per_rank, self._comm)
+        if self.tp > ep or m.shared_expert_intermediate_size:
+            return t + self.all_reduce_time(num_tokens)
+        return t + all_gather_time(self.node, ep, num_tokens * self._act_bytes, self._comm)
+
+    def _kind_time(self, n: int, moe: bool, coeffs) -> float:
+        launch = self._launch
+        t = 0.0
+        if moe:
+            a, e = routing_values(self.model, n, self.imbalance)
+            for count, f0, f1, fa, fe, m0, m1, ma, me in coeffs:
+                c = f0 + f1 * n + fa * a + fe * e
+                m = m0 + m1 * n + ma * a + me * e
+                t += count * ((c if c > m else m) + launch)
+            if self._ep == 1:  # the dense layer's two all-reduces (bit for bit)
+                return t + 2.0 * self.all_reduce_time(n)
+            return t + self.all_reduce_time(n) + self.moe_comm_time(n)
+        for count, f0, f1, _, _, m0, m1, _, _ in coeffs:
+            c = f0 + f1 * n
+            m = m0 + m1 * n
+            t += count * ((c if c > m else m) + launch)
+        return t + 2.0 * self.all_reduce_time(n)
+
     def _token_time(self, n: int) -> float:
+        """Token-level time of one layer (the mean over layer kinds), communication included."""
         t = self._tok_cache.get(n)
         if t is None:
-            launch = self._launch
             t = 0.0
             if n > 0:
-                for count, f0, f1, m0, m1 in self._token_ops:
-                    c = f0 + f1 * n
-                    m = m0 + m1 * n
-                    t += count * ((c if c > m else m) + launch)
-                t += 2.0 * self.all_reduce_time(n)
+                if len(self._kinds) == 1:
+                    t = self._kind_time(n, self._kinds[0][1], self._kinds[0][2])
+                else:
+                    t = sum(count * self._kind_time(n, moe, coeffs) for count, moe, coeffs in self._kinds) / self._L
             self._tok_cache[n] = t
+        return t
+
+    def _prefill_attention(self, npf: int, ptok: int, work: float, pkv: int) -> float:
+        """One layer's prefill attention (the mean over full and sliding-window layers)."""
+        c = work * self._p_work + pkv * self._p_fkv
+        m = ptok * self._p_tok + pkv * self._p_kv
+        t = (c if c > m else m) + self._p_fixed
+        if self._W:
+            w = self._win
+            work_w = min(work, ptok * w)
+            pkv_w = min(pkv, npf * w + ptok)
+            c = work_w * self._p_work + pkv_w * self._p_fkv
+            m = ptok * self._p_tok + pkv_w * self._p_kv
+            tw = (c if c > m else m) + self._p_fixed
+            t = tw if not self._F else (self._F * t + self._W * tw) / self._L
+        return t
+
+    def _decode_attention(self, n: int, kv):
+        """One layer's decode attention for ``n`` decodes reading ``kv`` entries (scalar or array)."""
+        if isinstance(kv, np.ndarray):
+            c = kv * self._d_flop + n * self._d_fseq
+            m = kv * self._d_kv + n * self._d_seq
+            t = np.maximum(c, m) + self._d_fixed
+            if self._W:
+                kw = np.minimum(kv, n * self._win)
+                tw = np.maximum(kw * self._d_flop + n * self._d_fseq, kw * self._d_kv + n * self._d_seq) + self._d_fixed
+                t = tw if not self._F else (self._F * t + self._W * tw) / self._L
+            return t
+        c = kv * self._d_flop + n * self._d_fseq
+        m = kv * self._d_kv + n * self._d_seq
+        t = (c if c > m else m) + self._d_fixed
+        if self._W:
+            kw = min(kv, n * self._win)
+            c = kw * self._d_flop + n * self._d_fseq
+            m = kw * self._d_kv + n * self._d_seq
+            tw = (c if c > m else m) + self._d_fixed
+            t = tw if not self._F else (self._F * t + self._W * tw) / self._L
         return t
 
     # -- RuntimeEstimator API ---------------------------------------------------
@@ -256,15 +384,17 @@ class RooflineEstimator(RuntimeEstimator):
     def attention_bounds(self, kind: str, batch, chunk, context) -> tuple[np.ndarray, np.ndarray]:
         """(compute-bound, memory-bound) seconds of one layer's attention over ``batch`` equal requests,
         without the launch: ``kind`` ``attn_prefill`` (``chunk`` new tokens after ``context``) or
-        ``attn_decode`` (one token after ``context``). Array arguments give arrays."""
+        ``attn_decode`` (one token after ``context``). Array arguments give arrays. A full-attention
+        layer's (sliding windows are not applied)."""
         b = np.asarray(batch, dtype=np.float64)
         ctx = np.asarray(context, dtype=np.float64)
         if kind == "attn_prefill":
             q = np.asarray(chunk, dtype=np.float64)
-            return b * q * (ctx + (q + 1) / 2) * self._p_work, b * q * self._p_tok + b * (ctx + q) * self._p_kv
+            pkv = b * (ctx + q)
+            return b * q * (ctx + (q + 1) / 2) * self._p_work + pkv * self._p_fkv, b * q * self._p_tok + pkv * self._p_kv
         if kind == "attn_decode":
             kv = b * (ctx + 1)
-            return kv * self._d_flop, kv * self._d_kv + b * self._d_seq
+            return kv * self._d_flop + b * self._d_fseq, kv * self._d_kv + b * self._d_seq
         raise ValueError(f"unknown attention kind {kind!r}")
 
     def layer_time(self, shape: BatchShape) -> float:
@@ -272,6 +402,12 @@ class RooflineEstimator(RuntimeEstimator):
         t = self._tok_cache.get(shape.num_tokens)
         if t is None:
             t = self._token_time(shape.num_tokens)
+        if not self._plain:
+            if shape.num_prefill:
+                t += self._prefill_attention(shape.num_prefill, shape.prefill_tokens, shape.prefill_work, shape.prefill_kv)
+            if shape.num_decode:
+                t += self._decode_attention(shape.num_decode, shape.decode_kv)
+            return t
         if shape.num_prefill:
             c = shape.prefill_work * self._p_work
             m = shape.prefill_tokens * self._p_tok + shape.prefill_kv * self._p_kv
@@ -339,9 +475,12 @@ class RooflineEstimator(RuntimeEstimator):
         t = self._tok_cache.get(n)
         if t is None:
             t = self._token_time(n)
-        c = decode_kv * self._d_flop
-        m = decode_kv * self._d_kv + n * self._d_seq
-        t += (c if c > m else m) + self._d_fixed
+        if self._plain:
+            c = decode_kv * self._d_flop
+            m = decode_kv * self._d_kv + n * self._d_seq
+            t += (c if c > m else m) + self._d_fixed
+        else:
+            t += self._decode_attention(n, decode_kv)
         return self._L * t + self.embed_time(n) + self.head_time(n) + self._pp_total(n) + self.cpu_overhead(n)
 
     def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
@@ -351,44 +490,51 @@ class RooflineEstimator(RuntimeEstimator):
         if n == 0:
             return np.full(kv.shape, self.forward_time(BatchShape()) + self.cpu_overhead(0))
         tok = self._token_time(n)
-        c = kv * self._d_flop
-        m = kv * self._d_kv + n * self._d_seq
-        layer = tok + (np.maximum(c, m) + self._d_fixed)
+        if self._plain:
+            c = kv * self._d_flop
+            m = kv * self._d_kv + n * self._d_seq
+            layer = tok + (np.maximum(c, m) + self._d_fixed)
+        else:
+            layer = tok + self._decode_attention(n, kv)
         return self._L * layer + self.embed_time(n) + self.head_time(n) + self._pp_total(n) + self.cpu_overhead(n)
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
-        """Per-operator seconds of one layer (``add`` covers both residual adds), plus ``tp_all_reduce``."""
-        values = {
-            "one": 1,
-            "tokens": shape.num_tokens,
-            "prefill_tokens": shape.prefill_tokens,
-            "prefill_work": shape.prefill_work,
-            "prefill_kv": shape.prefill_kv,
-            "num_decode": shape.num_decode,
-            "decode_kv": shape.decode_kv,
-            "seqs": shape.num_seqs,
-        }
-        out = {}
-        for op in self.layer_ops:
-            if op.kind == "attn_prefill" and not shape.num_prefill:
-                out[op.name] = 0.0
-            elif op.kind == "attn_decode" and not shape.num_decode:
-                out[op.name] = 0.0
-            elif shape.num_tokens == 0:
-                out[op.name] = 0.0
-            else:
-                out[op.name] = self._op_time(op, values)
-        out["tp_all_reduce"] = 2.0 * self.all_reduce_time(shape.num_tokens)
+        """Per-operator seconds of one layer, the mean over layer kinds (``add`` covers both residual
+        adds), plus ``tp_all_reduce`` and, with expert parallelism, ``ep_all_to_all``."""
+        values = self._values(shape)
+        out: dict[str, float] = {}
+        n = shape.num_tokens
+        for count, moe, ops in self.kind_ops:
+            share = count / self._L
+            for op in ops:
+                if op.kind in ("attn_prefill", "attn_decode"):
+                    continue
+                out[op.name] = out.get(op.name, 0.0) + (share * self._op_time(op, values) if n else 0.0)
+        out["attn_prefill"] = (
+            self._prefill_attention(shape.num_prefill, shape.prefill_tokens, shape.prefill_work, shape.prefill_kv)
+            if shape.num_prefill and n else 0.0
+        )
+        out["attn_decode"] = self._decode_attention(shape.num_decode, shape.decode_kv) if shape.num_decode and n else 0.0
+        moe_share = self.model.num_moe_layers / self._L
+        ar = self.all_reduce_time(n)
+        if self._ep > 1:
+            ep_comm = self.moe_comm_time(n)
+            out["tp_all_reduce"] = (2.0 - moe_share) * ar
+            out["ep_all_to_all"] = moe_share * ep_comm
+        else:
+            out["tp_all_reduce"] = 2.0 * ar
         return out
 
     # -- calibration --------------------------------------------------------------
     def token_op_time(self, op_name: str, num_tokens: int) -> float:
         """Predicted time of **one call** of token-level operator ``op_name`` (e.g. ``mlp_up_proj``; ``emb``)."""
-        for op in self.layer_ops + self.embed_ops:
-            if op.name == op_name:
-                if op.kind not in ("gemm", "elementwise"):
-                    break
-                return self._op_time(op, {"one": 1, "tokens": num_tokens}) / op.count
+        values = self._values(BatchShape(prefill_tokens=num_tokens, num_prefill=1 if num_tokens else 0))
+        for _, _, ops in self.kind_ops:
+            for op in ops + self.embed_ops:
+                if op.name == op_name:
+                    if op.kind not in ("gemm", "elementwise"):
+                        raise VidurError(f"roofline has no token-level operator {op_name!r}")
+                    return self._op_time(op, values) / op.count
         raise VidurError(f"roofline has no token-level operator {op_name!r}")
 
     @classmethod

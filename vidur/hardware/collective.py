@@ -1,4 +1,4 @@
-"""Analytical communication model: ring all-reduce, all-gather, send/recv.
+"""Analytical communication model: ring all-reduce, all-gather, all-to-all, send/recv.
 
 Every function is a pure function of a :class:`~vidur.hardware.NodeSpec`, a
 world size and a message size in **bytes**. Ranks sit on consecutive GPUs of
@@ -61,6 +61,15 @@ def all_gather_time(node: NodeSpec, world: int, nbytes: float, params: LinkParam
     p = params or link_params(node, world)
     steps = world - 1
     return steps / world * nbytes / p.bandwidth + steps * p.latency
+
+
+def all_to_all_time(node: NodeSpec, world: int, nbytes: float, params: LinkParams | None = None) -> float:
+    """All-to-all where each rank scatters ``nbytes`` evenly over ``world`` ranks (its own share stays):
+    (t−1)/t · bytes/bw + latency; every rank sends to all peers at once over its own links (NVSwitch)."""
+    if world <= 1 or nbytes <= 0:
+        return 0.0
+    p = params or link_params(node, world)
+    return (world - 1) / world * nbytes / p.bandwidth + p.latency
 
 
 def send_recv_time(

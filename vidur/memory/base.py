@@ -25,6 +25,8 @@ class MemoryPlan:
     activation_bytes: int
     kv_cache_bytes: int
     usable_bytes: int
+    #: sliding-window layers' KV reserved per sequence slot (models mixing window and full layers)
+    window_kv_bytes: int = 0
 
     @property
     def max_tokens(self) -> int:

@@ -3,8 +3,18 @@
 KV capacity per GPU = device memory × ``gpu_memory_utilization``
 − weights of the heaviest pipeline stage's shard − activation reserve.
 One token's KV takes 2 × (layers of one stage) × max(1, kv_heads / tp) ×
-head_dim × ``kv_dtype_bytes``; the capacity is cut into blocks of
-``block_size`` tokens.
+head_dim × ``kv_dtype_bytes`` (MLA: ``kv_lora_rank + qk_rope_head_dim``
+per layer, on every TP rank); the capacity is cut into blocks of
+``block_size`` tokens. Weights are those of the stage's shard at their
+dtypes (FP8/INT4/MXFP4), routed experts split over ``expert_parallel``.
+
+Sliding-window layers keep at most ``sliding_window`` tokens per request
+(vLLM frees the blocks that leave the window): when a model mixes them
+with full-attention layers (gpt-oss), the per-token KV counts only the full
+layers and the window layers get a fixed reserve of ``max_num_seqs`` ×
+(window + one block) tokens. When every layer slides (Mistral-7B-v0.1),
+all layers count per token: an upper bound for requests longer than the
+window.
 
 The activation reserve, when ``activation_reserve_gb`` is None, is
 estimated the way vLLM's profiling run finds it: the peak live activations
@@ -24,7 +34,7 @@ from vidur.errors import VidurError
 from vidur.memory.base import MemoryPlan, MemoryPlanner
 from vidur.hardware.spec import DeviceSpec
 from vidur.model.catalog import check_parallelism
-from vidur.model.cost import LOGIT_BYTES, kv_bytes_per_token, max_stage_weights_bytes, rank_shape
+from vidur.model.cost import LOGIT_BYTES, kv_bytes_split, max_stage_weights_bytes, rank_shape
 from vidur.model.spec import ModelSpec
 
 GB = 1e9
@@ -41,7 +51,8 @@ class PagedConfig:
 
     - ``gpu_memory_utilization``: share of device memory the engine may use (vLLM's flag).
     - ``block_size``: tokens per KV block.
-    - ``kv_dtype_bytes``: bytes per KV element (2 for fp16/bf16, 1 for fp8).
+    - ``kv_dtype_bytes``: bytes per KV element (2 for fp16/bf16, 1 for fp8;
+      None: the model's, which ``cluster.kv_cache_dtype`` sets).
     - ``activation_reserve_gb``: fixed reserve for activations and runtime
       buffers; None estimates it from ``max_batch_tokens`` / ``max_num_seqs``
       and adds ``overhead_gb``.
@@ -49,7 +60,7 @@ class PagedConfig:
 
     gpu_memory_utilization: float = 0.9
     block_size: int = 16
-    kv_dtype_bytes: int = 2
+    kv_dtype_bytes: int | None = None
     activation_reserve_gb: float | None = None
     max_batch_tokens: int = 8192
     max_num_seqs: int = 256
@@ -63,6 +74,8 @@ class PagedConfig:
         )
         for field in ("block_size", "kv_dtype_bytes", "max_batch_tokens", "max_num_seqs"):
             v = getattr(self, field)
+            if field == "kv_dtype_bytes" and v is None:
+                continue
             _check(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0,
                 f"paged {field} must be a positive integer, got {v!r}",
@@ -84,7 +97,16 @@ def activation_bytes(model: ModelSpec, tp: int, max_batch_tokens: int, max_num_s
     r = rank_shape(model, tp)
     b = model.dtype_bytes
     n_up = (2 if model.gated_mlp else 1) * r.intermediate
-    widest = max(n_up + r.intermediate, (r.q_size + 2 * r.kv_size) + r.q_size)
+    attention = (r.q_size + 2 * r.kv_size) + r.q_size
+    if model.is_mla:  # queries, the decompressed keys/values and the latent
+        qk = model.qk_nope_head_dim + model.qk_rope_head_dim
+        attention = r.heads * (2 * qk + model.qk_nope_head_dim + model.v_head_dim) + model.kv_lora_rank
+    widest = max(n_up + r.intermediate if model.num_dense_layers_or_all() else 0, attention)
+    if model.is_moe:  # each token through k experts; with routing, its k permuted copies and the router logits
+        k = model.experts_per_token
+        e_up = (2 if model.gated_mlp else 1) * r.expert_width
+        routed = k * r.hidden + model.num_experts if model.num_experts > 1 else 0
+        widest = max(widest, k * (e_up + r.expert_width) + routed + r.shared_width * 3)
     per_token = (2 * r.hidden + widest) * b
     logits = max_num_seqs * model.vocab_size * LOGIT_BYTES * 2  # logits + softmax copy
     return int(max_batch_tokens * per_token + logits)
@@ -116,13 +138,21 @@ class PagedMemoryPlanner(MemoryPlanner):
             act = activation_bytes(model, tp, c.max_batch_tokens, c.max_num_seqs) + int(c.overhead_gb * GB)
         else:
             act = int(c.activation_reserve_gb * GB)
-        per_token = kv_bytes_per_token(model, tp, pp, c.kv_dtype_bytes)
-        kv = usable - weights - act
+        full, window = kv_bytes_split(model, tp, pp, c.kv_dtype_bytes)
+        reserve = 0
+        if full and window:  # window layers: a fixed reserve per sequence slot
+            per_token = full
+            reserve = c.max_num_seqs * (model.sliding_window + c.block_size) * window
+        else:
+            per_token = full + window
+        kv = usable - weights - act - reserve
         num_blocks = kv // (per_token * c.block_size) if kv > 0 else 0
         if num_blocks < 1:
             raise VidurError(
                 f"{model.short_name} {where} on {device.name}: {weights / GB:.1f} GB of weights and "
-                f"{act / GB:.1f} GB of activations leave no room for one KV block of {c.block_size} tokens "
+                f"{act / GB:.1f} GB of activations"
+                + (f" and {reserve / GB:.1f} GB of sliding-window KV" if reserve else "")
+                + f" leave no room for one KV block of {c.block_size} tokens "
                 f"({per_token * c.block_size / 1e6:.1f} MB) in the {usable / GB:.1f} GB usable; raise "
                 f"tensor_parallel or pipeline_parallel, or lower max_batch_tokens / activation_reserve_gb"
             )
@@ -134,4 +164,5 @@ class PagedMemoryPlanner(MemoryPlanner):
             activation_bytes=act,
             kv_cache_bytes=int(num_blocks * per_token * c.block_size),
             usable_bytes=usable,
+            window_kv_bytes=int(reserve),
         )

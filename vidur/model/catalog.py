@@ -146,6 +146,53 @@ def load_model(name_or_path: str | Path, host: "PluginHost | None" = None) -> Mo
     )
 
 
+def deploy(
+    model: ModelSpec, *, weight_dtype: str = "auto", kv_cache_dtype: str = "auto", expert_parallel: int = 1
+) -> ModelSpec:
+    """``model`` as a deployment runs it: weight and KV-cache dtypes, expert-parallel degree.
+
+    ``weight_dtype`` ``auto`` keeps the checkpoint's (its ``quantization_config``);
+    ``fp8``/``int4``/``bf16``/``fp16`` apply to every linear layer, experts
+    included (vLLM ``--quantization fp8`` quantizes them all); ``mxfp4``
+    to the routed experts only (gpt-oss's scheme). ``kv_cache_dtype`` as
+    vLLM's ``--kv-cache-dtype`` (``auto``: the model's dtype).
+    """
+    from vidur.model.spec import KV_DTYPE_BYTES
+
+    changes: dict = {}
+    if weight_dtype == "mxfp4":
+        if not model.is_moe:
+            raise VidurError(f"weight_dtype mxfp4 quantizes routed experts; {model.short_name} has none")
+        changes["expert_weight_dtype"] = "mxfp4"
+    elif weight_dtype != "auto":
+        changes.update(weight_dtype=weight_dtype, expert_weight_dtype=weight_dtype)
+    if kv_cache_dtype != "auto":
+        changes["kv_dtype_bytes"] = KV_DTYPE_BYTES[kv_cache_dtype]
+    if expert_parallel != model.expert_parallel:
+        changes["expert_parallel"] = expert_parallel
+    return attrs.evolve(model, **changes) if changes else model
+
+
+def unprofiled_features(model: ModelSpec) -> list[str]:
+    """What of ``model`` (as deployed) the profiler's operator set does not measure (empty: all covered).
+
+    The profile-based estimators refuse such a model instead of pricing it as a
+    dense bf16 one; ``runtime_estimator: auto`` takes the roofline for it.
+    """
+    out = []
+    if model.is_moe:
+        out.append("mixture-of-experts layers")
+    if model.is_mla:
+        out.append("multi-head latent attention")
+    if model.num_window_layers:
+        out.append("sliding-window layers")
+    if model.weight_bytes != model.dtype_bytes or model.expert_bytes != model.dtype_bytes:
+        out.append(f"{model.weight_dtype}/{model.expert_weight_dtype} weights")
+    if model.kv_bytes != model.dtype_bytes:
+        out.append(f"{model.kv_bytes}-byte KV cache")
+    return out
+
+
 def kv_heads_per_rank(model: ModelSpec, tp: int) -> int:
     """KV heads each TP rank stores: ``kv_heads / tp``, at least 1 (replicated when tp > kv_heads)."""
     return max(1, model.num_kv_heads // tp)
@@ -156,7 +203,9 @@ def check_parallelism(model: ModelSpec, tp: int, pp: int, node: "NodeSpec | None
 
     Rules (as in vLLM): tp divides the attention heads; tp divides the KV
     heads or the KV heads divide tp (then each rank keeps a replica); pp
-    divides the layers; a TP group fits in one node.
+    divides the layers; a TP group fits in one node. Expert parallelism
+    (``model.expert_parallel``) needs a MoE, divides tp (the experts are
+    split over the TP group's GPUs) and divides the experts.
     """
     who = model.short_name
     for label, value in (("tensor_parallel", tp), ("pipeline_parallel", pp)):
@@ -168,8 +217,21 @@ def check_parallelism(model: ModelSpec, tp: int, pp: int, node: "NodeSpec | None
             f"{who} has {model.num_heads} attention heads, not divisible by tensor_parallel={tp}; "
             f"use one of {', '.join(map(str, divs))}"
         )
+    ep = model.expert_parallel
+    if ep > 1:
+        if not model.is_moe:
+            raise VidurError(f"expert_parallel={ep} needs a mixture-of-experts model; {who} is dense, use 1")
+        if tp % ep:
+            raise VidurError(
+                f"expert_parallel={ep} must divide tensor_parallel={tp} (experts are split over the GPUs "
+                f"of a replica's TP group); use a divisor of {tp}"
+            )
+        if model.num_experts % ep:
+            raise VidurError(
+                f"{who} has {model.num_experts} experts, not divisible by expert_parallel={ep}; use a divisor of both"
+            )
     kv = model.num_kv_heads
-    if kv % tp and tp % kv:
+    if kv % tp and tp % kv and not model.is_mla:
         raise VidurError(
             f"{who} has {kv} KV heads; tensor_parallel={tp} must divide them or be a multiple of them"
         )

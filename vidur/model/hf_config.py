@@ -33,9 +33,6 @@ SUPPORTED = {
     "QWenLMHeadModel": "qwen",
     "InternLMForCausalLM": "internlm",
     "PhiForCausalLM": "phi",
-}
-#: parsed, but refused until the estimators price them (next change)
-PENDING = {
     "MixtralForCausalLM": "mixtral",
     "Qwen3MoeForCausalLM": "qwen3_moe",
     "DeepseekV3ForCausalLM": "deepseek_v3",
@@ -43,7 +40,6 @@ PENDING = {
 }
 #: model_type -> family key, for configs without ``architectures``
 MODEL_TYPES = {family: family for family in SUPPORTED.values()} | {"phi-msft": "phi"}
-MODEL_TYPES = {k: v for k, v in MODEL_TYPES.items() if v not in PENDING.values()}
 MOE_FAMILIES = ("mixtral", "qwen3_moe", "deepseek_v3", "gpt_oss")
 
 #: fields that make a model a mixture of experts or give it latent attention

@@ -74,6 +74,15 @@ class ModelSpec:
     layers, ``expert_weight_dtype`` that of the routed experts
     (:data:`WEIGHT_DTYPE_BYTES`; ``auto``: ``dtype_bytes``, and for the
     experts the other linear layers' dtype).
+
+    Deployment: the scenario's ``cluster`` settings that change what a
+    model costs (``weight_dtype``, ``kv_cache_dtype``, ``expert_parallel``)
+    are applied to the spec (:func:`vidur.model.catalog.deploy`), so every
+    planner and estimator sees the model as deployed. ``expert_parallel``
+    is the EP degree of the MoE layers: the routed experts are split over
+    ``expert_parallel`` ranks of the TP group, each expert's width over the
+    remaining ``tp / expert_parallel`` (1: experts tensor-parallel, vLLM's
+    default; ``tp``: whole experts per GPU, vLLM's ``--enable-expert-parallel``).
     """
 
     name: str
@@ -115,6 +124,7 @@ class ModelSpec:
     weight_dtype: str = "auto"
     expert_weight_dtype: str = "auto"
     kv_dtype_bytes: int = 0
+    expert_parallel: int = 1
 
     def __attrs_post_init__(self) -> None:
         who = self.name or "model"
@@ -140,6 +150,8 @@ class ModelSpec:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise VidurError(f"{who}: {field} must be a non-negative integer, got {value!r}; fix the model config")
+        if not _positive_int(self.expert_parallel):
+            raise VidurError(f"{who}: expert_parallel must be a positive integer, got {self.expert_parallel!r}")
         if self.num_kv_heads > self.num_heads or self.num_heads % self.num_kv_heads:
             raise VidurError(
                 f"{who}: num_attention_heads ({self.num_heads}) must be a multiple of "
@@ -283,7 +295,9 @@ class ModelSpec:
         return p
 
     def router_params(self) -> int:
-        """The router's weights (and bias) of one MoE layer."""
+        """The router's weights (and bias) of one MoE layer (none for a single expert: nothing to route)."""
+        if self.num_experts == 1:
+            return 0
         return self.hidden_size * self.num_experts + (self.num_experts if self.router_bias else 0)
 
     def layer_params(self, moe: bool) -> tuple[int, int, int]:

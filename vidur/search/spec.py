@@ -15,6 +15,9 @@ A search spec is a YAML mapping::
       devices: [a100, h100]
       tensor_parallel: [1, 2]
       pipeline_parallel: [1]
+      expert_parallel: [1, 2]       # MoE models: EP degree (must divide tp; others are skipped, saying why)
+      weight_dtype: [auto, fp8]     # auto | bf16 | fp8 | int4 | mxfp4 (cluster.weight_dtype)
+      kv_cache_dtype: [auto, fp8]   # auto | bf16 | fp8 (cluster.kv_cache_dtype)
       gpu_budget: 8                 # replicas = budget // (tp * pp); or replicas: [1, 2]
       replica_schedulers:           # a list value sweeps that knob
         - {name: sarathi, chunk_size: [512, 1024]}
@@ -145,6 +148,9 @@ class _GridRaw:
     devices: list[str]
     tensor_parallel: list[int] = attrs.Factory(lambda: [1])
     pipeline_parallel: list[int] = attrs.Factory(lambda: [1])
+    expert_parallel: list[int] = attrs.Factory(lambda: [1])
+    weight_dtype: list[str] = attrs.Factory(lambda: ["auto"])
+    kv_cache_dtype: list[str] = attrs.Factory(lambda: ["auto"])
     replicas: list[int] | None = None
     gpu_budget: int | None = None
     replica_schedulers: list[Any] = attrs.Factory(lambda: ["sarathi"])
@@ -178,6 +184,9 @@ class ConfigPoint:
     global_scheduler: dict
     node: str | None = None
     skip_reason: str | None = None
+    expert_parallel: int = 1
+    weight_dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
 
     @property
     def gpus(self) -> int:
@@ -192,8 +201,11 @@ class ConfigPoint:
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``h100 tp2 pp1 x4 sarathi(chunk_size=512) round_robin``."""
+        ep = f" ep{self.expert_parallel}" if self.expert_parallel != 1 else ""
+        dt = f" w:{self.weight_dtype}" if self.weight_dtype != "auto" else ""
+        dt += f" kv:{self.kv_cache_dtype}" if self.kv_cache_dtype != "auto" else ""
         return (
-            f"{self.device} tp{self.tensor_parallel} pp{self.pipeline_parallel} x{self.replicas} "
+            f"{self.device} tp{self.tensor_parallel} pp{self.pipeline_parallel}{ep}{dt} x{self.replicas} "
             f"{self.scheduler_label} {self.global_scheduler['name']}"
         )
 
@@ -240,6 +252,13 @@ class SearchSpec:
         }
         if cfg.node:
             raw["cluster"]["node"] = cfg.node
+        # only when set, so the keys of earlier (dense, default-precision) results stay the same
+        if cfg.expert_parallel != 1:
+            raw["cluster"]["expert_parallel"] = cfg.expert_parallel
+        if cfg.weight_dtype != "auto":
+            raw["cluster"]["weight_dtype"] = cfg.weight_dtype
+        if cfg.kv_cache_dtype != "auto":
+            raw["cluster"]["kv_cache_dtype"] = cfg.kv_cache_dtype
         if cfg.device in self.device_files:  # worker processes register it again from the file
             raw["cluster"]["device_file"] = self.device_files[cfg.device]
         for k, v in self.extra_sections.items():
@@ -330,7 +349,10 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
         raise VidurError("a search spec must be a mapping of keys to values")
     grid = raw.get("grid")
     if isinstance(grid, dict):
-        for key in ("devices", "tensor_parallel", "pipeline_parallel", "replicas", "replica_schedulers", "global_schedulers"):
+        for key in (
+            "devices", "tensor_parallel", "pipeline_parallel", "expert_parallel", "weight_dtype", "kv_cache_dtype",
+            "replicas", "replica_schedulers", "global_schedulers",
+        ):
             _as_list(grid, key)
     elif grid is None:
         raise VidurError("missing required key 'grid' (devices, tensor_parallel, replicas or gpu_budget, replica_schedulers)")
@@ -338,17 +360,26 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
         raise VidurError("'search' must be a mapping")
     parsed: _SpecRaw = structure(raw, _SpecRaw, "")
     g = parsed.grid
-    for key in ("devices", "tensor_parallel", "pipeline_parallel", "replica_schedulers", "global_schedulers"):
+    for key in (
+        "devices", "tensor_parallel", "pipeline_parallel", "expert_parallel", "weight_dtype", "kv_cache_dtype",
+        "replica_schedulers", "global_schedulers",
+    ):
         if not getattr(g, key):
             raise VidurError(f"grid.{key} is empty: the grid has no configurations")
     if g.replicas is not None and g.gpu_budget is not None:
         raise VidurError("set grid.replicas or grid.gpu_budget, not both")
     if g.replicas is not None and not g.replicas:
         raise VidurError("grid.replicas is empty: the grid has no configurations")
-    for key in ("tensor_parallel", "pipeline_parallel", "replicas"):
+    for key in ("tensor_parallel", "pipeline_parallel", "expert_parallel", "replicas"):
         for v in getattr(g, key) or []:
             if v < 1:
                 raise VidurError(f"grid.{key} values must be >= 1, got {v}")
+    from vidur.model.spec import KV_DTYPE_BYTES, WEIGHT_DTYPES
+
+    for key, allowed in (("weight_dtype", WEIGHT_DTYPES), ("kv_cache_dtype", ("auto", *KV_DTYPE_BYTES))):
+        for v in getattr(g, key):
+            if v not in allowed:
+                raise VidurError(f"grid.{key} values must be among {', '.join(allowed)}, got {v!r}")
     if g.gpu_budget is not None and g.gpu_budget < 1:
         raise VidurError(f"grid.gpu_budget must be >= 1, got {g.gpu_budget}")
 
@@ -432,17 +463,23 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
 
     configs = []
     reps_for = (lambda tp, pp: [g.gpu_budget // (tp * pp)]) if g.gpu_budget is not None else (lambda tp, pp: g.replicas or [1])
-    for dev, tp, pp in itertools.product(g.devices, g.tensor_parallel, g.pipeline_parallel):
+    layouts = itertools.product(
+        g.devices, g.tensor_parallel, g.pipeline_parallel, g.expert_parallel, g.weight_dtype, g.kv_cache_dtype
+    )
+    for dev, tp, pp, ep, wd, kd in layouts:
         for reps in reps_for(tp, pp):
             for r, gl in itertools.product(rs, gs):
                 skip = None
                 if reps == 0:
                     skip = f"one replica needs tp x pp = {tp * pp} GPUs, more than the {g.gpu_budget}-GPU budget"
+                elif tp % ep:
+                    skip = f"expert_parallel={ep} does not divide tensor_parallel={tp}"
                 configs.append(
                     ConfigPoint(
                         index=len(configs), device=dev, tensor_parallel=tp, pipeline_parallel=pp,
                         replicas=max(reps, 1) if skip is None else 0, replica_scheduler=r, global_scheduler=gl,
-                        node=g.nodes.get(dev), skip_reason=skip,
+                        node=g.nodes.get(dev), skip_reason=skip, expert_parallel=ep, weight_dtype=wd,
+                        kv_cache_dtype=kd,
                     )
                 )
     extra = {}
