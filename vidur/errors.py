@@ -10,3 +10,17 @@ class VidurError(Exception):
 
 class PluginError(VidurError):
     """A plugin misbehaved or two plugins claim the same name."""
+
+
+class PolicyOutputError(Exception):
+    """A policy returned (or asked the engine for) something it cannot run:
+    an empty batch, a route out of range, more tokens than a request has left.
+
+    Not a :class:`VidurError`: the simulation turns it into a
+    :class:`PluginError` naming the plugin and its distribution. ``kind`` is
+    the registry kind of the offending policy (``"replica_scheduler"``,
+    ``"global_scheduler"``)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind

@@ -36,6 +36,7 @@ from vidur.entities.batch import Batch
 from vidur.entities.request import INF, Request
 from vidur.estimate.base import RuntimeEstimator
 from vidur.scheduler.base import ReplicaScheduler
+from vidur.scheduler.book import ReplicaBook
 from vidur.scheduler.global_base import GlobalScheduler
 
 BATCH_END = 1
@@ -47,11 +48,14 @@ ARRIVAL = 4  # a closed-loop request released by a completion (priority -1: befo
 class ReplicaState:
     """Engine-side state of one replica: its scheduler, estimator and pipeline."""
 
-    __slots__ = ("index", "scheduler", "estimator", "pp", "stage_layers", "stage_free", "busy", "wake_pending", "caching")
+    __slots__ = (
+        "index", "scheduler", "book", "estimator", "pp", "stage_layers", "stage_free", "busy", "wake_pending", "caching",
+    )
 
     def __init__(self, index: int, scheduler: ReplicaScheduler, estimator: RuntimeEstimator, num_layers: int, pp: int):
         self.index = index
         self.scheduler = scheduler
+        self.book = scheduler._book  # the engine's bookkeeping of the replica's requests
         self.estimator = estimator
         self.pp = pp
         base, extra = divmod(num_layers, pp)
@@ -181,14 +185,16 @@ class EventLoop:
 
     # -- forming and pricing batches ------------------------------------------
     def _try_start(self, rep: ReplicaState, now: float) -> None:
-        sched = rep.scheduler
-        if rep.busy or sched.num_in_flight >= rep.pp:
+        book = rep.book
+        if rep.busy or book.num_in_flight >= rep.pp:
             return
+        sched = rep.scheduler
         sched.now = now
+        book.preempted = False
         batch = sched.schedule()
         if batch is None:
             return
-        sched.num_in_flight += 1
+        book.num_in_flight += 1
         batch.start = now
         if rep.pp == 1:
             self._start_single_stage(rep, batch, now)
@@ -347,18 +353,18 @@ class EventLoop:
 
     # -- applying a finished batch --------------------------------------------
     @staticmethod
-    def _complete(sched: ReplicaScheduler, req: Request, now: float, done: list | None) -> list:
+    def _complete(book: ReplicaBook, req: Request, now: float, done: list | None) -> list:
         """``req`` produced its last token at ``now``: release it, note it in ``done``."""
         req.completion = now
-        sched.finish(req)
+        book.finish(req)
         if done is None:
             done = []
         done.append(req)
         return done
 
     def _batch_end(self, rep: ReplicaState, batch: Batch, repeats: int, now: float) -> None:
-        sched = rep.scheduler
-        sched.num_in_flight -= 1
+        book = rep.book
+        book.num_in_flight -= 1
         start = batch.start
         first_end = batch.end if repeats > 1 else now
         itl = self.itl
@@ -371,7 +377,7 @@ class EventLoop:
                 done = finished
                 for req in finished:
                     req.completion = now
-                    sched.finish(req)
+                    book.finish(req)
         else:
             same = 0
             for req in batch.decodes:
@@ -384,7 +390,7 @@ class EventLoop:
                     same -= 1
                 req.last_token = now
                 if req.kv_len >= req.final_kv:
-                    done = self._complete(sched, req, now, done)
+                    done = self._complete(book, req, now, done)
             same += len(batch.decodes)
             if same:
                 itl.values.append(first_end - start)
@@ -395,7 +401,7 @@ class EventLoop:
                 req.in_flight = False
             req.kv_len += q
             if caching:
-                sched.kv.computed(req)
+                rep.scheduler.kv.computed(req)
             if req.kv_len < req.prefill_target:
                 continue
             if req.first_token == INF:
@@ -405,9 +411,9 @@ class EventLoop:
                 itl.counts.append(1)
             req.last_token = now
             if req.kv_len >= req.final_kv:
-                done = self._complete(sched, req, now, done)
+                done = self._complete(book, req, now, done)
             else:
-                sched.prefill_done(req)
+                book.prefill_done(req)
         if done is not None:
             self.completed += len(done)
             if self.on_complete is not None:

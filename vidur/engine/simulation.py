@@ -12,7 +12,7 @@ import numpy as np
 
 from vidur.engine.loop import EventLoop, ReplicaState
 from vidur.entities.request import INF, Request
-from vidur.errors import PluginError, VidurError
+from vidur.errors import PluginError, PolicyOutputError, VidurError
 from vidur.metrics.records import REQUEST_COLUMNS, ReplicaInfo, RunRecords
 from vidur.plugins import PluginHost, get_host
 from vidur.scenario import Scenario
@@ -149,7 +149,9 @@ class Simulation:
             num_blocks = self.memory.num_blocks * self.memory.block_size // bs
             kv = make_kv_manager(self.prefix_caching, num_blocks, bs, tree_lists)
             with self._setting_up("replica scheduler", "replica_scheduler", sc.replica_scheduler.name):
-                sched = sched_cls(sc.replica_scheduler.config, kv, i, pp)
+                sched = sched_cls(
+                    sc.replica_scheduler.config, kv, i, pp, estimator=self.estimator, slos=sc.metrics.slos,
+                )
             schedulers.append(sched)
             self.replica_states.append(ReplicaState(i, sched, self.estimator, self.model.num_layers, pp))
         self._check_requests_fit(schedulers[0])
@@ -290,6 +292,8 @@ class Simulation:
             if owner is not None:
                 frames.append((owner, tb))
             tb = tb.tb_next
+        if isinstance(exc, PolicyOutputError):  # a run-time check of a policy's output
+            return self._policy_error(exc, frames)
         if not frames:
             return None
         (label, kind, name), inner = frames[-1]
@@ -312,6 +316,24 @@ class Simulation:
             f"{label} {name!r} from plugin {entry.plugin!r} ({entry.distribution}) raised "
             f"{type(exc).__name__}: {exc} in {where}"
         )
+
+    def _policy_error(self, exc: PolicyOutputError, frames: list) -> PluginError | None:
+        """One line naming the policy whose output failed a run-time check."""
+        sc = self.scenario
+        label, name = {
+            "replica_scheduler": ("replica scheduler", sc.replica_scheduler.name),
+            "global_scheduler": ("global scheduler", sc.global_scheduler.name),
+        }[exc.kind]
+        try:
+            entry = self.host.entry(exc.kind, name)
+        except VidurError:
+            return None
+        where = ""
+        own = [t for o, t in frames if o[1] == exc.kind and t.tb_frame.f_code.co_filename != _base_files()[exc.kind]]
+        if own:
+            code = own[-1].tb_frame.f_code
+            where = f" in {code.co_name}() at {Path(code.co_filename).name}:{own[-1].tb_lineno}"
+        return PluginError(f"{label} {name!r} from plugin {entry.plugin!r} ({entry.distribution}): {exc}{where}")
 
     def _records(self, reqs: list[Request], loop: EventLoop, makespan: float, wall: float) -> RunRecords:
         nan = float("nan")

@@ -2,37 +2,33 @@
 
 A policy sees ``waiting`` (a deque, FIFO), ``running`` (admitted requests,
 ordered by request id = arrival order) split into ``prefilling`` and
-``decoding`` (same order), the KV block manager ``kv`` and its ``config``
-limits, and returns the next :class:`Batch` from
-:meth:`ReplicaScheduler.schedule`. Helpers: :meth:`admit`, :meth:`preempt`,
-:meth:`decode_all`, :meth:`ready`. The engine applies the batch's progress
+``decoding`` (same order), the KV block manager ``kv``, its ``config``
+limits, the scenario's ``slos`` and :meth:`ReplicaScheduler.batch_time`
+(the estimator's price of a batch), and returns the next :class:`Batch` from
+:meth:`ReplicaScheduler.schedule`. Helpers: :meth:`~ReplicaScheduler.admit`,
+:meth:`~ReplicaScheduler.preempt`, :meth:`~ReplicaScheduler.decode_all`,
+:meth:`~ReplicaScheduler.ready`. The engine keeps its own bookkeeping (the
+lazy decode group, batches in flight, whether a call preempted) in a
+:class:`~vidur.scheduler.book.ReplicaBook` and applies the batch's progress
 when it finishes.
 """
 
 from __future__ import annotations
 
-from bisect import insort
 from collections import deque
-from operator import attrgetter
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Mapping
 
 import attrs
 
 from vidur.entities.batch import Batch
-from vidur.entities.request import INF, Request
-from vidur.errors import VidurError
-from vidur.scheduler.decode_group import DecodeGroup
+from vidur.entities.request import Request
+from vidur.errors import PolicyOutputError, VidurError
+from vidur.scheduler.book import ReplicaBook
 from vidur.scheduler.kv import KVBlockManager
 
-_by_id = attrgetter("id")
-
-
-def _insert(queue: list[Request], req: Request) -> None:
-    """Insert keeping the list ordered by request id (arrival order)."""
-    if not queue or queue[-1].id < req.id:
-        queue.append(req)
-    else:
-        insort(queue, req, key=_by_id)
+if TYPE_CHECKING:
+    from vidur.estimate.base import RuntimeEstimator
+    from vidur.scenario import SLO
 
 
 def _positive(name: str):
@@ -68,7 +64,8 @@ class ReplicaScheduler:
     :class:`SchedulerConfig`) and implement :meth:`schedule`. Set
     ``kv_block_size = 1`` for token-granular KV accounting. Override
     :meth:`is_steady` to let the engine fast-forward runs of identical
-    decode iterations (results must equal stepping them one by one).
+    decode iterations (results must equal stepping them one by one), and
+    :meth:`victim` to choose which request a preemption evicts.
 
     ``lazy_decode = True`` lets the engine advance decoding requests as one
     group when :meth:`decode_all` is given the whole ``decoding`` list: their
@@ -86,20 +83,56 @@ class ReplicaScheduler:
     #: (vLLM V1, SGLang: yes; vLLM v0, Sarathi-Serve, Orca, FasterTransformer: no)
     prefix_caching_default: ClassVar[bool] = False
 
-    def __init__(self, config: SchedulerConfig, kv: KVBlockManager, replica_id: int = 0, num_stages: int = 1):
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        kv: KVBlockManager,
+        replica_id: int = 0,
+        num_stages: int = 1,
+        *,
+        estimator: RuntimeEstimator | None = None,
+        slos: Mapping[str, SLO] | None = None,
+    ):
         self.config = config
         self.kv = kv
         self.replica_id = replica_id
         self.num_stages = num_stages
-        self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
-        self.prefilling: list[Request] = []
-        self.decoding: list[Request] = []
-        self.group = DecodeGroup(kv) if self.lazy_decode and num_stages == 1 else None
-        self.group_active = self.group is not None
-        self.num_in_flight = 0  # batches in the pipeline
-        self.preempted_in_schedule = False
+        #: the scenario's latency targets, ``{"ttft": SLO(quantile, max_s), ...}``
+        self.slos: Mapping[str, SLO] = dict(slos or {})
         self.now = 0.0  # set by the engine before each schedule() call
+        self._estimator = estimator
+        self._book = ReplicaBook(kv, self.lazy_decode and num_stages == 1)
+
+    # -- what a policy reads -------------------------------------------------
+    @property
+    def waiting(self) -> deque[Request]:
+        """Queued requests: arrivals at the back, preempted requests at the front.
+        Reorder it in place if you like (``srpf`` does)."""
+        return self._book.waiting
+
+    @property
+    def running(self) -> list[Request]:
+        """Admitted requests, ordered by id (arrival order)."""
+        return self._book.running
+
+    @property
+    def prefilling(self) -> list[Request]:
+        """Running requests still in a prefill, by id."""
+        return self._book.prefilling
+
+    @property
+    def decoding(self) -> list[Request]:
+        """Running requests past their prefill, by id."""
+        return self._book.decoding
+
+    def batch_time(self, batch: Batch) -> float:
+        """Seconds ``batch`` would take on this replica by the run's runtime
+        estimator (device time of every stage + CPU overhead)."""
+        est = self._estimator
+        if est is None:
+            raise VidurError(f"{type(self).__name__} was built without a runtime estimator; pass estimator=")
+        s = batch.shape
+        return est.forward_time(s) + est.cpu_overhead(s.num_seqs)
 
     # -- what policies implement -------------------------------------------
     def schedule(self) -> Batch | None:
@@ -118,112 +151,93 @@ class ReplicaScheduler:
         """KV tokens ``req`` needs at its peak under this policy (for fit checks)."""
         return req.prompt + req.output - 1
 
+    def victim(self, req: Request, candidates: list[Request]) -> Request:
+        """The request to evict (by recompute) because ``req``'s next decode
+        needs a KV block that is not free. ``candidates`` are the running
+        requests that may be evicted, oldest first: none is in the batch being
+        formed or in a batch still in the pipeline, and ``req`` itself is among
+        them (evicting it gives up its decode). Return one of them; the
+        default evicts the newest (vLLM)."""
+        return candidates[-1]
+
     # -- helpers for policies ----------------------------------------------
     def add_request(self, req: Request) -> None:
-        """A new request routed to this replica."""
-        self.waiting.append(req)
+        """A new request routed to this replica (called by the engine)."""
+        self._book.waiting.append(req)
 
     def ready(self) -> list[Request]:
         """Running requests not inside a batch still in the pipeline."""
-        if self.num_in_flight == 0:
-            return self.running
-        return [r for r in self.running if not r.in_flight]
+        if self._book.num_in_flight == 0:
+            return self._book.running
+        return [r for r in self._book.running if not r.in_flight]
 
     def ready_decoding(self) -> list[Request]:
         """Decoding requests not inside a batch still in the pipeline."""
-        if self.num_in_flight == 0:
-            return self.decoding
-        return [r for r in self.decoding if not r.in_flight]
+        if self._book.num_in_flight == 0:
+            return self._book.decoding
+        return [r for r in self._book.decoding if not r.in_flight]
 
     def ready_prefilling(self) -> list[Request]:
         """Prefilling requests not inside a batch still in the pipeline."""
-        if self.num_in_flight == 0:
-            return self.prefilling
-        return [r for r in self.prefilling if not r.in_flight]
+        if self._book.num_in_flight == 0:
+            return self._book.prefilling
+        return [r for r in self._book.prefilling if not r.in_flight]
 
     def sync_decoding(self) -> None:
         """Bring every decoding request's ``kv_len``/``blocks``/``last_token`` up to date."""
-        if self.group is not None and self.group_active:
-            self.group.sync_all(self.decoding)
+        self._book.sync_decoding()
 
     def admit(self, req: Request, blocks: int) -> None:
-        """Move the head of ``waiting`` into ``running`` with ``blocks`` KV blocks.
+        """Move ``req`` (any waiting request, usually the head) into ``running``
+        with ``blocks`` KV blocks.
 
         Check ``kv.can_admit(req, blocks)`` first. With prefix caching the
         request's cached prefix is already computed afterwards: schedule
         ``req.prefill_remaining`` tokens, not ``req.prefill_target``."""
-        popped = self.waiting.popleft()
-        assert popped is req, "admit() takes the head of the waiting queue"
-        self.kv.admit(req, blocks)  # with a prefix cache, req.kv_len starts after its cached prefix
-        if req.first_scheduled == INF:
-            req.first_scheduled = self.now
-        _insert(self.running, req)
-        _insert(self.prefilling, req)
-
-    def prefill_done(self, req: Request) -> None:
-        """Called by the engine when ``req`` finished a prefill and will decode."""
-        self.prefilling.remove(req)
-        _insert(self.decoding, req)
-        if self.group_active and not self.group.join(req):
-            self._dissolve_group()
-            self.group = None  # a member with spare KV blocks: step requests one by one
-            self.group_active = False
-
-    def _dissolve_group(self) -> None:
-        """Bring members up to date and stop tracking them as a group."""
-        g = self.group
-        for r in self.decoding:
-            if r.group_base is not None:
-                g.sync(r)
-                r.group_base = None
-        self.group = DecodeGroup(self.kv)
-        self.group_active = False
-
-    def _rebuild_group(self) -> None:
-        g = self.group
-        for r in self.decoding:
-            g.join(r)
-        self.group_active = True
-
-    def _leave(self, req: Request) -> None:
-        """Take ``req`` off the running lists (synced if grouped)."""
-        if req.group_base is not None:
-            self.group.leave(req)
-        self._unlist(req)
-
-    def _unlist(self, req: Request) -> None:
-        self.running.remove(req)
-        if req in self.prefilling:  # short list: a few requests at most
-            self.prefilling.remove(req)
-        else:
-            self.decoding.remove(req)
+        if not self._book.admit(req, blocks, self.now):
+            raise PolicyOutputError(
+                "replica_scheduler", f"admit() was given request {req.id}, which is not in the waiting queue"
+            )
 
     def preempt(self, req: Request) -> None:
-        """Evict ``req`` (recompute): free its KV, requeue it at the front of ``waiting``."""
-        self._leave(req)
+        """Evict running ``req`` (recompute): free its KV, requeue it at the front
+        of ``waiting``. Never preempt a request already in the batch being formed."""
+        book = self._book
+        book.leave(req)
         self.kv.free_request(req)
         generated = req.generated
         req.recomputed += req.kv_len
         req.kv_len = 0
         req.prefill_target = req.prompt + generated
         req.preemptions += 1
-        self.waiting.appendleft(req)
-        self.preempted_in_schedule = True
+        book.waiting.appendleft(req)
+        book.preempted = True
 
-    def victim(self, exclude_in_flight: bool = True) -> Request | None:
-        """The most recently arrived running request (preemption candidate)."""
-        for r in reversed(self.running):
-            if not (exclude_in_flight and r.in_flight):
-                return r
-        return None
+    def _choose_victim(self, batch: Batch, req: Request) -> Request:
+        """Ask :meth:`victim` among the safe candidates and check its answer."""
+        taken = {id(r) for r in batch.decodes}
+        taken.update(id(r) for r in batch.prefills)
+        cands = [r for r in self._book.running if not r.in_flight and id(r) not in taken]
+        if not any(r is req for r in cands):
+            raise PolicyOutputError(
+                "replica_scheduler", f"decode_or_preempt() was given request {req.id}, which is already in the batch "
+                "or not a running request outside the pipeline"
+            )
+        v = self.victim(req, cands)
+        if not any(r is v for r in cands):
+            raise PolicyOutputError(
+                "replica_scheduler", f"victim() returned {v!r}, which is not one of the candidates it was given "
+                f"(requests {[r.id for r in cands]})"
+            )
+        return v
 
     def decode_or_preempt(self, batch: Batch, req: Request) -> bool:
-        """Add ``req``'s decode step to ``batch``, preempting the newest running
-        requests while its next KV block does not fit. False if ``req`` itself
-        was preempted."""
+        """Add ``req``'s decode step to ``batch``, preempting :meth:`victim`
+        while its next KV block does not fit. False if ``req`` itself was
+        preempted."""
         kv = self.kv
         while not kv.ensure(req, req.kv_len + 1):
-            victim = self.victim()
+            victim = self._choose_victim(batch, req)
             self.preempt(victim)
             if victim is req:
                 return False
@@ -234,19 +248,15 @@ class ReplicaScheduler:
         """Add a decode step for each of ``reqs`` (all past their prefill, in
         priority order), growing their KV by a block where needed; if the
         blocks do not all fit, fall back to :meth:`decode_or_preempt` one by one."""
-        kv = self.kv
-        group = self.group
-        if group is not None:
-            if reqs is self.decoding and reqs:
-                if not self.group_active:
-                    self._rebuild_group()
-                need = group.crossers(1)
+        kv, book = self.kv, self._book
+        if book.group is not None:
+            if reqs is book.decoding and reqs:
+                need = book.grow_group()
                 if need <= kv.num_blocks - kv.used:
                     kv.used += need
-                    batch.add_group_step(reqs, group)
+                    batch.add_group_step(reqs, book.group)
                     return
-            if self.group_active and group.size:
-                self._dissolve_group()
+            book.dissolve_group()
         bs = kv.block_size
         free = kv.num_blocks - kv.used
         if len(reqs) > free:
@@ -267,23 +277,16 @@ class ReplicaScheduler:
         kv.used += grown
         batch.add_decodes(reqs)
 
-    def finish(self, req: Request) -> None:
-        """``req`` produced its last token: release it."""
-        if req.group_base is not None:
-            self.group.leave(req)
-        self._unlist(req)
-        self.kv.free_request(req)
-
     def steady_decode(self, batch: Batch) -> bool:
         """The common steady-state test: a decode-only batch of every running
         request, formed without preemption."""
         return (
-            not self.preempted_in_schedule
+            not self._book.preempted
             and batch.shape.num_prefill == 0
-            and len(batch.decodes) == len(self.running)
+            and len(batch.decodes) == len(self._book.running)
         )
 
     @property
     def num_outstanding(self) -> int:
         """Queued plus running requests (what ``lor`` balances)."""
-        return len(self.waiting) + len(self.running)
+        return len(self._book.waiting) + len(self._book.running)

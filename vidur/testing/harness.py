@@ -130,19 +130,21 @@ class ReplicaHarness(_Arrivals):
         fast_forward: bool = False,
         on_batch: Callable[[ReplicaScheduler, Any], None] | None = None,
         tree=None,
+        slos: dict | None = None,
     ):
         """``num_blocks`` blocks of ``block_size`` tokens of KV cache (converted
         when the policy sets ``kv_block_size``); ``on_batch(scheduler, batch)``
         is called with every batch right after ``schedule()`` returns it. The
         KV manager caches prefixes when the config (or the policy's default)
         says so; ``tree`` is the :class:`~vidur.workload.content.PrefixTree`
-        that requests' ``content`` refers to."""
+        that requests' ``content`` refers to; ``slos`` (``{"ttft": SLO(...)}``)
+        is what the policy sees as ``self.slos``."""
         self.scheduler_cls = scheduler_cls
         self.config = config if config is not None else scheduler_cls.Config()
         bs = scheduler_cls.kv_block_size or block_size
         self.kv = make_kv_manager(caching_enabled(scheduler_cls, self.config), num_blocks * block_size // bs, bs, tree)
-        self.scheduler = scheduler_cls(self.config, self.kv, 0, num_stages)
         self.estimator = estimator or LinearEstimator()
+        self.scheduler = scheduler_cls(self.config, self.kv, 0, num_stages, estimator=self.estimator, slos=slos)
         self.num_stages = num_stages
         self.fast_forward = fast_forward
         self.on_batch = on_batch
@@ -211,7 +213,8 @@ class ClusterHarness(_Arrivals):
         bs = scheduler_cls.kv_block_size or block_size
         caching = caching_enabled(scheduler_cls, self.scheduler_config)
         self.schedulers = [
-            scheduler_cls(self.scheduler_config, make_kv_manager(caching, num_blocks * block_size // bs, bs, tree), i, 1)
+            scheduler_cls(self.scheduler_config, make_kv_manager(caching, num_blocks * block_size // bs, bs, tree), i, 1,
+                          estimator=self.estimator)
             for i in range(num_replicas)
         ]
         self.router = router_cls(self.config, self.schedulers, np.random.default_rng(seed))

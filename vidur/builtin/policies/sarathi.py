@@ -37,7 +37,6 @@ class SarathiScheduler(ReplicaScheduler):
         self.watermark = int(self.config.watermark_fraction * self.kv.num_blocks)
 
     def schedule(self) -> Batch | None:
-        self.preempted_in_schedule = False
         batch = Batch()
         budget = self.config.chunk_size
         decoding = self.ready_decoding()

@@ -41,7 +41,6 @@ class VLLMScheduler(ReplicaScheduler):
         self.watermark = int(self.config.watermark_fraction * self.kv.num_blocks)
 
     def schedule(self) -> Batch | None:
-        self.preempted_in_schedule = False
         batch = Batch()
         cfg, kv, waiting = self.config, self.kv, self.waiting
         longest = 0

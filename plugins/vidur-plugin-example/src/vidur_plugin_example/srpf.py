@@ -67,7 +67,6 @@ class SRPFScheduler(ReplicaScheduler):
         waiting.extend(ordered)
 
     def schedule(self) -> Batch | None:
-        self.preempted_in_schedule = False
         batch = Batch()
         budget = self.config.chunk_size
         decoding = self.ready_decoding()
