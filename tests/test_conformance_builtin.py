@@ -8,6 +8,7 @@ from vidur.builtin.policies.orca import OrcaScheduler
 from vidur.builtin.policies.routing import LeastOutstanding, RandomRouting, RoundRobin
 from vidur.builtin.policies.sarathi import SarathiScheduler
 from vidur.builtin.policies.vllm import VLLMScheduler
+from vidur.builtin.policies.vllm_v1 import VLLMV1Scheduler
 from vidur.plugins import PluginHost
 from vidur.testing.conformance import (
     GlobalSchedulerConformance,
@@ -74,6 +75,13 @@ def test_every_builtin_policy_is_covered():
                 assert entry.obj in covered, f"built-in {kind} {name!r} has no conformance test class here"
 
 
+class TestVLLMV1(ReplicaSchedulerConformance):
+    scheduler = VLLMV1Scheduler
+    config = {"max_num_batched_tokens": 16}
+    token_budget = "max_num_batched_tokens"
+    strict_token_budget = True  # chunked: no batch ever exceeds it
+
+
 # -- every policy again with automatic prefix caching on (shared prefixes, LRU
 # eviction and re-hits after preemption under a small KV cache)
 
@@ -95,4 +103,8 @@ class TestFasterTransformerCaching(TestFasterTransformer):
 
 
 class TestLightLLMCaching(TestLightLLM):
+    prefix_caching = True
+
+
+class TestVLLMV1Caching(TestVLLMV1):
     prefix_caching = True

@@ -33,11 +33,25 @@ def _data_dir() -> Path | None:
 
 
 def test_required_skus():
-    assert {d.name for d in DEVICES} >= {"a100", "a40", "l40s", "h100", "h200", "b200"}
+    assert {d.name for d in DEVICES} >= {"a100", "a40", "l40s", "h100", "h200", "b200", "rtx4090", "rtxpro6000"}
     for d in DEVICES:
-        assert d.memory_bytes > 40e9 and d.peak_flops > 1e14 and d.memory_bandwidth > 5e11
+        assert d.memory_bytes > 20e9 and d.peak_flops > 1e14 and d.memory_bandwidth > 5e11
         assert d.price_per_hour and d.price_per_hour > 0
         assert "price" in d.price_source and "20" in d.price_source  # names the list price and its year
+
+
+def test_real_vllm_devices():
+    """The GPUs of data/real-vllm: datasheet figures, PCIe nodes, CUDA names recognised."""
+    from vidur.hardware.catalog import sku_of_gpu_name
+
+    g = get_device("rtx4090")
+    assert g.peak_flops == pytest.approx(165.2e12) and g.memory_bandwidth == pytest.approx(1008e9)
+    p = get_device("rtxpro6000")
+    assert p.peak_flops == pytest.approx(503.8e12) and p.memory_bandwidth == pytest.approx(1792e9)
+    assert p.memory_bytes == 97887 * 2**20
+    assert default_node("rtx4090").name == "pcie_8" and default_node("rtxpro6000").name == "pcie5_8"
+    assert sku_of_gpu_name("NVIDIA GeForce RTX 4090") == "rtx4090"
+    assert sku_of_gpu_name("NVIDIA RTX PRO 6000 Blackwell Server Edition") == "rtxpro6000"
 
 
 def test_datasheet_figures():

@@ -50,6 +50,7 @@ class ReplicaState:
 
     __slots__ = (
         "index", "scheduler", "book", "estimator", "pp", "stage_layers", "stage_free", "busy", "wake_pending", "caching",
+        "overlap",
     )
 
     def __init__(self, index: int, scheduler: ReplicaScheduler, estimator: RuntimeEstimator, num_layers: int, pp: int):
@@ -64,6 +65,9 @@ class ReplicaState:
         self.busy = False  # pp == 1: a batch is in flight; pp > 1: stage 0 is busy
         self.wake_pending = False
         self.caching = scheduler.kv.prefix_caching  # register computed blocks after prefill chunks
+        #: the engine overlaps each step's host work with the previous GPU step (vLLM V1's
+        #: async scheduling): an iteration takes max(device, host) instead of their sum
+        self.overlap = bool(getattr(scheduler, "host_overlap", False))
 
 
 class EventLoop:
@@ -210,11 +214,18 @@ class EventLoop:
             self._push(end, 1, BATCH_END, rep, batch, 1)
             return
         if shape.num_prefill:
-            end = now + (est.forward_time(shape) + est.cpu_overhead(shape.num_seqs))
+            if rep.overlap:
+                fwd, cpu = est.forward_time(shape), est.cpu_overhead(shape.num_seqs)
+                end = now + (fwd if fwd > cpu else cpu)
+            else:
+                end = now + (est.forward_time(shape) + est.cpu_overhead(shape.num_seqs))
             self._log_row(rep, batch, now, end)
             self._push(end, 1, BATCH_END, rep, batch, 1)
             return
         d0 = est.decode_iteration_time(shape.num_decode, shape.decode_kv)
+        if rep.overlap:  # the same arithmetic as _fast_forward's
+            cpu = est.cpu_overhead(shape.num_decode)
+            d0 = max(d0 - cpu, cpu)
         end = now + d0
         # fast-forward only when a few repetitions fit before the next arrival
         # and the first completion (results are the same either way)
@@ -282,6 +293,9 @@ class EventLoop:
                 k = lo
         kv0 = batch.shape.decode_kv
         d = est.decode_iteration_times(n, kv0 + n * np.arange(k, dtype=np.float64))
+        if rep.overlap:
+            cpu = est.cpu_overhead(n)
+            d = np.maximum(d - cpu, cpu)
         t = np.cumsum(np.concatenate(([now], d)))
         bound = min(self.next_arrival, self.max_time)
         if self.followups is not None and self.heap:

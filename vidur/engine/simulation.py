@@ -154,6 +154,9 @@ class Simulation:
                 )
             schedulers.append(sched)
             self.replica_states.append(ReplicaState(i, sched, self.estimator, self.model.num_layers, pp))
+        sizes = getattr(schedulers[0], "cuda_graph_sizes", None)
+        if sizes:
+            self.estimator.use_cuda_graphs(sizes)
         self._check_requests_fit(schedulers[0])
         router_cls = host.get("global_scheduler", sc.global_scheduler.name)
         with self._setting_up("global scheduler", "global_scheduler", sc.global_scheduler.name):

@@ -141,6 +141,12 @@ class RuntimeEstimator:
         """Per-iteration host overhead (scheduling, input prep, launches, sampling)."""
         return 0.0
 
+    def use_cuda_graphs(self, sizes) -> None:
+        """The engine runs batches of at most ``max(sizes)`` tokens as CUDA graphs padded to the
+        next captured size (vLLM's ``cudagraph_capture_sizes``): estimators that price
+        token-level work by token count price the padded count. Called once, before pricing;
+        the default ignores it."""
+
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
         """Per-operator device time of one layer (seconds), for reports."""
         return {"layer": self.layer_time(shape)}

@@ -227,6 +227,7 @@ class RooflineEstimator(RuntimeEstimator):
         self._ep = model.expert_parallel
 
         self._L = float(model.num_layers)
+        self._graph_sizes: np.ndarray | None = None  # CUDA-graph capture sizes (use_cuda_graphs)
         self._tok_cache: dict[int, float] = {}
         self._embed_cache: dict[int, float] = {}
         self._head_cache: dict[int, float] = {}
@@ -317,17 +318,27 @@ class RooflineEstimator(RuntimeEstimator):
             t += count * ((c if c > m else m) + launch)
         return t + 2.0 * self.all_reduce_time(n)
 
-    def _token_time(self, n: int) -> float:
-        """Token-level time of one layer (the mean over layer kinds), communication included."""
-        t = self._tok_cache.get(n)
+    def use_cuda_graphs(self, sizes) -> None:
+        """Price token-level work of batches of at most ``max(sizes)`` tokens at the next captured size."""
+        self._graph_sizes = np.array(sorted(int(s) for s in sizes), dtype=np.int64)
+        self._tok_cache.clear()
+
+    def _token_time(self, num_tokens: int) -> float:
+        """Token-level time of one layer (the mean over layer kinds), communication included;
+        a batch that runs as a CUDA graph is priced at its padded size."""
+        t = self._tok_cache.get(num_tokens)
         if t is None:
             t = 0.0
+            n = num_tokens
+            g = self._graph_sizes
+            if g is not None and 0 < n <= g[-1]:
+                n = int(g[np.searchsorted(g, n)])
             if n > 0:
                 if len(self._kinds) == 1:
                     t = self._kind_time(n, self._kinds[0][1], self._kinds[0][2])
                 else:
                     t = sum(count * self._kind_time(n, moe, coeffs) for count, moe, coeffs in self._kinds) / self._L
-            self._tok_cache[n] = t
+            self._tok_cache[num_tokens] = t
         return t
 
     def _prefill_attention(self, npf: int, ptok: int, work: float, pkv: int) -> float:

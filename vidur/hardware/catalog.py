@@ -81,6 +81,32 @@ DEVICES: tuple[DeviceSpec, ...] = (
         price_source=f"{_CW.replace('2024', '2025')}: $68.80/h",
         description="NVIDIA B200 180GB SXM (HBM3e), NVLink5 (HGX B200 datasheet figures)",
     ),
+    DeviceSpec(
+        # NVIDIA Ada GPU architecture whitepaper (v2.1, 2023), appendix table for the
+        # GeForce RTX 4090: 165.2 dense BF16 tensor TFLOPS with FP32 accumulate
+        # (330.4 with sparsity), 1008 GB/s GDDR6X (21 Gbps x 384 bit). Memory is what
+        # torch.cuda reports on the card (25,250,627,584 bytes: data/real-vllm meta.json).
+        name="rtx4090",
+        memory_bytes=25250627584,
+        peak_flops=165.2 * TFLOPS,
+        memory_bandwidth=1008 * GB,
+        price_per_hour=0.69,
+        price_source="RunPod community-cloud list price for one RTX 4090, 2025 (approx.)",
+        description="NVIDIA GeForce RTX 4090 24GB (GDDR6X), PCIe Gen4, no NVLink",
+    ),
+    DeviceSpec(
+        # NVIDIA RTX Blackwell GPU architecture whitepaper (2025), RTX PRO 6000 Blackwell
+        # Workstation Edition: 503.8 dense FP16/BF16 tensor TFLOPS with FP32 accumulate
+        # (1007.6 sparse), 96 GB GDDR7 ECC at 28 Gbps x 512 bit = 1792 GB/s. Memory as
+        # nvidia-smi reports it (97,887 MiB).
+        name="rtxpro6000",
+        memory_bytes=97887 * MiB,
+        peak_flops=503.8 * TFLOPS,
+        memory_bandwidth=1792 * GB,
+        price_per_hour=1.79,
+        price_source="RunPod secure-cloud list price for one RTX PRO 6000, 2025 (approx.)",
+        description="NVIDIA RTX PRO 6000 Blackwell 96GB (GDDR7), PCIe Gen5, no NVLink",
+    ),
 )
 
 NODES: tuple[NodeSpec, ...] = (
@@ -202,6 +228,8 @@ DEFAULT_NODES = {
     "h100": "dgx_h100",
     "h200": "dgx_h200",
     "b200": "dgx_b200",
+    "rtx4090": "pcie_8",  # PCIe Gen4 x16, no NVLink
+    "rtxpro6000": "pcie5_8",  # PCIe Gen5 x16, no NVLink
 }
 
 _DEVICES = {d.name: d for d in DEVICES}
@@ -244,7 +272,7 @@ def network_profile_name(node_name: str) -> str | None:
 
 
 #: GPU SKUs as they appear in CUDA device names, most specific first (``l40s`` before ``l40``)
-GPU_NAMES = ("h200", "h100", "h800", "gb200", "b200", "a100", "a800", "a40", "l40s", "l40", "l4", "a10g", "a10", "v100", "t4")
+GPU_NAMES = ("rtxpro6000", "rtx4090", "h200", "h100", "h800", "gb200", "b200", "a100", "a800", "a40", "l40s", "l40", "l4", "a10g", "a10", "v100", "t4")
 
 
 def sku_of_gpu_name(name: str) -> str | None:

@@ -56,6 +56,9 @@ class PagedConfig:
     - ``activation_reserve_gb``: fixed reserve for activations and runtime
       buffers; None estimates it from ``max_batch_tokens`` / ``max_num_seqs``
       and adds ``overhead_gb``.
+    - ``num_gpu_blocks_override``: use exactly this many KV blocks (vLLM's
+      ``--num-gpu-blocks-override``), e.g. the count a measured server logged
+      (``# GPU blocks: N``); the memory arithmetic above is then only reported.
     """
 
     gpu_memory_utilization: float = 0.9
@@ -65,6 +68,7 @@ class PagedConfig:
     max_batch_tokens: int = 8192
     max_num_seqs: int = 256
     overhead_gb: float = 1.0
+    num_gpu_blocks_override: int | None = None
 
     def __attrs_post_init__(self) -> None:
         u = self.gpu_memory_utilization
@@ -80,6 +84,11 @@ class PagedConfig:
                 isinstance(v, int) and not isinstance(v, bool) and v > 0,
                 f"paged {field} must be a positive integer, got {v!r}",
             )
+        n = self.num_gpu_blocks_override
+        _check(
+            n is None or (isinstance(n, int) and not isinstance(n, bool) and n > 0),
+            f"paged num_gpu_blocks_override must be a positive integer or null, got {n!r}",
+        )
         r = self.activation_reserve_gb
         _check(
             r is None or (isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0),
@@ -147,6 +156,8 @@ class PagedMemoryPlanner(MemoryPlanner):
             per_token = full + window
         kv = usable - weights - act - reserve
         num_blocks = kv // (per_token * c.block_size) if kv > 0 else 0
+        if c.num_gpu_blocks_override is not None:
+            num_blocks = c.num_gpu_blocks_override
         if num_blocks < 1:
             raise VidurError(
                 f"{model.short_name} {where} on {device.name}: {weights / GB:.1f} GB of weights and "

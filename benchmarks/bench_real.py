@@ -1,0 +1,114 @@
+"""How close is the simulator to real vLLM V1? Replays measured runs exactly.
+
+For every run folder in ``../shared/data/real-vllm/`` (vLLM 0.19 V1 engine, per-request
+engine timestamps; see that folder's README) this replays the same requests (arrival =
+``queued_ts - min(queued_ts)``, the same prompt and output lengths) under the run's engine
+settings (``max_num_seqs``, ``max_num_batched_tokens``, TP, block size, KV block count from
+``meta.json`` when it was saved, else vLLM's own computation) and prints TTFT, TPOT and E2E
+at mean/p50/p90/p99, real against simulated:
+
+(a) with the simulator's defaults (no knowledge of the measurements);
+(b) calibrated leave-one-run-out: the estimator's free parameters fitted
+    (:mod:`vidur.calibration`) on the *other* runs, then scored on this one.
+
+The last line is ``leave-one-out median |err| X % (TTFT a %, TPOT b %, E2E c %)``: the
+median over runs and over the four statistics of |sim/real - 1|.
+
+Usage: ``python benchmarks/bench_real.py [--data DIR] [--runs NAME ...] [--defaults-only]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vidur.calibration.replay import METRICS, STATS, replay, run_stats
+from vidur.validate.real_runs import RealRun, load_real_run
+
+
+def find_real_dir(explicit: str | None) -> Path:
+    """``--data``, ``$VIDUR_DATA_DIR``/real-vllm, or ``../shared/data/real-vllm`` beside the checkout."""
+    root = Path(__file__).resolve().parents[1]
+    candidates = [explicit]
+    if os.environ.get("VIDUR_DATA_DIR"):
+        candidates.append(str(Path(os.environ["VIDUR_DATA_DIR"]) / "real-vllm"))
+    candidates += [str(root.parent / "shared" / "data" / "real-vllm"), str(root / "shared" / "data" / "real-vllm")]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    raise SystemExit("cannot find shared/data/real-vllm; pass --data DIR or set VIDUR_DATA_DIR")
+
+
+def table(run: RealRun, sim: dict, label: str) -> list[float]:
+    """Print real vs simulated statistics; return the |error| of every cell."""
+    real = run_stats(run.ttft, run.tpot, run.e2e)
+    print(f"  {label}")
+    print(f"    {'metric':<6}{'stat':>6}{'real':>12}{'sim':>12}{'err':>9}")
+    errs = []
+    for m in METRICS:
+        for s in STATS:
+            r, v = real[m][s], sim[m][s]
+            err = v / r - 1.0
+            errs.append(abs(err))
+            unit = 1e3 if m == "tpot" else 1.0
+            u = "ms" if m == "tpot" else "s"
+            print(f"    {m.upper():<6}{s:>6}{r * unit:>10.2f}{u:<2}{v * unit:>10.2f}{u:<2}{err:>+8.1%}")
+    return errs
+
+
+def per_metric(errs: list[float]) -> dict[str, list[float]]:
+    n = len(STATS)
+    return {m: errs[i * n:(i + 1) * n] for i, m in enumerate(METRICS)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", help="the real-vllm folder (default ../shared/data/real-vllm)")
+    ap.add_argument("--runs", nargs="*", help="run folder names (default: all)")
+    ap.add_argument("--defaults-only", action="store_true", help="skip (b), the leave-one-out calibration")
+    args = ap.parse_args(argv)
+    root = find_real_dir(args.data)
+    names = args.runs or sorted(p.name for p in root.iterdir() if (p / "requests.jsonl").is_file())
+    runs = [load_real_run(root / n) for n in names]
+    from vidur.calibration.fit import fit_runs
+
+    default_errs: dict[str, dict] = {}
+    loo_errs: dict[str, dict] = {}
+    for run in runs:
+        print(f"\n== {run.name}: {run.model}, {len(run)} requests")
+        t0 = time.perf_counter()
+        sim, desc = replay(run)
+        print(f"  (a) defaults: {desc} [{time.perf_counter() - t0:.1f} s]")
+        default_errs[run.name] = per_metric(table(run, sim, "(a) defaults"))
+        if args.defaults_only or len(runs) < 2:
+            continue
+        others = [r for r in runs if r is not run]
+        t0 = time.perf_counter()
+        cal = fit_runs(others)
+        sim, desc = replay(run, calibration=cal)
+        print(f"  (b) calibrated on {', '.join(r.name for r in others)}: {cal.describe()} "
+              f"[{time.perf_counter() - t0:.1f} s]")
+        loo_errs[run.name] = per_metric(table(run, sim, "(b) leave-one-out"))
+
+    def summary(errs: dict[str, dict]) -> tuple[float, dict[str, float]]:
+        by = {m: float(np.median([e for r in errs.values() for e in r[m]])) for m in METRICS}
+        allv = float(np.median([e for r in errs.values() for m in METRICS for e in r[m]]))
+        return allv, by
+
+    print()
+    a, by = summary(default_errs)
+    print(f"defaults median |err| {a:.1%} (TTFT {by['ttft']:.1%}, TPOT {by['tpot']:.1%}, E2E {by['e2e']:.1%})")
+    if loo_errs:
+        a, by = summary(loo_errs)
+        print(f"leave-one-out median |err| {a * 100:.1f} % (TTFT {by['ttft'] * 100:.1f} %, "
+              f"TPOT {by['tpot'] * 100:.1f} %, E2E {by['e2e'] * 100:.1f} %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

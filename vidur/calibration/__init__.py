@@ -1,0 +1,1 @@
+"""Calibrating the estimator against real serving runs: replay, fit, calibration files."""

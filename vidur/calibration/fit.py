@@ -1,0 +1,106 @@
+"""Fit the roofline estimator's free parameters to measured serving runs.
+
+Real per-request measurements (:class:`~vidur.validate.real_runs.RealRun`) say nothing
+about single iterations, so the fit is done the way a user feels the result: each trial
+parameter set replays every training run in the simulator (:mod:`vidur.calibration.replay`)
+and scores the mean, p50, p90 and p99 of TTFT, TPOT and E2E against the measured ones. The
+objective is the mean |log(sim / real)| over those statistics (TPOT counts twice: it is
+what the per-iteration cost model is responsible for; TTFT and E2E add queueing). It is
+minimised by coordinate descent over a grid per parameter, a few rounds.
+
+The parameters are device-independent fractions and host-side seconds, so a calibration
+fitted on one GPU transfers, imperfectly, to another:
+
+- ``memory_efficiency``: achieved / peak bandwidth of weight reads (GEMMs at small batch);
+- ``decode_attention_efficiency``: achieved / peak bandwidth of decode attention (KV reads);
+- ``compute_efficiency`` and ``prefill_attention_efficiency``: achieved / peak FLOP/s;
+- ``cpu_base_s`` and ``cpu_per_seq_s``: host work per step (hidden under async scheduling
+  unless it exceeds the GPU step).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from vidur.calibration.file import Calibration
+from vidur.calibration.replay import METRICS, STATS, device_of, replay, run_stats
+from vidur.validate.real_runs import RealRun
+
+#: parameter -> grid searched (roofline config fields)
+GRIDS: dict[str, np.ndarray] = {
+    "memory_efficiency": np.round(np.arange(0.50, 1.001, 0.02), 3),
+    "decode_attention_efficiency": np.round(np.arange(0.30, 1.001, 0.05), 3),
+    "compute_efficiency": np.round(np.arange(0.30, 1.001, 0.05), 3),
+    "prefill_attention_efficiency": np.round(np.arange(0.20, 1.001, 0.05), 3),
+    "cpu_base_s": np.array([0.0, 0.5e-3, 1e-3, 2e-3, 4e-3, 8e-3]),
+    "cpu_per_seq_s": np.array([0.0, 5e-6, 10e-6, 20e-6, 40e-6, 80e-6]),
+}
+WEIGHTS = {"ttft": 1.0, "tpot": 2.0, "e2e": 1.0}
+
+
+def stats_error(real: dict, sim: dict) -> float:
+    """Weighted mean |log(sim/real)| over METRICS x STATS."""
+    total = weight = 0.0
+    for m in METRICS:
+        w = WEIGHTS[m]
+        for s in STATS:
+            r, v = real[m][s], sim[m][s]
+            if r > 0 and v > 0 and math.isfinite(v):
+                total += w * abs(math.log(v / r))
+            else:
+                total += w * 10.0
+            weight += w
+    return total / weight
+
+
+def abs_errors(real: dict, sim: dict) -> dict[str, list[float]]:
+    """|sim/real - 1| per metric, one per statistic."""
+    return {m: [abs(sim[m][s] / real[m][s] - 1.0) for s in STATS] for m in METRICS}
+
+
+def _score(runs: Sequence[RealRun], reals: list[dict], params: dict) -> float:
+    cal = Calibration(params=dict(params))
+    errs = [stats_error(real, replay(run, calibration=cal)[0]) for run, real in zip(runs, reals)]
+    return float(np.mean(errs))
+
+
+def fit_runs(runs: Sequence[RealRun], *, rounds: int = 2, params: Sequence[str] | None = None,
+             start: dict | None = None) -> Calibration:
+    """Fit the parameters to ``runs`` (all of them: hold out what you score on)."""
+    from vidur.estimate.roofline import RooflineConfig
+
+    names = list(params or GRIDS)
+    base = RooflineConfig()
+    current = {k: (start or {}).get(k, base.resolved(k) if k.startswith("cpu") else getattr(base, k)) for k in names}
+    reals = [run_stats(r.ttft, r.tpot, r.e2e) for r in runs]
+    before = best = _score(runs, reals, current)
+    for _ in range(rounds):
+        changed = False
+        for name in names:
+            for v in GRIDS[name]:
+                v = float(v)
+                if v == current[name]:
+                    continue
+                trial = dict(current, **{name: v})
+                e = _score(runs, reals, trial)
+                if e < best - 1e-9:
+                    best, current, changed = e, trial, True
+        if not changed:
+            break
+    devices = sorted({device_of(r) for r in runs})
+    models = sorted({r.model or "?" for r in runs})
+    return Calibration(
+        params=current,
+        engine="vllm_v1",
+        device=devices[0] if len(devices) == 1 else None,
+        model=models[0] if len(models) == 1 else None,
+        fitted_on=[r.name for r in runs],
+        objective_before=round(before, 5),
+        objective_after=round(best, 5),
+    )
+
+
+
