@@ -125,8 +125,8 @@ class VLLMV1Scheduler(ReplicaScheduler):
         return remaining if remaining < budget else budget
 
     def schedule(self) -> Batch | None:
-        self.preempted_in_schedule = False
-        cfg, kv = self.config, self.kv
+        cfg, kv, waiting = self.config, self.kv, self.waiting
+        queued = len(waiting)  # preempted requests go back to its front
         batch = Batch()
         budget = cfg.max_num_batched_tokens
         decoding = self.ready_decoding()
@@ -135,15 +135,15 @@ class VLLMV1Scheduler(ReplicaScheduler):
         for req in list(self.ready_prefilling()):
             if budget <= 0:
                 break
-            if req not in self.prefilling:
+            if not req.blocks and req.kv_len == 0 and req in waiting:
                 continue  # preempted earlier in this step
             chunk = self._chunk(req.prefill_target - req.kv_len, budget)
-            if self._grow_or_preempt(req, chunk):
+            if self._grow_or_preempt(batch, req, chunk):
                 batch.add(req, chunk)
                 budget -= chunk
-        if self.preempted_in_schedule:
+        if len(waiting) > queued:  # vLLM admits nothing in a step that preempted
             return batch or None
-        waiting, caching = self.waiting, kv.prefix_caching
+        caching = kv.prefix_caching
         while budget > 0 and waiting and len(self.running) < cfg.max_num_seqs:
             req = waiting[0]
             target = req.prefill_target
@@ -158,17 +158,19 @@ class VLLMV1Scheduler(ReplicaScheduler):
             budget -= chunk
         return batch or None
 
-    def _grow_or_preempt(self, req, chunk: int) -> bool:
-        """Blocks for ``req``'s next ``chunk``, preempting the newest running requests not yet in
-        this step's batch (the still-prefilling ones after ``req``), else ``req`` itself. False
-        if ``req`` was preempted."""
+    def _grow_or_preempt(self, batch: Batch, req, chunk: int) -> bool:
+        """Blocks for ``req``'s next ``chunk``, preempting :meth:`victim` (the newest running
+        request outside this step's batch) while they do not fit. False if ``req`` itself was
+        preempted."""
         kv = self.kv
         while not kv.ensure(req, req.kv_len + chunk):
-            victim = self.victim()
-            if victim is None or victim is req or victim not in self.prefilling:
-                self.preempt(req)
-                return False
+            taken = {id(r) for r in batch.prefills}
+            taken.update(id(r) for r in batch.decodes)
+            cands = [r for r in self.running if not r.in_flight and id(r) not in taken]
+            victim = self.victim(req, cands)
             self.preempt(victim)
+            if victim is req:
+                return False
         return True
 
     def is_steady(self, batch: Batch) -> bool:
