@@ -114,7 +114,7 @@ def section_fit(tmp: Path) -> None:
         out = import_vidur(f, tmp / "a100-l3-8b", model=load_model("meta-llama/Meta-Llama-3-8B"), device="a100")
         rep = fit_command(out, holdout=0)
         print(f"Vidur A100 Llama-3-8B mlp.csv ({sum(rep['points'].values())} points): fit {rep['fit_seconds']:.2f} s")
-    tiny = REPO / "profiles" / "cpu" / "vidur" / "tiny-llama"
+    tiny = REPO / "vidur" / "data" / "profiles" / "cpu" / "vidur" / "tiny-llama"
     import shutil
 
     shutil.copytree(tiny, tmp / "tiny")

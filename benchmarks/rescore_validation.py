@@ -40,7 +40,7 @@ def main(argv=None) -> int:
             profile=args.profile, engine_mode=args.engine_mode, cuda_graph_max_batch=args.cuda_graph_max_batch,
             warn_extrapolation=False,
         )
-        est = ProfileEstimator(cfg, model, resolve_device(args.device, model.name), default_node(args.device), args.tp, 1)
+        est = ProfileEstimator(cfg, model, resolve_device(args.device).spec, default_node(args.device), args.tp, 1)
         res = rescore(it, est)
     except VidurError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ from vidur.hardware.catalog import default_node, get_device
 from vidur.model.catalog import load_model
 
 REPO = Path(__file__).resolve().parents[1]
-H200 = REPO / "profiles" / "h200" / "meta-llama" / "Meta-Llama-3-8B"
+H200 = REPO / "vidur" / "data" / "profiles" / "h200" / "meta-llama" / "Meta-Llama-3-8B"
 
 
 def test_calibration_on_the_h200_profile_lowers_its_errors():

@@ -9,7 +9,8 @@ import yaml
 
 from vidur.errors import VidurError
 from vidur.hardware.catalog import default_node
-from vidur.hardware.device_file import load_device_file, register_device_file
+from vidur.hardware.device_file import load_device_file
+from vidur.resolve.device import resolve_device
 from vidur.plugins import PluginHost
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,9 +37,16 @@ def test_a_device_file_becomes_a_device_spec(tmp_path):
     assert spec.price_per_hour == 3.0 and "d.yaml" in spec.price_source
     assert default_node("mi300x_test").name == "pcie_8"
     host = PluginHost(autoload=False)
-    assert register_device_file(host, tmp_path / "d.yaml") == spec
-    assert register_device_file(host, tmp_path / "d.yaml") == spec  # idempotent
-    assert host.get("device", "mi300x_test") == spec
+    dev = resolve_device(str(tmp_path / "d.yaml"), host)
+    assert dev.spec == spec and dev.node.name == "pcie_8" and dev.source.startswith("device file ")
+    assert "mi300x_test" not in host.names("device")  # resolving registers nothing
+
+
+def test_a_device_files_node_applies_to_that_device_only(tmp_path):
+    host = PluginHost(autoload=False)
+    dev = resolve_device(str(write(tmp_path / "d.yaml", {**MI300X, "node": "dgx_h100"})), host)
+    assert dev.node.name == "dgx_h100"
+    assert default_node("mi300x_test").name == "pcie_8"  # no process-wide node table
 
 
 @pytest.mark.parametrize(
@@ -68,7 +76,7 @@ def test_missing_key_and_missing_file(tmp_path):
 def test_a_file_may_not_redefine_a_registered_device(tmp_path):
     host = PluginHost(autoload=False)
     with pytest.raises(VidurError, match="already registered with other figures"):
-        register_device_file(host, write(tmp_path / "h.yaml", {**MI300X, "name": "h100"}))
+        resolve_device(str(write(tmp_path / "h.yaml", {**MI300X, "name": "h100"})), host)
 
 
 def test_scenario_with_a_device_file_runs_and_carries_it(tmp_path):
@@ -82,8 +90,12 @@ def test_scenario_with_a_device_file_runs_and_carries_it(tmp_path):
     write(tmp_path / "s.yaml", raw)
     sc = load_scenario(tmp_path / "s.yaml")
     assert sc.cluster.device == "mi300x_test" and sc.cluster.device_file == str((tmp_path / "gpu.yaml").resolve())
-    res = Simulation(sc).run(progress=False)
+    host = PluginHost(autoload=False)
+    before = set(host.names("device"))
+    res = Simulation(sc, host).run(progress=False)
     assert len(res.requests) == 30
+    assert res.provenance.device == "mi300x_test" and res.provenance.device_source.startswith("device file ")
+    assert set(host.names("device")) == before  # loading and running the scenario changed no global state
     # what a worker process does: rebuild from the dict with a host that never saw the file
     again = scenario_from_dict(sc.to_dict(), PluginHost(autoload=False))
     assert again.cluster == sc.cluster

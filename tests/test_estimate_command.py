@@ -11,7 +11,7 @@ import pytest
 from vidur.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "profiles" / "cpu" / "vidur" / "tiny-llama"
+TINY = REPO / "vidur" / "data" / "profiles" / "cpu" / "vidur" / "tiny-llama"
 TINY_ARGS = ["estimate", "--model", "vidur/tiny-llama", "--device", "cpu", "--tp", "1"]
 
 
@@ -56,7 +56,7 @@ def test_estimate_falls_back_to_roofline_and_says_so(capsys):
         "--prefill", "2048", "--prefill", "512:2048", "--decode", "128:1024",
     )
     assert code == 0
-    assert "roofline" in out and "no profile for h100/meta-llama/Meta-Llama-3-8B" in out
+    assert "roofline" in out and "no profile of meta-llama/Meta-Llama-3-8B on h100" in out
     code, out, _ = run(
         capsys, "estimate", "--model", "meta-llama/Meta-Llama-3-8B", "--device", "h100", "--decode", "8:100", "--json"
     )

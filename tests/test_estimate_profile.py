@@ -21,7 +21,7 @@ from vidur.hardware.catalog import default_node, get_device
 from vidur.model.catalog import load_model
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "profiles" / "cpu" / "vidur" / "tiny-llama"
+TINY = REPO / "vidur" / "data" / "profiles" / "cpu" / "vidur" / "tiny-llama"
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def model():
 
 
 def make(model, tp=1, **cfg) -> ProfileEstimator:
-    return ProfileEstimator(ProfileConfig(**cfg), model, resolve_device("cpu", model.name), default_node("cpu"), tp, 1)
+    return ProfileEstimator(ProfileConfig(**cfg), model, resolve_device("cpu").spec, default_node("cpu"), tp, 1)
 
 
 def test_registered_as_plugin():
@@ -205,7 +205,7 @@ def test_shipped_fit_is_reused_not_refitted(model, tmp_path):
 def test_h200_prefill_prices_kv_parity_and_fresh_chunks():
     """One chunk: its KV length's parity is known and priced; several: the mean of both parities."""
     llama = load_model("meta-llama/Meta-Llama-3-8B")
-    est = ProfileEstimator(ProfileConfig(), llama, resolve_device("h200", llama.name), default_node("h200"), 1, 1)
+    est = ProfileEstimator(ProfileConfig(), llama, resolve_device("h200").spec, default_node("h200"), 1, 1)
     fs = est.fs
     assert fs.prefill_odd is not None and fs.prefill_fresh is not None
 

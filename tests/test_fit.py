@@ -18,7 +18,7 @@ from vidur.fit import curves as fit, holdout, report
 from vidur.store.profiles import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "profiles" / "cpu" / "vidur" / "tiny-llama"
+TINY = REPO / "vidur" / "data" / "profiles" / "cpu" / "vidur" / "tiny-llama"
 COMPUTE = REPO.parent / "shared" / "data" / "vidur-profiles" / "compute"
 
 
@@ -107,7 +107,7 @@ def test_cache_is_keyed_by_the_data_hash(tmp_path):
 def test_shipped_fit_matches_shipped_data():
     prof = load_profile(TINY)
     d = json.loads((TINY / fit.FIT_FILE).read_text())
-    assert d["data_hash"] == prof.data_hash, "profiles/cpu/vidur/tiny-llama/fitted.json is stale: run `vidur fit`"
+    assert d["data_hash"] == prof.data_hash, "vidur/data/profiles/cpu/vidur/tiny-llama/fitted.json is stale: run `vidur fit`"
 
 
 def test_fit_command_is_fast_and_reports_holdout(tmp_path):
@@ -144,7 +144,7 @@ def test_holdout_mape_on_real_a100_measurements(tmp_path):
     assert worst <= 5.0, res
 
 
-H200 = REPO / "profiles" / "h200" / "meta-llama" / "Meta-Llama-3-8B"
+H200 = REPO / "vidur" / "data" / "profiles" / "h200" / "meta-llama" / "Meta-Llama-3-8B"
 
 
 def _prefill_shard(odd_factor: float, fresh_factor: float) -> fit.ShardData:

@@ -12,7 +12,7 @@ from vidur.errors import VidurError
 from vidur.store import profiles as store
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "profiles" / "cpu" / "vidur" / "tiny-llama"
+TINY = REPO / "vidur" / "data" / "profiles" / "cpu" / "vidur" / "tiny-llama"
 
 
 @pytest.fixture
@@ -131,3 +131,31 @@ def test_partial_rows_drop_torn_line(tmp_path):
     assert [r[1] for r in rows] == [1.0, 2.0]
     assert f.read_text().endswith("\n")
     assert len(store.read_partial_rows(f)) == 2
+
+
+def test_lookup_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    """Issue 16 item 7: `auto` resolves the same profile from any directory (the shipped one, inside the
+    package), a ./profiles directory in the working directory is never searched, and the run header names
+    the profile and where it was found."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv(store.PROFILE_PATH_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # an empty user profile directory
+    decoy = tmp_path / "elsewhere" / "profiles" / "h200" / "meta-llama" / "Meta-Llama-3-8B"
+    decoy.mkdir(parents=True)
+    (decoy / "metadata.json").write_text(json.dumps({"format": store.FORMAT, "shards": {"1": {"complete": True}}}))
+    shipped = store.SHIPPED_PROFILES / "h200" / "meta-llama" / "Meta-Llama-3-8B"
+    headers = []
+    for cwd in (REPO, tmp_path / "elsewhere"):
+        monkeypatch.chdir(cwd)
+        assert store.find_pricing_profile("h200", "meta-llama/Meta-Llama-3-8B", 1)[0] == shipped
+        out = subprocess.run(
+            [sys.executable, "-m", "vidur.cli", "run", str(REPO / "scenarios" / "quickstart.yaml"), "--no-output",
+             "--no-progress", "-s", "cluster.device", "h200", "-s", "workload.num_requests", "20"],
+            capture_output=True, text=True, check=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        ).stdout
+        headers.append([ln for ln in out.splitlines() if ln.strip().startswith("estimator profile")])
+    assert headers[0] == headers[1] and len(headers[0]) == 1, headers
+    assert f"from {shipped} [shipped with vidur]" in headers[0][0]
+    assert store.root_label(shipped) == "shipped with vidur"

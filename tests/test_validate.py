@@ -296,7 +296,7 @@ def _check_rescore_reproduces_the_run(path):
     from vidur.validate.rescore import read_iterations_csv, rescore
 
     model = load_model("vidur/tiny-llama")
-    est = ProfileEstimator(ProfileConfig(), model, resolve_device("cpu", model.name), default_node("cpu"), 1, 1)
+    est = ProfileEstimator(ProfileConfig(), model, resolve_device("cpu").spec, default_node("cpu"), 1, 1)
     it = read_iterations_csv(path)
     res = rescore(it, est)
     assert np.allclose(res["predicted_ms"], it["predicted_ms"], rtol=1e-5)
@@ -386,7 +386,7 @@ def test_validate_notes_a_profile_of_another_attention_kernel():
     from vidur.validate.run import attention_mismatch
 
     repo = Path(__file__).resolve().parents[1]
-    est = types.SimpleNamespace(profile=load_profile(repo / "profiles/h200/meta-llama/Meta-Llama-3-8B"), tp=1)
+    est = types.SimpleNamespace(profile=load_profile(repo / "vidur/data/profiles/h200/meta-llama/Meta-Llama-3-8B"), tp=1)
     note = attention_mismatch(est, "flash")
     assert note and "sdpa" in note and "flash" in note and "re-profile" in note
     assert attention_mismatch(est, "sdpa") is None
@@ -423,7 +423,7 @@ def test_host_pace_against_the_profile_is_reported_when_off():
     from vidur.store.profiles import load_profile
     from vidur.validate.pace import measure_pace, pace_note, pace_report, recorded_pace
 
-    est = types.SimpleNamespace(profile=load_profile(ROOT / "profiles/cpu/vidur/tiny-llama"), tp=1)
+    est = types.SimpleNamespace(profile=load_profile(ROOT / "vidur/data/profiles/cpu/vidur/tiny-llama"), tp=1)
     rec = recorded_pace(est)
     assert rec == est.profile.metadata["shards"]["1"]["executor"]["machine_speed"]["pace_ms_median"]
     assert recorded_pace(types.SimpleNamespace()) is None  # roofline: no profile, no pace
@@ -440,7 +440,7 @@ def test_validate_says_when_the_host_runs_at_another_pace(tmp_path, capsys, monk
     import vidur.validate.run as R
     from vidur.store.profiles import load_profile
 
-    meta = load_profile(ROOT / "profiles/cpu/vidur/tiny-llama").metadata
+    meta = load_profile(ROOT / "vidur/data/profiles/cpu/vidur/tiny-llama").metadata
     recorded = meta["shards"]["1"]["executor"]["machine_speed"]["pace_ms_median"]
     monkeypatch.setattr(R, "measure_pace", lambda ex, calls=None: 3.0 * recorded)  # a host three times slower
     rc, out, err = _validate_json(["validate", _scenario(tmp_path), "--device", "cpu", "--no-plots"], capsys)

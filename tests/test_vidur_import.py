@@ -133,3 +133,36 @@ def test_roofline_calibrated_from_an_imported_profile(tmp_path, capsys, monkeypa
     cal = rep["calibration"]
     assert cal["token_layer"]["mape_after"] < cal["token_layer"]["mape_before"]  # defaults were not tuned on A40
     assert "attn_prefill" not in cal  # the A40 data has no attention.csv: attention keeps the defaults
+
+
+@need_data
+def test_an_mlp_csv_alone_warns_and_auto_never_picks_it(tmp_path, capsys, monkeypatch):
+    """Issue 16 item 3: `vidur import-vidur` of an mlp.csv alone (the README's example) says the profile is
+    incomplete, and `auto` then falls back to the roofline (calibrated on it), saying why."""
+    import warnings
+
+    import yaml
+
+    from vidur.cli import main
+    from vidur.engine.simulation import Simulation
+    from vidur.scenario import load_scenario
+
+    root = tmp_path / "profiles"
+    monkeypatch.setenv("VIDUR_PROFILE_PATH", str(root))
+    monkeypatch.setenv("VIDUR_CACHE_DIR", str(tmp_path / "cache"))
+    src = DATA / "compute" / "a100" / "meta-llama" / "Meta-Llama-3-8B" / "mlp.csv"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["import-vidur", str(src), "--model", "meta-llama/Meta-Llama-3-8B", "--device", "a100"]) == 0
+    out = root / "a100" / "meta-llama" / "Meta-Llama-3-8B"
+    assert f"imported into {out}" in capsys.readouterr().out  # the default root is the first $VIDUR_PROFILE_PATH entry
+    msgs = [str(w.message) for w in caught]
+    assert any("incomplete" in m and "no attention measurements" in m and "--attention" in m for m in msgs), msgs
+    raw = {"model": "meta-llama/Meta-Llama-3-8B", "cluster": {"device": "a100"}, "workload": {"num_requests": 20}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    sim = Simulation(load_scenario(tmp_path / "s.yaml"))
+    prov = sim.provenance
+    assert sim.estimator_name == "roofline" and prov.source == str(out)  # calibrated on it, not priced by it
+    assert len(prov.skipped) == 1 and prov.skipped[0].startswith("profile: profile ")
+    assert "no attention measurements" in prov.skipped[0] and str(out) in prov.skipped[0]
+    assert len(sim.run(progress=False).requests) == 20

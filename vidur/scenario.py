@@ -274,19 +274,16 @@ def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
 
 
 def _cluster(raw: Any, host: PluginHost) -> ClusterConfig:
-    """The cluster section; a device given as a file is registered and named by its ``name``."""
-    from vidur.hardware.device_file import is_device_file, register_device_file
+    """The cluster section; a device given as a file is checked and named by its ``name``, and the
+    file is kept in ``device_file`` (nothing is registered: the simulation resolves it again)."""
+    from vidur.hardware.device_file import is_device_file
+    from vidur.resolve.device import resolve_device
 
     cluster = structure(raw, ClusterConfig, "cluster")
     src = cluster.device_file or (cluster.device if is_device_file(cluster.device) else None)
     if src is None:
         return cluster
-    spec = register_device_file(host, src)
-    if cluster.device_file and not is_device_file(cluster.device) and cluster.device != spec.name:
-        raise VidurError(
-            f"cluster.device is {cluster.device!r} but cluster.device_file {src} describes {spec.name!r}; "
-            f"set one of them"
-        )
+    spec = resolve_device(cluster.device, host, device_file=src).spec
     return attrs.evolve(cluster, device=spec.name, device_file=str(Path(src).expanduser().resolve()))
 
 

@@ -47,6 +47,10 @@ def _run(args) -> int:
         f"{run['model']} on {run['replicas']} x {run['device']} (TP{run['tensor_parallel']} PP{run['pipeline_parallel']}{ep}), "
         f"{run['replica_scheduler']} / {run['global_scheduler']}; estimator: {run['estimator']}"
     )
+    prov = result.provenance
+    if prov is not None:
+        for line in [prov.header()] + prov.notes():
+            print(f"  {line}")
     print(format_summary_table(summary))
     if out is not None:
         print(f"run directory: {out}")

@@ -24,15 +24,20 @@ def _pair(text: str, flag: str, default_second: int | None) -> tuple[int, int]:
 
 
 def _find_profile_arg(text: str) -> Path:
+    """A profile directory, or a profile named ``<device>/<org>/<model>`` under the profile roots."""
     p = Path(text).expanduser()
     if p.is_dir():
         return p
     from vidur.store.profiles import profile_roots
 
+    name = text[len("profiles/"):] if text.startswith("profiles/") else text
     for root in profile_roots():
-        if (root / text).is_dir():
-            return root / text
-    raise VidurError(f"profile {text!r} not found: give a profile directory (profiles/<device>/<org>/<model>)")
+        if (root / name).is_dir():
+            return root / name
+    raise VidurError(
+        f"profile {text!r} not found: give a profile directory or <device>/<org>/<model> under "
+        f"{', '.join(str(r) for r in profile_roots()) or '$VIDUR_PROFILE_PATH'}"
+    )
 
 
 # --- vidur fit --------------------------------------------------------------------
@@ -111,7 +116,7 @@ def _capacity_notes(args, prefills, decodes) -> list[str]:
         )
     kv = sum(q + c for q, c in prefills) + sum(b * (c + 1) for b, c in decodes)
     try:
-        device = resolve_device(args.device, model.name, host, args.profile)
+        device = resolve_device(args.device, host, node=args.node, profile=args.profile).spec
         planner = host.get("memory_planner", "paged")
         plan = planner(planner.Config()).plan(model, device, args.tp, args.pp)
     except VidurError as exc:
@@ -155,6 +160,11 @@ def _estimate(args) -> int:
     b = res["batch"]
     print(f"{res['model']} on {res['device']} ({res['node']}), tp={res['tp']} pp={res['pp']}")
     print(f"estimator: {res['estimator_detail']}  [{res['estimator_reason']}]")
+    from vidur.resolve.provenance import Provenance
+
+    prov = Provenance(**{**res["provenance"], "skipped": tuple(res["provenance"]["skipped"])})
+    for line in [prov.header()] + prov.notes():
+        print(f"  {line}")
     print(
         f"batch: {b['num_prefill']} prefill chunk(s) ({b['prefill_tokens']} tokens), "
         f"{b['num_decode']} decode(s) (KV {b['decode_kv']}), {b['num_tokens']} tokens"
@@ -182,14 +192,26 @@ def _import(args) -> int:
     from vidur.model.catalog import load_model
 
     model = load_model(args.model)
-    out = args.out or str(Path(args.root or "profiles") / args.device / model.name)
+    from vidur.store.profiles import user_profiles_dir
+
+    out = args.out or str(Path(args.root or user_profiles_dir()) / args.device / model.name)
     p = import_vidur(args.src, out, model=model, device=args.device, attention=args.attention, network=args.network)
-    from vidur.store.profiles import read_metadata
+    import warnings
+
+    from vidur.store.profiles import pricing_gap, read_metadata
 
     meta = read_metadata(p)
     for tp, info in sorted(meta["shards"].items(), key=lambda kv: int(kv[0])):
         print(f"tp{tp}: {info['rows']} rows ({', '.join(info.get('ops', []))})")
     print(f"imported into {p}")
+    gaps = sorted({gap for tp in meta["shards"] if (gap := pricing_gap(meta, int(tp)))})
+    if gaps:
+        warnings.warn(
+            f"{p} is incomplete: {'; '.join(gaps)}. It cannot price a batch, so runtime_estimator: auto will not use "
+            f"it (the roofline is calibrated on it instead); add --attention ATTENTION_CSV to import a complete profile",
+            UserWarning,
+            stacklevel=1,
+        )
     return 0
 
 
@@ -201,7 +223,7 @@ def vidur_register_commands(cli):
     p = cli.add_parser(
         "profile",
         help="measure a model's operators on this machine's GPU (or CPU) with PyTorch",
-        description="Profile one decoder layer per tensor-parallel shard into profiles/<device>/<model>/. "
+        description="Profile one decoder layer per tensor-parallel shard into <profiles root>/<device>/<model>/. "
         "Interrupted runs resume when the same command is run again.",
     )
     add_arguments(p)
@@ -252,5 +274,5 @@ def vidur_register_commands(cli):
     i.add_argument("--attention", help="attention.csv kept elsewhere")
     i.add_argument("--network", help="directory with all_reduce.csv / send_recv.csv of the node")
     i.add_argument("--out", help="profile directory (default <root>/<device>/<model>)")
-    i.add_argument("--root", help="profiles root (default ./profiles)")
+    i.add_argument("--root", help="profiles root (default: the first $VIDUR_PROFILE_PATH entry, else ~/.local/share/vidur/profiles)")
     i.set_defaults(func=_import)

@@ -72,11 +72,13 @@ def summarize_result(sim: Simulation, result: SimulationResult) -> dict:
         "replica_scheduler": sim.scenario.replica_scheduler.name,
         "global_scheduler": sim.scenario.global_scheduler.name,
         "estimator": result.estimator,
+        "estimator_source": sim.provenance.source,
         "kv_blocks_per_replica": sim.memory.num_blocks,
         "block_size": sim.memory.block_size,
         "num_requests": len(result.requests),
         "clipped_requests": sim.clipped,
     }
+    summary["provenance"] = sim.provenance.to_dict()
     return summary
 
 

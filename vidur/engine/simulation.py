@@ -28,14 +28,7 @@ class SimulationResult:
     records: RunRecords
     estimator: str
     requests: list[Request]
-
-
-def resolve_estimator_name(scenario: Scenario, model_name: str, device: str, tp: int) -> str:
-    """``auto`` -> ``profile`` when a readable profile exists for (device, model, tp), else
-    ``roofline`` (the run's header says which estimator priced it)."""
-    from vidur.resolve.estimator import choose_estimator
-
-    return choose_estimator(device, model_name, tp, scenario.runtime_estimator.name)[0]
+    provenance: Any = None  # vidur.resolve.provenance.Provenance: which estimator, from which data, why
 
 
 def _base_files() -> dict[str, str]:
@@ -83,15 +76,13 @@ class Simulation:
             kv_cache_dtype=cl.kv_cache_dtype,
             expert_parallel=cl.expert_parallel,
         )
+        from vidur.estimate.base import PricingTarget
         from vidur.resolve.device import resolve_device
+        from vidur.resolve.estimator import resolve_estimator
 
-        self.device = resolve_device(cl.device, self.model.name, host)  # registered, or known from a profile
-        if cl.node is not None:
-            self.node = host.get("node", cl.node)
-        else:
-            from vidur.hardware.catalog import default_node
-
-            self.node = default_node(cl.device)
+        # registered, a device file (scoped to this simulation) or known only from a profile
+        dev = resolve_device(cl.device, host, node=cl.node, device_file=cl.device_file)
+        self.device, self.node = dev.spec, dev.node
         tp, pp = cl.tensor_parallel, cl.pipeline_parallel
         check_parallelism(self.model, tp, pp, self.node)
 
@@ -99,25 +90,15 @@ class Simulation:
         with self._setting_up("memory planner", "memory_planner", sc.memory_planner.name):
             self.memory = planner_cls(sc.memory_planner.config).plan(self.model, self.device, tp, pp)
 
-        from vidur.model.catalog import unprofiled_features
-
-        est_name = resolve_estimator_name(sc, self.model.name, cl.device, tp)
-        if sc.runtime_estimator.name == "auto" and est_name == "profile" and unprofiled_features(self.model):
-            est_name = "roofline"  # a profile of the dense bf16 checkpoint does not price this deployment
-        est_cls = host.get("runtime_estimator", est_name)
-        est_cfg = sc.runtime_estimator.config if sc.runtime_estimator.name == est_name else est_cls.Config()
-        if sc.runtime_estimator.name == "auto" and est_name == "roofline":
-            from vidur.resolve.estimator import roofline_calibration_source
-
-            source = roofline_calibration_source(cl.device, self.model.name)
-            if source is not None and hasattr(est_cfg, "calibrate_from"):
-                est_cfg = attrs.evolve(est_cfg, calibrate_from=source)
-        if cl.engine_mode is not None:
-            if not (attrs.has(type(est_cfg)) and hasattr(est_cfg, "engine_mode")):
-                raise VidurError(f"cluster.engine_mode is set but the {est_name!r} estimator has no engine mode")
-            est_cfg = attrs.evolve(est_cfg, engine_mode=cl.engine_mode)
+        target = PricingTarget(self.model, self.device, self.node, tp, pp, engine_mode=cl.engine_mode)
+        resolved = resolve_estimator(
+            sc.runtime_estimator.name, sc.runtime_estimator.config, target, host, device_source=dev.source
+        )
+        #: where the run's timings come from (printed in the run header, stored in summary.json)
+        self.provenance = resolved.provenance
+        est_name = resolved.name
         with self._setting_up("runtime estimator", "runtime_estimator", est_name):
-            self.estimator = est_cls(est_cfg, self.model, self.device, self.node, tp, pp)
+            self.estimator = resolved.build(target)
         self.estimator_name = est_name
 
         if requests is None:
@@ -273,7 +254,7 @@ class Simulation:
                     loop.next_id += 1
             reqs.sort(key=lambda r: r.id)
         records = self._records(reqs, loop, makespan, wall)
-        result = SimulationResult(sc, records, self.estimator.describe(), reqs)
+        result = SimulationResult(sc, records, self.estimator.describe(), reqs, self.provenance)
         self.host.call_observer("vidur_simulation_end", sim=self, result=result)
         return result
 

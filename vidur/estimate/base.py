@@ -8,7 +8,7 @@ token-level operators (they depend on the token count only) and of attention
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -96,6 +96,45 @@ class BatchShape:
         return f"BatchShape({fields})"
 
 
+@attrs.frozen
+class PricingTarget:
+    """The replica an estimator is asked to price, as ``runtime_estimator: auto`` presents it to
+    :meth:`RuntimeEstimator.can_price`: model, device, node, TP and PP degrees, and the engine mode
+    the run asks for (``cluster.engine_mode``, or the reference executor's in ``vidur validate``;
+    None: not said), and a profile directory the user named (``vidur estimate --profile``; None:
+    find one)."""
+
+    model: ModelSpec
+    device: DeviceSpec
+    node: NodeSpec
+    tp: int = 1
+    pp: int = 1
+    engine_mode: str | None = None
+    profile: str | None = None
+
+
+@attrs.frozen
+class Offer:
+    """An estimator's answer to ``auto``: it can price the target with ``config``, whose numbers come
+    from ``source`` (a profile directory or calibration file; None: the estimator's own defaults),
+    or it cannot. ``reason`` says why, in a few words that the run header prints."""
+
+    ok: bool
+    reason: str
+    config: Any = None
+    source: str | None = None
+
+    @classmethod
+    def accept(cls, config: Any, reason: str, source: str | None = None) -> "Offer":
+        """This estimator prices the target with ``config``."""
+        return cls(True, reason, config, None if source is None else str(source))
+
+    @classmethod
+    def decline(cls, reason: str) -> "Offer":
+        """This estimator cannot price the target; ``reason`` says what is missing."""
+        return cls(False, reason)
+
+
 class RuntimeEstimator:
     """Prices one iteration of one replica's model shard.
 
@@ -108,6 +147,20 @@ class RuntimeEstimator:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = attrs.make_class("Config", {}, frozen=True)
+    #: rank in ``runtime_estimator: auto``: the accepting estimator with the highest priority prices
+    #: the run (built-ins: ``profile`` 100, ``roofline`` 0); None: ``auto`` never picks this one
+    auto_priority: ClassVar[int | None] = None
+
+    @classmethod
+    def can_price(cls, target: PricingTarget) -> Offer:
+        """Whether ``auto`` may pick this estimator for ``target``, with which ``Config`` and why.
+
+        Called only when :attr:`auto_priority` is set, once per simulation setup (never in the event
+        loop). Decline with the reason when data is missing (``Offer.decline("no profile of ...")``):
+        ``auto`` then falls back to the next estimator and says why. Default: accept with the
+        default ``Config``.
+        """
+        return Offer.accept(cls.Config(), "default configuration")
 
     def __init__(self, config, model: ModelSpec, device: DeviceSpec, node: NodeSpec, tp: int, pp: int):
         self.config = config

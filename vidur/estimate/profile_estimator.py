@@ -34,10 +34,17 @@ import attrs
 import numpy as np
 
 from vidur.errors import VidurError
-from vidur.estimate.base import BatchShape, RuntimeEstimator
+from vidur.estimate.base import BatchShape, Offer, PricingTarget, RuntimeEstimator
 from vidur.estimate.comm import CommModel
 from vidur.fit.curves import FittedShard, get_fitted
-from vidur.store.profiles import LAYER_TOKEN_OPS, Profile, check_model_matches, find_profile, load_profile
+from vidur.store.profiles import (
+    LAYER_TOKEN_OPS,
+    Profile,
+    check_model_matches,
+    find_pricing_profile,
+    find_profile,
+    load_profile,
+)
 from vidur.hardware.spec import DeviceSpec, NodeSpec
 from vidur.model.spec import ModelSpec
 
@@ -82,6 +89,26 @@ class ProfileEstimator(RuntimeEstimator):
 
     name: ClassVar[str] = "profile"
     Config: ClassVar[type] = ProfileConfig
+    auto_priority: ClassVar[int | None] = 100  # measured data of this very model beats the roofline
+
+    @classmethod
+    def can_price(cls, target: PricingTarget) -> Offer:
+        """``auto``: a profile of this device, model and TP degree that can price a whole batch (token-level
+        operators and both attention kinds), or the profile the user named; else decline, saying why."""
+        model, device, tp = target.model, target.device, target.tp
+        from vidur.model.catalog import unprofiled_features
+
+        missing = unprofiled_features(model)
+        if missing:  # a profile of the dense bf16 checkpoint does not price this deployment
+            return Offer.decline(f"profiles measure dense bf16/fp16 layers; {model.name} has {', '.join(missing)}")
+        if target.profile:
+            return Offer.accept(ProfileConfig(profile=str(target.profile)), "the profile given", source=target.profile)
+        path, skipped = find_pricing_profile(device.name, model.name, tp)
+        if path is not None:
+            return Offer.accept(ProfileConfig(profile=str(path)), f"a profile of {model.name} on {device.name} (tp={tp})", source=path)
+        if skipped:
+            return Offer.decline("; ".join(f"profile {s}" for s in skipped))
+        return Offer.decline(f"no profile of {model.name} on {device.name} with tp={tp}")
 
     def __init__(self, config, model: ModelSpec, device: DeviceSpec, node: NodeSpec, tp: int, pp: int):
         super().__init__(config, model, device, node, tp, pp)

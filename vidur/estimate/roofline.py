@@ -24,8 +24,8 @@ import attrs
 import numpy as np
 
 from vidur.errors import VidurError
-from vidur.estimate.base import BatchShape, RuntimeEstimator
-from vidur.fit.roofline import OpMeasurement, calibrated_config, fit_token_efficiencies
+from vidur.estimate.base import BatchShape, Offer, PricingTarget, RuntimeEstimator
+from vidur.fit.roofline import OpMeasurement, calibrated_config, fit_token_efficiencies, same_device_profile
 from vidur.hardware.collective import (
     LinkParams,
     all_gather_time,
@@ -154,6 +154,18 @@ class RooflineEstimator(RuntimeEstimator):
 
     name: ClassVar[str] = "roofline"
     Config: ClassVar[type] = RooflineConfig
+    auto_priority: ClassVar[int | None] = 0  # prices anything: the fallback of ``auto``
+
+    @classmethod
+    def can_price(cls, target: PricingTarget) -> Offer:
+        """``auto``: always; calibrated on a profile of the same device (another model or TP degree) when
+        one exists (:func:`vidur.fit.roofline.same_device_profile`), else with the default efficiencies."""
+        source = same_device_profile(target.device.name, target.model.name)
+        if source is not None:
+            return Offer.accept(
+                RooflineConfig(calibrate_from=source), f"roofline calibrated on a {target.device.name} profile (another model or TP degree)", source=source
+            )
+        return Offer.accept(RooflineConfig(), f"roofline with default efficiencies (no {target.device.name} profile to calibrate on)")
 
     def __init__(self, config, model: ModelSpec, device: DeviceSpec, node: NodeSpec, tp: int, pp: int):
         super().__init__(config, model, device, node, tp, pp)

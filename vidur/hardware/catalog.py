@@ -259,11 +259,9 @@ def get_node(name: str) -> NodeSpec:
 
 
 def default_node(device_name: str) -> NodeSpec:
-    """The node a device usually comes in (``h100`` -> ``dgx_h100``; a device file's ``node``);
-    unknown devices get ``pcie_8``."""
-    from vidur.hardware.device_file import FILE_NODES
-
-    return _NODES[FILE_NODES.get(device_name) or DEFAULT_NODES.get(device_name, "pcie_8")]
+    """The node a device usually comes in (``h100`` -> ``dgx_h100``); unknown devices get ``pcie_8``
+    (a device file's ``node`` is applied by :func:`vidur.resolve.device.resolve_device`)."""
+    return _NODES[DEFAULT_NODES.get(device_name, "pcie_8")]
 
 
 def network_profile_name(node_name: str) -> str | None:

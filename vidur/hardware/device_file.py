@@ -14,9 +14,11 @@ JSON file may stand instead::
     description: "AMD Instinct MI300X"  # optional
     node: pcie_8                    # optional: the node type it comes in (default pcie_8)
 
-The device is registered under its ``name`` for the rest of the process
-(profiles of it live in ``profiles/<name>/...``); the roofline estimator
-prices it from these figures, calibrated on any profile of it.
+The device goes by its ``name`` within the scenario or search that names the
+file (:func:`vidur.resolve.device.resolve_device`; nothing is registered
+process-wide); profiles of it live under ``<profiles root>/<name>/...``, and
+the roofline estimator prices it from these figures, calibrated on any
+profile of it.
 """
 
 from __future__ import annotations
@@ -25,15 +27,10 @@ from pathlib import Path
 
 from vidur.errors import VidurError
 from vidur.hardware.spec import DeviceSpec
-from vidur.hookspecs import hookimpl
 
 SUFFIXES = (".yaml", ".yml", ".json")
 REQUIRED = ("name", "memory_gb", "peak_tflops", "memory_bandwidth_gbps")
 OPTIONAL = ("price_per_hour", "price_source", "description", "node")
-
-#: device name -> the node type its file asked for (read by :func:`vidur.hardware.catalog.default_node`)
-FILE_NODES: dict[str, str] = {}
-
 
 def is_device_file(text: object) -> bool:
     """Does this device argument name a file (by its suffix) rather than a registered device?"""
@@ -42,10 +39,10 @@ def is_device_file(text: object) -> bool:
 
 def load_device_file(path: str | Path) -> DeviceSpec:
     """The :class:`DeviceSpec` a device file describes (one-line errors for anything wrong in it)."""
-    return _load(path)[0]
+    return read_device_file(path)[0]
 
 
-def _load(path: str | Path) -> tuple[DeviceSpec, str | None]:
+def read_device_file(path: str | Path) -> tuple[DeviceSpec, str | None]:
     """The file's device and the node type it names (None: not given)."""
     from vidur.config import load_yaml
     from vidur.plugins import suggest
@@ -87,35 +84,8 @@ def _load(path: str | Path) -> tuple[DeviceSpec, str | None]:
     return spec, raw.get("node")
 
 
-class DevicePlugin:
-    """An in-process plugin registering one device (from a file, or known only from its profile)."""
-
-    def __init__(self, spec: DeviceSpec):
-        self.spec = spec
-
-    @hookimpl
-    def vidur_register_devices(self, register):
-        register(self.spec)
-
-
-def _figures(spec: DeviceSpec) -> tuple:
-    return (spec.memory_bytes, spec.peak_flops, spec.memory_bandwidth, spec.price_per_hour)
-
-
-def register_device_file(host, path: str | Path) -> DeviceSpec:
-    """Load a device file and register its device with ``host`` (idempotent); returns the spec."""
-    spec, node = _load(path)
-    names = host.names("device")
-    if spec.name in names:
-        existing = host.get("device", spec.name)
-        if _figures(existing) != _figures(spec):
-            raise VidurError(
-                f"device file {path} names device {spec.name!r}, which is already registered with other figures; "
-                f"give the file's device another name"
-            )
-        spec = existing  # the same device (perhaps a copy of the file elsewhere)
-    else:
-        host.register(DevicePlugin(spec), name=f"vidur.device_file.{spec.name}")
-    if node:
-        FILE_NODES[spec.name] = node
-    return spec
+def same_figures(a: DeviceSpec, b: DeviceSpec) -> bool:
+    """Do two specs describe the same device (memory, peak, bandwidth, price)?"""
+    return (a.memory_bytes, a.peak_flops, a.memory_bandwidth, a.price_per_hour) == (
+        b.memory_bytes, b.peak_flops, b.memory_bandwidth, b.price_per_hour
+    )

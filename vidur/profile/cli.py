@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
     p.add_argument("--tp", default="1", help="tensor-parallel degrees, e.g. 1,2,4,8 (default 1)")
     p.add_argument("--out", help="profile directory (default <root>/<device>/<model>)")
-    p.add_argument("--root", help="profiles root (default ./profiles)")
+    p.add_argument("--root", help="profiles root (default: the first $VIDUR_PROFILE_PATH entry, else ~/.local/share/vidur/profiles)")
     p.add_argument("--device-name", help="name of the device in the profile (default: detected SKU, e.g. h100)")
     p.add_argument("--grid", choices=("full", "cpu", "test"), help="measurement grid (default: full on GPU, cpu on CPU)")
     p.add_argument("--max-tokens", type=int, help="largest token count to measure (default 16384 GPU, 4096 CPU)")

@@ -602,7 +602,7 @@ def profile_model(
         threads = 1
     prof = Profiler(model, device, grid=grid, dtype=dtype, repeats=repeats, progress=progress, threads=threads)
     name = device_name or device_sku(prof.dev)
-    outdir = Path(out) if out else Path(root or "profiles") / name / model.name
+    outdir = Path(out) if out else Path(root or store.user_profiles_dir()) / name / model.name
     outdir.mkdir(parents=True, exist_ok=True)
     meta = _open_metadata(outdir, model, name, prof, command, fresh=force and set(_shard_tps(outdir)) <= set(tps))
     deadline = time.time() + time_budget_s if time_budget_s is not None else None
@@ -619,7 +619,7 @@ def profile_model(
     meta["seconds"] = round(sum(s.get("seconds", 0.0) for s in meta["shards"].values()), 1)
     meta["regenerate"] = (
         f"vidur profile --model {model.name} --device {'cuda' if prof.gpu else 'cpu'} "
-        f"--tp {','.join(map(str, shard_tps))} --force  (from the directory holding profiles/; "
+        f"--tp {','.join(map(str, shard_tps))} --force --out <this directory>  ("
         f"{meta['seconds']:.0f} s of measurement here)"
     )
     store.write_metadata(outdir, meta)

@@ -1,28 +1,166 @@
-"""Which runtime estimator prices a scenario: ``auto`` resolved, with the reason."""
+"""Which runtime estimator prices a replica, with which configuration, and why.
+
+:func:`resolve_estimator` is the one place that decides it, for ``vidur run``, ``search``,
+``estimate`` and ``validate``:
+
+- a named estimator (``runtime_estimator: {name: roofline, ...}``) gets exactly the options the
+  scenario wrote;
+- ``auto`` asks every registered estimator that declares an ``auto_priority``
+  (:meth:`vidur.estimate.base.RuntimeEstimator.can_price`), highest priority first, and takes
+  the first that accepts; those that decline are named in the provenance with their reason (a
+  profile without attention measurements, no profile of this model...). The built-ins declare
+  ``profile`` (100: a measured profile of this device, model and TP degree) and ``roofline``
+  (0: always; calibrated on a profile of the same device when one exists). A plugin estimator
+  takes part the same way; this module imports none of them;
+- under ``auto``, the most specific calibration file for the chosen estimator
+  (:mod:`vidur.store.calibrations`, e.g. values fitted from real vLLM runs) is applied on top of
+  its configuration;
+- the run's engine mode (``cluster.engine_mode``, or the reference executor's in ``vidur
+  validate``) is set on estimators whose ``Config`` has an ``engine_mode`` field.
+
+The result carries a :class:`~vidur.resolve.provenance.Provenance` record.
+"""
 
 from __future__ import annotations
 
-from vidur.store.profiles import find_profile
+from typing import Any, Mapping
+
+import attrs
+
+from vidur.config import structure, unstructure
+from vidur.errors import VidurError
+from vidur.estimate.base import Offer, PricingTarget
+from vidur.resolve.provenance import Provenance
+from vidur.store.calibrations import find_calibration
+from vidur.store.profiles import root_label
 
 
-def choose_estimator(device: str, model: str, tp: int, requested: str = "auto", profile: str | None = None) -> tuple[str, str]:
-    """(estimator name, reason): ``auto`` -> ``profile`` when a profile exists, else ``roofline``."""
-    if requested != "auto":
-        return requested, "requested"
-    if profile:
-        return "profile", f"profile {profile}"
-    found = find_profile(device, model, tp)
-    if found is not None:
-        return "profile", f"profile found at {found}"
-    source = roofline_calibration_source(device, model)
-    if source is not None:
-        return "roofline", f"no profile for {device}/{model} tp={tp}; roofline calibrated on {source}"
-    return "roofline", f"no profile for {device}/{model} tp={tp}"
+@attrs.frozen
+class ResolvedEstimator:
+    """An estimator class, the configuration to build it with, and the provenance record."""
+
+    cls: type
+    config: Any
+    provenance: Provenance
+
+    @property
+    def name(self) -> str:
+        return self.provenance.estimator
+
+    def build(self, target: PricingTarget):
+        """Construct the estimator for ``target``."""
+        return self.cls(self.config, target.model, target.device, target.node, target.tp, target.pp)
 
 
-def roofline_calibration_source(device: str, model: str) -> str | None:
-    """For ``auto`` falling back to the roofline: a profile of the same device (another model or TP
-    degree) to calibrate it on, or None (default efficiencies)."""
-    from vidur.fit.roofline import same_device_profile
+def auto_candidates(host) -> list[tuple[int, str, type]]:
+    """(priority, name, class) of every registered estimator that takes part in ``auto``, highest first
+    (ties by name)."""
+    out = []
+    for name in host.names("runtime_estimator"):
+        cls = host.get("runtime_estimator", name)
+        prio = getattr(cls, "auto_priority", None)
+        if prio is not None:
+            out.append((int(prio), name, cls))
+    return sorted(out, key=lambda t: (-t[0], t[1]))
 
-    return same_device_profile(str(device), str(model))
+
+def _has_field(config: Any, field: str) -> bool:
+    return attrs.has(type(config)) and field in {a.name for a in attrs.fields(type(config))}
+
+
+def _with(cls: type, config: Any, changes: Mapping[str, Any], where: str) -> Any:
+    """``config`` with ``changes`` applied, structured (and validated) again through ``cls.Config``."""
+    if not changes:
+        return config
+    data = {**unstructure(config), **changes}
+    return structure(data, cls.Config, root=where)
+
+
+def _ask(name: str, cls: type, target: PricingTarget) -> Offer:
+    try:
+        offer = cls.can_price(target)
+    except VidurError as exc:
+        return Offer.decline(str(exc))
+    if not isinstance(offer, Offer):
+        raise VidurError(
+            f"runtime estimator {name!r}: can_price() must return a vidur.estimate.base.Offer, got {type(offer).__name__}"
+        )
+    return offer
+
+
+def resolve_estimator(
+    requested: str,
+    config: Any,
+    target: PricingTarget,
+    host,
+    *,
+    profile: str | None = None,
+    engine_mode_reason: str = "cluster.engine_mode",
+    strict_engine_mode: bool = True,
+    extra: Mapping[str, Any] | None = None,
+    device_source: str = "",
+) -> ResolvedEstimator:
+    """Resolve ``requested`` (``auto`` or a registered name, with its structured ``config``) for
+    ``target``. ``profile``: a profile directory the user named (``target.profile`` under
+    ``auto``; a named estimator whose ``Config`` has a ``profile`` field gets it). ``target.engine_mode``, when set, goes into the
+    ``engine_mode`` field; with ``strict_engine_mode`` an estimator without one is an error.
+    ``extra``: further Config fields to set when the estimator has them (validate's
+    ``cuda_graph_max_batch``)."""
+    skipped: list[str] = []
+    calibration = None
+    if requested == "auto":
+        cands = auto_candidates(host)
+        if not cands:
+            raise VidurError("runtime_estimator: auto found no estimator that takes part in auto; name one")
+        if profile is not None:
+            target = attrs.evolve(target, profile=str(profile))
+        chosen = None
+        for _prio, name, cls in cands:
+            offer = _ask(name, cls, target)
+            if offer.ok:
+                chosen = (name, cls, offer)
+                break
+            skipped.append(f"{name}: {offer.reason}")
+        if chosen is None:
+            raise VidurError(
+                f"runtime_estimator: auto found no estimator for {target.model.name} on {target.device.name} "
+                f"(tp={target.tp}): {'; '.join(skipped)}"
+            )
+        name, cls, offer = chosen
+        cfg, reason, source = offer.config if offer.config is not None else cls.Config(), offer.reason, offer.source
+        calibration = find_calibration(name, target.device.name, target.model.name, target.tp, target.engine_mode)
+        if calibration is not None:
+            cfg = _with(cls, cfg, calibration.config, f"calibration file {calibration.path}")
+    else:
+        name = requested
+        cls = host.get("runtime_estimator", name)
+        cfg, reason, source = config, "named by the scenario", None
+        if profile is not None and _has_field(cfg, "profile"):
+            cfg = _with(cls, cfg, {"profile": str(profile)}, "runtime_estimator")
+        src = getattr(cfg, "profile", None) or getattr(cfg, "calibrate_from", None)
+        source = str(src) if src else None
+    mode_reason = None
+    if target.engine_mode is not None:
+        if _has_field(cfg, "engine_mode"):
+            if cfg.engine_mode != target.engine_mode:
+                cfg = _with(cls, cfg, {"engine_mode": target.engine_mode}, "runtime_estimator")
+            mode_reason = engine_mode_reason
+        elif strict_engine_mode:
+            raise VidurError(f"cluster.engine_mode is set but the {name!r} estimator has no engine mode")
+    if extra:
+        cfg = _with(cls, cfg, {k: v for k, v in extra.items() if _has_field(cfg, k)}, "runtime_estimator")
+    prov = Provenance(
+        estimator=name,
+        requested=requested,
+        reason=reason,
+        source=source,
+        source_root=root_label(source) if source else None,
+        calibration=calibration.path if calibration is not None else None,
+        fitted_from=calibration.fitted_from if calibration is not None else None,
+        skipped=tuple(skipped),
+        device=target.device.name,
+        device_source=device_source,
+        engine_mode=getattr(cfg, "engine_mode", None) if mode_reason or _has_field(cfg, "engine_mode") else None,
+        engine_mode_reason=mode_reason,
+    )
+    return ResolvedEstimator(cls, cfg, prov)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from vidur.errors import VidurError
-from vidur.estimate.base import BatchShape
+from vidur.estimate.base import BatchShape, PricingTarget
 from vidur.model.spec import ModelSpec
 from vidur.resolve.device import resolve_device
-from vidur.resolve.estimator import choose_estimator, roofline_calibration_source
+from vidur.resolve.estimator import resolve_estimator
 
 
 def estimate_iteration(
@@ -35,30 +35,16 @@ def estimate_iteration(
 
     host = host or get_host()
     spec = load_model(model, host) if not isinstance(model, ModelSpec) else model
-    dev = resolve_device(device, spec.name, host, profile)
-    if node:
-        node_spec = host.get("node", node)
-    else:
-        from vidur.hardware.catalog import default_node
-
-        node_spec = default_node(dev.name)
-    check_parallelism(spec, tp, pp, node_spec)
-    name, reason = choose_estimator(dev.name, spec.name, tp, estimator, profile)
-    cls = host.get("runtime_estimator", name)
-    kwargs = {}
-    if engine_mode is not None:
-        kwargs["engine_mode"] = engine_mode
-    if profile and name == "profile":
-        kwargs["profile"] = str(profile)
-    if estimator == "auto" and name == "roofline":
-        source = roofline_calibration_source(dev.name, spec.name)
-        if source is not None:
-            kwargs["calibrate_from"] = source
-    try:
-        cfg = cls.Config(**kwargs)
-    except TypeError as exc:
-        raise VidurError(f"estimator {name!r} does not take these options: {exc}") from None
-    est = cls(cfg, spec, dev, node_spec, tp, pp)
+    dev = resolve_device(device, host, node=node, profile=profile)
+    check_parallelism(spec, tp, pp, dev.node)
+    target = PricingTarget(spec, dev.spec, dev.node, tp, pp, engine_mode=engine_mode)
+    config = None if estimator == "auto" else host.get("runtime_estimator", estimator).Config()
+    resolved = resolve_estimator(
+        estimator, config, target, host, profile=profile, engine_mode_reason="--engine-mode", device_source=dev.source
+    )
+    name, reason = resolved.name, resolved.provenance.reason
+    est = resolved.build(target)
+    dev, node_spec = dev.spec, dev.node
     shape = BatchShape()
     for q, ctx in prefills:
         if q < 1 or ctx < 0:
@@ -90,6 +76,7 @@ def estimate_iteration(
         "ops": ops,
         "estimator_detail": est.describe(),
         "estimator_reason": reason,
+        "provenance": resolved.provenance.to_dict(),
         "cpu_overhead_ms": cpu * 1e3,
         "launch_stall_ms": stall * L * 1e3,
         "model": spec.name,

@@ -95,6 +95,8 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
         "replica_scheduler": cfg.replica_scheduler["name"],
         "scheduler_config": json.dumps({k: v for k, v in cfg.replica_scheduler.items() if k != "name"}, sort_keys=True),
         "global_scheduler": cfg.global_scheduler["name"],
+        "estimator": ((res or {}).get("provenance") or {}).get("estimator"),
+        "estimator_source": ((res or {}).get("provenance") or {}).get("source"),
         "status": res["status"] if res else "pending",
         "reason": (res.get("reason") or "") if res else "",
         "max_qps": float(res.get("max_qps") or 0.0) if res else None,

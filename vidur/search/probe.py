@@ -173,6 +173,7 @@ def run_probe(base: dict, qps: float, *, duration, num_requests, drain: float, s
     result = sim.run(progress=False)
     out = evaluate(result.records, cap, slos)
     out.update({"qps": float(qps), "duration": duration, "max_time": cap, "wall_s": round(time.perf_counter() - t0, 4)})
+    out["provenance"] = sim.provenance.to_dict()  # which estimator priced it, from which data, why
     return out
 
 

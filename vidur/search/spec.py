@@ -57,7 +57,7 @@ import attrs
 
 from vidur.config import load_yaml, parse_value, set_dotted, structure
 from vidur.errors import VidurError
-from vidur.hardware.device_file import is_device_file, register_device_file
+from vidur.hardware.device_file import is_device_file
 from vidur.plugins import PluginHost, get_host, suggest
 
 #: bump when the search algorithm changes its answers (invalidates resumed results)
@@ -424,16 +424,21 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
     rs = _expand_variants("replica_schedulers", g.replica_schedulers, host, "replica_scheduler")
     gs = _expand_variants("global_schedulers", g.global_schedulers, host, "global_scheduler")
 
-    # devices given as files (vidur.hardware.device_file): registered here, searched by their names
+    # devices given as files (vidur.hardware.device_file): read here, searched by their names (each
+    # configuration's scenario carries the file; nothing is registered)
+    from vidur.resolve.device import resolve_device
+
     device_files: dict[str, str] = {}
+    file_specs: dict = {}
     devices = []
     for dev in g.devices:
         if is_device_file(dev):
             f = Path(dev).expanduser()
             if not f.is_absolute() and base is not None:
                 f = base / f
-            spec = register_device_file(host, f)
+            spec = resolve_device(str(f), host).spec
             device_files[spec.name] = str(f.resolve())
+            file_specs[spec.name] = spec
             dev = spec.name
         if dev in devices:
             raise VidurError(f"grid.devices lists {dev!r} twice")
@@ -443,7 +448,7 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
     # prices: spec overrides, else the device catalog; a device without one is an error
     prices, sources = {}, {}
     for dev in g.devices:
-        spec = host.get("device", dev)
+        spec = file_specs.get(dev) or host.get("device", dev)
         if dev in parsed.prices:
             p = parsed.prices[dev]
             if not p > 0:
@@ -454,7 +459,7 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
         else:
             raise VidurError(f"device {dev!r} has no price; set prices.{dev} ($ per GPU-hour) in the search spec")
     for dev in parsed.prices:
-        if dev not in g.devices:
+        if dev not in g.devices and dev not in file_specs:
             host.get("device", dev)  # a typo fails; a price for a device not searched is fine
     for dev, node in g.nodes.items():
         if dev not in g.devices:

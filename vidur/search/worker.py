@@ -76,6 +76,7 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
         })
         if stage == last_stage:
             full[qps] = ev
+        row.setdefault("provenance", ev.get("provenance"))
         return ev["met"]
 
     try:

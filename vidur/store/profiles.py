@@ -14,10 +14,13 @@ Meta-Llama-3-8B/``) and holds:
   and ``context`` (tokens already cached per request); CPU-overhead rows use
   ``batch`` (sequences in the iteration).
 
-Roots are searched in order: every directory in ``$VIDUR_PROFILE_PATH``
-(``os.pathsep``-separated), then the ``profiles/`` directory shipped beside
-the ``vidur`` package. Nothing here needs more than the standard library
-and numpy.
+Roots are searched in order (:func:`profile_roots`): every directory in
+``$VIDUR_PROFILE_PATH`` (``os.pathsep``-separated), the user's profile
+directory (:func:`user_profiles_dir`, where ``vidur profile`` and ``vidur
+import-vidur`` write by default), then the profiles shipped inside the
+package (``vidur/data/profiles``). The working directory is never searched,
+so a scenario prices the same from any directory. Nothing here needs more
+than the standard library and numpy.
 """
 
 from __future__ import annotations
@@ -84,24 +87,44 @@ def shard_file(tp: int) -> str:
     return f"tp{int(tp)}.csv"
 
 
-def _package_profiles_dirs() -> list[Path]:
-    pkg = Path(__file__).resolve().parent.parent  # .../vidur
-    out = [pkg.parent / "profiles", pkg / "profiles"]
-    return [p for p in out if p.is_dir()]
+#: the profiles shipped with vidur (package data)
+SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "data" / "profiles"
+
+
+def user_profiles_dir() -> Path:
+    """Where new profiles go by default: the first directory of ``$VIDUR_PROFILE_PATH``, else
+    ``$XDG_DATA_HOME/vidur/profiles`` (``~/.local/share/vidur/profiles``)."""
+    env = [p for p in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if p.strip()]
+    if env:
+        return Path(env[0]).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data).expanduser() / "vidur" / "profiles"
 
 
 def profile_roots() -> list[Path]:
-    """Directories searched for profiles, in order: ``$VIDUR_PROFILE_PATH``,
-    ``./profiles`` (where ``vidur profile`` writes by default), then the
-    profiles shipped beside the package."""
+    """Directories searched for profiles, in order: ``$VIDUR_PROFILE_PATH``, the user's profile
+    directory, then the profiles shipped with vidur. Independent of the working directory."""
     roots = [Path(p).expanduser() for p in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if p.strip()]
-    local = Path.cwd() / "profiles"
-    roots += [local] if local.is_dir() else []
+    roots += [user_profiles_dir(), SHIPPED_PROFILES]
     out: list[Path] = []
-    for r in roots + _package_profiles_dirs():
-        if r.resolve() not in [o.resolve() for o in out]:
+    for r in roots:
+        if r.is_dir() and r.resolve() not in [o.resolve() for o in out]:
             out.append(r)
     return out
+
+
+def root_label(path: str | Path) -> str:
+    """Which root a profile directory lies under, in words (``shipped with vidur``,
+    ``$VIDUR_PROFILE_PATH``, ``user profiles``), or ``given path``."""
+    p = Path(path).expanduser().resolve()
+    env = [Path(x).expanduser().resolve() for x in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if x.strip()]
+    for root, label in [(r, f"${PROFILE_PATH_ENV}") for r in env] + [
+        (user_profiles_dir().resolve(), "user profiles"),
+        (SHIPPED_PROFILES.resolve(), "shipped with vidur"),
+    ]:
+        if p == root or root in p.parents:
+            return label
+    return "given path"
 
 
 def _name(x: Any) -> str:
@@ -166,6 +189,44 @@ def find_profile(device: Any, model: Any, tp: int) -> Path | None:
         if int(tp) in complete_shards(meta):
             return d
     return None
+
+
+def pricing_gap(meta: dict, tp: int) -> str | None:
+    """What shard ``tp`` of a profile lacks to price a whole batch (token-level operators and both
+    attention kinds), or None. Read from the metadata: a shard that lists its ``ops`` (imports do)
+    is checked against them; a profiler shard marked complete has them all."""
+    info = meta.get("shards", {}).get(str(int(tp)))
+    if not info or not info.get("complete"):
+        return f"no complete tp={int(tp)} shard"
+    ops = info.get("ops")
+    if ops is None:
+        return None
+    missing = [op for op in ATTENTION_OPS if op not in ops]
+    if missing:
+        return f"no attention measurements ({', '.join(missing)} missing; import an attention.csv too)"
+    if not any(op in ops for op in LAYER_TOKEN_OPS):
+        return "no token-level operator measurements"
+    return None
+
+
+def find_pricing_profile(device: Any, model: Any, tp: int) -> tuple[Path | None, list[str]]:
+    """The first profile of (device, model) whose shard ``tp`` can price a batch, and why each
+    profile passed over could not (``"<path>: no attention measurements ..."``)."""
+    skipped: list[str] = []
+    for root in profile_roots():
+        d = profile_dir(root, device, model)
+        if not (d / METADATA).is_file():
+            continue
+        try:
+            meta = read_metadata(d)
+        except VidurError as exc:
+            skipped.append(f"{d}: {exc}")
+            continue
+        gap = pricing_gap(meta, tp)
+        if gap is None:
+            return d, skipped
+        skipped.append(f"{d}: {gap}")
+    return None, skipped
 
 
 def list_profiles() -> list[dict]:

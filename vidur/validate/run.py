@@ -78,74 +78,68 @@ class ValidationResult:
 
 
 
-def _ensure_device(host: PluginHost, scenario: Scenario) -> object | None:
-    """Register ``cluster.device`` from its profile when no plugin provides it; return that plugin."""
-    name = scenario.cluster.device
-    if name in host.names("device"):
-        return None
-    try:
-        from vidur.resolve.device import resolve_device
-    except ImportError:
-        return None
-    spec = resolve_device(name, scenario.model, host)  # raises the usual unknown-device error
-    from vidur.hardware.device_file import DevicePlugin
+def _target(scenario: Scenario, model, host: PluginHost, engine_mode: str | None = None):
+    """The replica the simulated side prices, and where its device came from."""
+    from vidur.estimate.base import PricingTarget
+    from vidur.resolve.device import resolve_device
 
-    plugin = DevicePlugin(spec)
-    host.register(plugin, name=f"vidur.validate.device.{name}")
-    return plugin
-
-
-def choose_estimator(scenario: Scenario, host: PluginHost, requested: str | None, device_type: str) -> tuple[Policy, list[str]]:
-    """The estimator that prices the simulated side, and notes saying why.
-
-    ``requested`` (``--estimator``) wins; else the scenario's choice; ``auto``
-    means the profile of (device, model, tp), which must exist. The engine
-    mode is matched to the executor afterwards (:func:`match_engine_mode`).
-    """
-    notes: list[str] = []
     cl = scenario.cluster
+    dev = resolve_device(cl.device, host, node=cl.node, device_file=cl.device_file)
+    return PricingTarget(model, dev.spec, dev.node, cl.tensor_parallel, cl.pipeline_parallel, engine_mode=engine_mode), dev.source
+
+
+def choose_estimator(scenario: Scenario, model, host: PluginHost, requested: str | None, device_type: str):
+    """The estimator that prices the simulated side (a :class:`~vidur.resolve.estimator.ResolvedEstimator`).
+
+    ``requested`` (``--estimator``) wins; else the scenario's choice. Under ``auto`` the simulated
+    side must be priced from measurements of this model: when ``auto`` falls back to its last
+    estimator because the measured ones declined (no profile of this device, model and TP), that
+    is an error saying how to profile. The engine mode is matched to the executor afterwards
+    (:func:`match_engine_mode`).
+    """
+    from vidur.resolve.estimator import auto_candidates, resolve_estimator
+
+    cl = scenario.cluster
+    target, dev_source = _target(scenario, model, host)
+    pol = scenario.runtime_estimator
     if requested:
         cls = host.get("runtime_estimator", requested)
-        pol = scenario.runtime_estimator
-        cfg = pol.config if pol.name == requested else cls.Config()
-        policy = Policy(requested, cfg)
-    elif scenario.runtime_estimator.name != "auto":
-        policy = scenario.runtime_estimator
+        name, cfg = requested, (pol.config if pol.name == requested else cls.Config())
     else:
-        if "profile" not in host.names("runtime_estimator"):
-            notes.append("the profile-based estimator is not installed: the simulated side uses the roofline estimator")
-            policy = Policy("roofline", host.get("runtime_estimator", "roofline").Config())
-        else:
-            from vidur.store.profiles import find_profile
-            from vidur.model.catalog import load_model
-
-            model = load_model(scenario.model, host)
-            if find_profile(cl.device, model.name, cl.tensor_parallel) is None:
-                raise VidurError(
-                    f"no profile of {model.name} on device {cl.device} (tp={cl.tensor_parallel}); run "
-                    f"`vidur profile --model {model.name} --device {device_type} --tp {cl.tensor_parallel}` on this "
-                    f"machine first, or pass --estimator roofline"
-                )
-            policy = Policy("profile", host.get("runtime_estimator", "profile").Config())
-    return policy, notes
+        name, cfg = pol.name, pol.config
+    resolved = resolve_estimator(name, cfg, target, host, device_source=dev_source)
+    cands = auto_candidates(host)
+    if name == "auto" and resolved.provenance.skipped and cands and resolved.name == cands[-1][1]:
+        raise VidurError(
+            f"no profile of {model.name} on device {cl.device} (tp={cl.tensor_parallel}) to price the simulated side "
+            f"({'; '.join(resolved.provenance.skipped)}); run `vidur profile --model {model.name} --device {device_type} "
+            f"--tp {cl.tensor_parallel}` on this machine first, or pass --estimator roofline"
+        )
+    return resolved
 
 
-def match_engine_mode(policy: Policy, device_type: str, graph_max_batch: int, notes: list[str]) -> Policy:
-    """Set the estimator's ``engine_mode`` (and graph batch limit) to what the executor does on CUDA."""
-    cfg = policy.config
-    if device_type != "cuda" or not attrs.has(type(cfg)):
-        return policy
-    names = {a.name for a in attrs.fields(type(cfg))}
-    if "engine_mode" not in names:
-        return policy
-    changes: dict[str, Any] = {"engine_mode": "cuda_graphs" if graph_max_batch else "eager"}
-    if graph_max_batch and "cuda_graph_max_batch" in names:
-        changes["cuda_graph_max_batch"] = graph_max_batch
-    new = attrs.evolve(cfg, **changes)
-    if new != cfg:
-        what = ", ".join(f"{k}: {v}" for k, v in changes.items())
+def match_engine_mode(scenario: Scenario, model, host: PluginHost, resolved, device_type: str, graph_max_batch: int, notes: list[str]):
+    """The estimator with the executor's engine mode (CUDA graphs up to ``graph_max_batch``, else eager)
+    on CUDA; unchanged on the CPU."""
+    from vidur.resolve.estimator import resolve_estimator
+
+    if device_type != "cuda":
+        return resolved
+    mode = "cuda_graphs" if graph_max_batch else "eager"
+    target, dev_source = _target(scenario, model, host, engine_mode=mode)
+    extra = {"cuda_graph_max_batch": graph_max_batch} if graph_max_batch else {}
+    again = resolve_estimator(
+        resolved.name, resolved.config, target, host, strict_engine_mode=False, extra=extra,
+        engine_mode_reason="the reference executor's", device_source=dev_source,
+    )
+    if again.config != resolved.config:
+        what = ", ".join(f"{k}: {v}" for k, v in {"engine_mode": mode, **extra}.items())
         notes.append(f"estimator set to the executor's engine mode ({what})")
-    return Policy(policy.name, new)
+    return attrs.evolve(again, provenance=attrs.evolve(
+        again.provenance, requested=resolved.provenance.requested, reason=resolved.provenance.reason,
+        skipped=resolved.provenance.skipped, calibration=resolved.provenance.calibration,
+        fitted_from=resolved.provenance.fitted_from,
+    ))
 
 
 def _check_validatable(scenario: Scenario) -> None:
@@ -249,104 +243,101 @@ def validate_scenario(
     device_type = torch_device(device).type
     notes: list[str] = []
     _check_device_match(scenario, device_type, notes)
-    extra = _ensure_device(host, scenario)
+    resolved = choose_estimator(scenario, model, host, estimator, device_type)
+    policy = Policy(resolved.name, resolved.config)
+    sim_opts = attrs.evolve(scenario.simulation, fast_forward=False, progress=False)
+    probe = Simulation(scenario.replace(runtime_estimator=policy, simulation=sim_opts), host)
+    table = probe.table
+    caps = (table.prompt + table.output).astype(np.int64)
+    kv_cap = sum(r.scheduler.kv.num_blocks * r.scheduler.kv.block_size for r in probe.replica_states)
+    kv_cap = min(kv_cap, int(caps.sum()))
+    max_batch = int(getattr(scenario.replica_scheduler.config, "max_batch_size", 128))
+    held = max_batch * scenario.cluster.num_replicas
+    reserved = int(min(caps.sum(), kv_cap + held * int(caps.max())))
+    ex = ReferenceExecutor(
+        model,
+        device_type,
+        max_kv_tokens=kv_cap,
+        reserved_tokens=reserved,
+        max_batch_tokens=max(int(table.prompt.max()), 512),
+        max_seq_tokens=min(int(caps.max()) + 1, model.max_position_embeddings),
+        max_requests=len(table),
+        attention=attention,
+        threads=threads,
+        seed=scenario.seed,
+    )
+    if warmup:
+        pre, dec = _warmup_shapes(scenario, table)
+        ex.warmup(pre, dec, steps=1)
+    gmax = ex.capture_graphs(min(max_batch, 256)) if (cuda_graphs and device_type == "cuda") else 0
+    if gmax and warmup:
+        ex.warmup((), [b for b in (1, 8, gmax) if b <= gmax])
+    resolved = match_engine_mode(scenario, model, host, resolved, device_type, gmax, notes)
+    policy = Policy(resolved.name, resolved.config)
+    notes += [resolved.provenance.header()] + resolved.provenance.notes()
+    sc = scenario.replace(runtime_estimator=policy, simulation=sim_opts)
+    real_sim = Simulation(sc, host, requests=table)
+    est = real_sim.estimator
+    notes.append(f"real side: {ex.description}")
+    notes.append(f"simulated side: {est.describe()}")
+    mismatch = attention_mismatch(est, ex.kernel)
+    if mismatch:
+        notes.append(mismatch)
+    recorded = recorded_pace(est) if device_type == "cpu" else None
+    paces = [measure_pace(ex)] if recorded else []
+    last_pace = [time.perf_counter()]
+
+    rows: list[tuple] = []
+
+    schedulers = [st.scheduler for st in real_sim.replica_states]
+
+    def run_batch(replica: int, batch) -> float:
+        for sched in schedulers:  # lazy decode groups: make every request's kv_len current
+            sched.sync_decoding()
+        if recorded and time.perf_counter() - last_pace[0] > PACE_EVERY_S:  # the host's pace moves during the run
+            paces.append(measure_pace(ex, calls=3))
+            last_pace[0] = time.perf_counter()
+        t = ex.execute(batch)
+        s = batch.shape
+        pred, fwd = predict_iteration(est, s)
+        rows.append(
+            (replica, batch.start, s.num_prefill, s.prefill_tokens, s.prefill_work, s.num_decode, s.decode_kv,
+             t.wall_s, t.forward_s, pred, fwd, s.prefill_kv, s.prefill_sq)
+        )
+        return t.wall_s
+
+    reqs = real_sim.make_requests()
+    bar = None
+    on_complete = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(reqs), unit="req", desc="real run", delay=2.0, leave=False, mininterval=0.5)
+        on_complete = bar.update
+    loop = EventLoop(
+        reqs, real_sim.replica_states, real_sim.router,
+        fast_forward=False, max_time=sc.simulation.max_time, on_complete=on_complete, executor=run_batch,
+    )
+    t0 = time.perf_counter()
     try:
-        policy, est_notes = choose_estimator(scenario, host, estimator, device_type)
-        notes += est_notes
-        sim_opts = attrs.evolve(scenario.simulation, fast_forward=False, progress=False)
-        probe = Simulation(scenario.replace(runtime_estimator=policy, simulation=sim_opts), host)
-        table = probe.table
-        caps = (table.prompt + table.output).astype(np.int64)
-        kv_cap = sum(r.scheduler.kv.num_blocks * r.scheduler.kv.block_size for r in probe.replica_states)
-        kv_cap = min(kv_cap, int(caps.sum()))
-        max_batch = int(getattr(scenario.replica_scheduler.config, "max_batch_size", 128))
-        held = max_batch * scenario.cluster.num_replicas
-        reserved = int(min(caps.sum(), kv_cap + held * int(caps.max())))
-        ex = ReferenceExecutor(
-            model,
-            device_type,
-            max_kv_tokens=kv_cap,
-            reserved_tokens=reserved,
-            max_batch_tokens=max(int(table.prompt.max()), 512),
-            max_seq_tokens=min(int(caps.max()) + 1, model.max_position_embeddings),
-            max_requests=len(table),
-            attention=attention,
-            threads=threads,
-            seed=scenario.seed,
-        )
-        if warmup:
-            pre, dec = _warmup_shapes(scenario, table)
-            ex.warmup(pre, dec, steps=1)
-        gmax = ex.capture_graphs(min(max_batch, 256)) if (cuda_graphs and device_type == "cuda") else 0
-        if gmax and warmup:
-            ex.warmup((), [b for b in (1, 8, gmax) if b <= gmax])
-        policy = match_engine_mode(policy, device_type, gmax, notes)
-        sc = scenario.replace(runtime_estimator=policy, simulation=sim_opts)
-        real_sim = Simulation(sc, host, requests=table)
-        est = real_sim.estimator
-        notes.append(f"real side: {ex.description}")
-        notes.append(f"simulated side: {est.describe()}")
-        mismatch = attention_mismatch(est, ex.kernel)
-        if mismatch:
-            notes.append(mismatch)
-        recorded = recorded_pace(est) if device_type == "cpu" else None
-        paces = [measure_pace(ex)] if recorded else []
-        last_pace = [time.perf_counter()]
-
-        rows: list[tuple] = []
-
-        schedulers = [st.scheduler for st in real_sim.replica_states]
-
-        def run_batch(replica: int, batch) -> float:
-            for sched in schedulers:  # lazy decode groups: make every request's kv_len current
-                sched.sync_decoding()
-            if recorded and time.perf_counter() - last_pace[0] > PACE_EVERY_S:  # the host's pace moves during the run
-                paces.append(measure_pace(ex, calls=3))
-                last_pace[0] = time.perf_counter()
-            t = ex.execute(batch)
-            s = batch.shape
-            pred, fwd = predict_iteration(est, s)
-            rows.append(
-                (replica, batch.start, s.num_prefill, s.prefill_tokens, s.prefill_work, s.num_decode, s.decode_kv,
-                 t.wall_s, t.forward_s, pred, fwd, s.prefill_kv, s.prefill_sq)
-            )
-            return t.wall_s
-
-        reqs = real_sim.make_requests()
-        bar = None
-        on_complete = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(reqs), unit="req", desc="real run", delay=2.0, leave=False, mininterval=0.5)
-            on_complete = bar.update
-        loop = EventLoop(
-            reqs, real_sim.replica_states, real_sim.router,
-            fast_forward=False, max_time=sc.simulation.max_time, on_complete=on_complete, executor=run_batch,
-        )
-        t0 = time.perf_counter()
-        try:
-            makespan = loop.run()
-            real_wall = time.perf_counter() - t0
-            if recorded:
-                paces.append(measure_pace(ex))
-        finally:
-            if bar is not None:
-                bar.close()
-            ex.release()
-        host_pace = pace_report(recorded, paces)
-        note = pace_note(host_pace)
-        if note:
-            notes.append(note)
-        real_records = real_sim._records(reqs, loop, makespan, real_wall)
-
-        sim_scenario = scenario.replace(runtime_estimator=policy, simulation=attrs.evolve(scenario.simulation, progress=False))
-        t0 = time.perf_counter()
-        sim_result = Simulation(sim_scenario, host, requests=table).run(progress=False)
-        sim_wall = time.perf_counter() - t0
+        makespan = loop.run()
+        real_wall = time.perf_counter() - t0
+        if recorded:
+            paces.append(measure_pace(ex))
     finally:
-        if extra is not None:
-            host.unregister(extra)
+        if bar is not None:
+            bar.close()
+        ex.release()
+    host_pace = pace_report(recorded, paces)
+    note = pace_note(host_pace)
+    if note:
+        notes.append(note)
+    real_records = real_sim._records(reqs, loop, makespan, real_wall)
+
+    sim_scenario = scenario.replace(runtime_estimator=policy, simulation=attrs.evolve(scenario.simulation, progress=False))
+    t0 = time.perf_counter()
+    sim_result = Simulation(sim_scenario, host, requests=table).run(progress=False)
+    sim_wall = time.perf_counter() - t0
 
     it = _iteration_columns(rows)
     real = RequestTimings.from_records(real_records)
@@ -366,6 +357,7 @@ def validate_scenario(
             "graph_iterations": ex.graph_iterations,
             "estimator": est.describe(),
             "estimator_name": policy.name,
+            "provenance": resolved.provenance.to_dict(),
             "replica_scheduler": scenario.replica_scheduler.name,
             "replicas": scenario.cluster.num_replicas,
             "num_requests": len(table),
