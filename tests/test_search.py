@@ -196,6 +196,9 @@ def test_small_search_end_to_end(serial_run):
     assert [r["max_qps"] for r in pt] == pytest.approx([float(r["max_qps"]) for r in table])
     report = (out / "report.txt").read_text()
     assert "best: " + best["config"] in report and "confirmed" in report
+    # which estimator priced each configuration (the resolver's provenance), in the table and the report
+    assert {r["estimator"] for r in table if r["status"] == "ok"} == {best["estimator"]} and best["estimator"]
+    assert f"priced by the {best['estimator']} estimator" in report
     # best.yaml is a runnable scenario at the max QPS
     sc = yaml.safe_load((out / "best.yaml").read_text())
     assert sc["workload"]["arrival"]["qps"] == pytest.approx(best["max_qps"])

@@ -263,6 +263,9 @@ def test_validate_tiny_model_on_cpu_end_to_end(tmp_path, capsys):
     run = rep["run"]
     assert run["model"] == "vidur/tiny-llama" and run["torch_device"] == "cpu"
     assert run["estimator_name"] == "profile", rep["notes"]
+    prov = run["provenance"]  # the resolver's record: which estimator, from which profile, why
+    assert prov["estimator"] == "profile" and prov["source_root"] == "shipped with vidur", prov
+    assert any(n.startswith("estimator profile (auto: ") for n in rep["notes"]), rep["notes"]
     n = run["num_requests"]
     assert n == 24 and rep["cluster"]["completed"] == {"real": n, "sim": n}
     it = rep["iterations"]

@@ -218,6 +218,9 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
         L.append(f"  max QPS {best['max_qps']:.4g}{nxt} | {best['gpus']} GPU{'s' if best['gpus'] != 1 else ''} x ${best['price_per_gpu_hour']:.4g}/h = "
                  f"${best['cost_per_hour']:.4g}/h | {best['qps_per_dollar']:.4g} QPS per $/h | "
                  f"${best['dollars_per_million_requests']:.3g} per million requests")
+        if best.get("estimator"):
+            src = f" from {best['estimator_source']}" if best.get("estimator_source") else ""
+            L.append(f"  priced by the {best['estimator']} estimator{src}")
         if ev is not None:
             a, b = ev["at_max"], ev["above"]
             L.append(f"  evidence (re-simulated, {a['requests']:,} and {b['requests']:,} requests):")
