@@ -51,6 +51,18 @@ def test_small_profile_is_complete_and_loads(small_profile, model):
     assert {"attn_prefill", "attn_decode", "cpu_prepare", "cpu_sample", "lm_head", "embed"} <= ops
     plan = build_plan(model, SMALL, gpu=False)
     assert len(prof.shards[1]) == plan.total(set())
+    assert set(meta["shards"]["1"]["ops"]) == ops  # recorded, so auto can tell what the shard can price
+    assert store.pricing_gap(meta, 1) is None
+
+
+def test_a_shard_without_attention_cannot_price_a_batch(model, tmp_path):
+    """A profile of some operators only (``--ops``) is complete for them, but auto must not price with it."""
+    out = profile_model(model, "cpu", [1], out=tmp_path / "p", grid=SMALL, repeats=1, progress=False,
+                        ops=["qkv_proj", "o_proj", "down_proj"])
+    meta = store.read_metadata(out)
+    assert meta["shards"]["1"]["complete"]
+    assert "no attention measurements" in store.pricing_gap(meta, 1)
+    assert store.pricing_gap(meta, 2) == "no complete tp=2 shard"
 
 
 def test_resume_measures_only_what_is_missing(small_profile, tmp_path, model):

@@ -75,7 +75,19 @@ def test_can_price_must_return_an_offer(vidur_host, vidur_register, isolated):
             return True
 
     vidur_register(Broken)
-    with pytest.raises(VidurError, match="'broken_auto': can_price\\(\\) must return a vidur.estimate.base.Offer"):
+    with pytest.raises(VidurError, match="runtime estimator 'broken_auto' from plugin .*: can_price\\(\\) must return a vidur.estimate.base.Offer"):
+        Simulation(scenario_from_dict(_scenario(), vidur_host), vidur_host)
+
+    class Raising(LinearEstimator):
+        name = "raising_auto"
+        auto_priority = 400
+
+        @classmethod
+        def can_price(cls, target):
+            raise KeyError("tables")
+
+    vidur_register(Raising)
+    with pytest.raises(VidurError, match="runtime estimator 'raising_auto' from plugin .* raised KeyError: 'tables' in can_price"):
         Simulation(scenario_from_dict(_scenario(), vidur_host), vidur_host)
 
 

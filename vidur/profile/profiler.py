@@ -517,6 +517,7 @@ class Profiler:
         info["missing_points"] = missing
         info["complete"] = complete
         info["rows"] = count
+        info["ops"] = sorted({k[0] for k in done})  # what the shard measured (store.pricing_gap reads it)
         if complete:
             info["finished"] = _now()
         if self.gpu:

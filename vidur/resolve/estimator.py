@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import attrs
 
 from vidur.config import structure, unstructure
-from vidur.errors import VidurError
+from vidur.errors import PluginError, VidurError
 from vidur.estimate.base import Offer, PricingTarget
 from vidur.resolve.provenance import Provenance
 from vidur.store.calibrations import find_calibration
@@ -76,15 +76,25 @@ def _with(cls: type, config: Any, changes: Mapping[str, Any], where: str) -> Any
     return structure(data, cls.Config, root=where)
 
 
-def _ask(name: str, cls: type, target: PricingTarget) -> Offer:
+def _ask(name: str, cls: type, target: PricingTarget, host) -> Offer:
+    """``cls.can_price(target)``; a plugin that raises or answers with something else than an
+    :class:`Offer` is a one-line :class:`PluginError` naming it and its distribution."""
+
+    def who() -> str:
+        try:
+            entry = host.entry("runtime_estimator", name)
+        except VidurError:
+            return f"runtime estimator {name!r}"
+        return f"runtime estimator {name!r} from plugin {entry.plugin!r} ({entry.distribution})"
+
     try:
         offer = cls.can_price(target)
     except VidurError as exc:
         return Offer.decline(str(exc))
+    except Exception as exc:
+        raise PluginError(f"{who()} raised {type(exc).__name__}: {exc} in can_price()") from exc
     if not isinstance(offer, Offer):
-        raise VidurError(
-            f"runtime estimator {name!r}: can_price() must return a vidur.estimate.base.Offer, got {type(offer).__name__}"
-        )
+        raise PluginError(f"{who()}: can_price() must return a vidur.estimate.base.Offer, got {type(offer).__name__}")
     return offer
 
 
@@ -116,7 +126,7 @@ def resolve_estimator(
             target = attrs.evolve(target, profile=str(profile))
         chosen = None
         for _prio, name, cls in cands:
-            offer = _ask(name, cls, target)
+            offer = _ask(name, cls, target, host)
             if offer.ok:
                 chosen = (name, cls, offer)
                 break
@@ -160,7 +170,7 @@ def resolve_estimator(
         skipped=tuple(skipped),
         device=target.device.name,
         device_source=device_source,
-        engine_mode=getattr(cfg, "engine_mode", None) if mode_reason or _has_field(cfg, "engine_mode") else None,
+        engine_mode=cfg.engine_mode if _has_field(cfg, "engine_mode") else None,
         engine_mode_reason=mode_reason,
     )
     return ResolvedEstimator(cls, cfg, prov)
