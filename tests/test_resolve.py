@@ -167,7 +167,7 @@ def test_the_core_imports_no_built_in_estimator():
     """The engine, the resolver, search and validate reach estimators only through the plugin host."""
     import grimp
 
-    graph = grimp.build_graph("vidur")
+    graph = grimp.build_graph("vidur", cache_dir=None)
     for core in ("vidur.engine", "vidur.resolve", "vidur.search", "vidur.validate", "vidur.scenario"):
         for builtin in ("vidur.estimate.roofline", "vidur.estimate.profile_estimator"):
             assert not graph.chain_exists(importer=core, imported=builtin, as_packages=True), (core, builtin)
