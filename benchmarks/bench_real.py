@@ -91,8 +91,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         cal = fit_runs(others)
         sim, desc = replay(run, calibration=cal)
-        print(f"  (b) calibrated on {', '.join(r.name for r in others)}: {cal.describe()} "
-              f"[{time.perf_counter() - t0:.1f} s]")
+        print(f"  (b) {cal.describe()} [{time.perf_counter() - t0:.1f} s]")
         loo_errs[run.name] = per_metric(table(run, sim, "(b) leave-one-out"))
 
     def summary(errs: dict[str, dict]) -> tuple[float, dict[str, float]]:

@@ -152,10 +152,9 @@ def test_num_gpu_blocks_override():
         PagedConfig(num_gpu_blocks_override=0)
 
 
-def test_real_run_loader_and_calibration_file(tmp_path):
+def test_real_run_loader(tmp_path):
     import json
 
-    from vidur.calibration.file import Calibration, load_calibration
     from vidur.validate.real_runs import load_real_run
 
     rows = [
@@ -172,12 +171,61 @@ def test_real_run_loader_and_calibration_file(tmp_path):
     with pytest.raises(VidurError, match="out of order"):
         load_real_run(tmp_path)
 
-    cal = Calibration(params={"memory_efficiency": 0.8, "cpu_base_s": 1e-3}, device="h100", fitted_on=["a"])
-    cal.save(tmp_path / "c.yaml")
-    back = load_calibration(tmp_path / "c.yaml")
-    assert back.params == cal.params and back.device == "h100" and back.fitted_on == ["a"]
-    with pytest.raises(VidurError, match="not one of"):
-        Calibration(params={"bogus": 1.0})
-    (tmp_path / "bad.yaml").write_text("kind: other\n")
-    with pytest.raises(VidurError, match="not a calibration file"):
-        load_calibration(tmp_path / "bad.yaml")
+
+def _synthetic_run(folder, params, seed, n=40):
+    """A 'measured' run made by the simulator itself with known roofline parameters."""
+    import json
+
+    from vidur.calibration.fit import Calibration
+    from vidur.calibration.replay import simulate_run
+    from vidur.validate.real_runs import RealRun
+    from vidur.workload.workload import RequestTable
+
+    rng = np.random.default_rng(seed)
+    table = RequestTable(arrival=np.cumsum(rng.exponential(0.05, n)), prompt=rng.integers(50, 800, n),
+                         output=rng.integers(20, 200, n))
+    meta = {"model": "meta-llama/Llama-3.1-8B", "device": "h100",
+            "engine_kwargs": {"max_num_seqs": 16, "max_num_batched_tokens": 512, "tensor_parallel_size": 1}}
+    run = RealRun("x", str(folder), table, table.arrival, table.arrival, table.arrival, meta)
+    r = simulate_run(run, Calibration(params=params)).records.requests
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "requests.jsonl").write_text("\n".join(json.dumps({
+        "input_toks": int(p), "output_toks": int(o), "queued_ts": 100 + a, "first_token_ts": 100 + f,
+        "last_token_ts": 100 + c}) for p, o, a, f, c in zip(r["prompt_tokens"], r["output_tokens"], r["arrival"],
+                                                             r["first_token"], r["completion"])))
+
+
+def test_calibrate_recovers_known_parameters_and_auto_applies_the_file(tmp_path, monkeypatch, capsys):
+    import json
+
+    from vidur.cli import main
+
+    truth = {"memory_efficiency": 0.6}
+    _synthetic_run(tmp_path / "a", truth, 1)
+    _synthetic_run(tmp_path / "b", truth, 2)
+    out = tmp_path / "cal.json"
+    rc = main(["calibrate", str(tmp_path / "a"), "--holdout", str(tmp_path / "b"), "--params", "memory_efficiency",
+               "--out", str(out), "--json"])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["params"]["memory_efficiency"] == pytest.approx(0.6)
+    held = rep["held_out"]["b"]
+    assert held["tpot"]["after"] < 0.01 < held["tpot"]["before"]  # defaults are off, the fit is not
+    saved = json.loads(out.read_text())
+    assert saved["format"] == "vidur-calibration/1" and saved["device"] == "h100"
+    assert saved["config"] == {"memory_efficiency": 0.6} and saved["model"] == "meta-llama/Llama-3.1-8B"
+    # never score on fitted data
+    assert main(["calibrate", str(tmp_path / "a"), "--holdout", str(tmp_path / "a"), "--dry-run"]) == 2
+
+    # a scenario naming the file gets its values, and so does auto once the file is on the path
+    from vidur.engine.simulation import Simulation
+    from vidur.scenario import scenario_from_dict
+
+    base = {"model": "meta-llama/Llama-3.1-8B", "cluster": {"device": "h100"}, "workload": {"num_requests": 5},
+            "replica_scheduler": {"name": "vllm_v1"}}
+    named = Simulation(scenario_from_dict({**base, "runtime_estimator": {"name": "roofline", "calibration": str(out)}}))
+    assert named.estimator.config.memory_efficiency == pytest.approx(0.6)
+    monkeypatch.setenv("VIDUR_CALIBRATION_PATH", str(tmp_path))
+    auto = Simulation(scenario_from_dict({**base, "runtime_estimator": "auto"}))
+    assert auto.estimator.config.memory_efficiency == pytest.approx(0.6)

@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = (
     "vidur.builtin.onboarding_commands",
     "vidur.builtin.search_commands",
     "vidur.builtin.validate_commands",
+    "vidur.builtin.calibrate_command",
 )
 
 #: registry kind -> the registrar hook that fills it

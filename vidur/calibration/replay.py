@@ -37,10 +37,12 @@ def run_stats(ttft: np.ndarray, tpot: np.ndarray, e2e: np.ndarray) -> dict[str, 
 
 
 def device_of(run: RealRun) -> str:
-    """The catalog device of a run: from the CUDA device name it recorded, else the folder
-    name's prefix (``rtxpro6000_qwen3-32b`` -> ``rtxpro6000``)."""
+    """The catalog device of a run: ``meta["device"]`` when given, else from the CUDA device
+    name it recorded, else the folder name's prefix (``rtxpro6000_qwen3-32b`` -> ``rtxpro6000``)."""
     from vidur.hardware.catalog import sku_of_gpu_name
 
+    if run.meta.get("device"):
+        return str(run.meta["device"])
     if run.device_name:
         sku = sku_of_gpu_name(run.device_name)
         if sku:

@@ -135,6 +135,10 @@ class RooflineConfig:
       measurements (:mod:`vidur.fit.roofline`), replacing the values
       above. ``runtime_estimator: auto`` sets it when the scenario's model
       has no profile on its device but another model has.
+    - ``calibration``: a calibration file (``vidur calibrate``, e.g. fitted
+      to real vLLM runs) whose values replace the fields above; applied by
+      the resolver (:mod:`vidur.resolve.estimator`) and named in the run's
+      provenance. ``auto`` finds one by itself for its device and model.
     """
 
     engine_mode: str = attrs.field(default="cuda_graphs", validator=_engine_mode)
@@ -153,6 +157,7 @@ class RooflineConfig:
     kv_dtype_bytes: int | None = attrs.field(default=None, validator=_positive_or_none)
     expert_imbalance: float = attrs.field(default=1.0, validator=_at_least_one)
     calibrate_from: str | None = attrs.field(default=None, validator=_path_or_none)
+    calibration: str | None = attrs.field(default=None, validator=_path_or_none)
 
     def resolved(self, field: str) -> float:
         """A field's value, or its ``engine_mode`` default when None."""

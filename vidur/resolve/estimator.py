@@ -31,7 +31,7 @@ from vidur.config import structure, unstructure
 from vidur.errors import PluginError, VidurError
 from vidur.estimate.base import Offer, PricingTarget
 from vidur.resolve.provenance import Provenance
-from vidur.store.calibrations import find_calibration
+from vidur.store.calibrations import find_calibration, read_calibration
 from vidur.store.profiles import root_label
 
 
@@ -149,6 +149,13 @@ def resolve_estimator(
             cfg = _with(cls, cfg, {"profile": str(profile)}, "runtime_estimator")
         src = getattr(cfg, "profile", None) or getattr(cfg, "calibrate_from", None)
         source = str(src) if src else None
+        named = getattr(cfg, "calibration", None)
+        if named:  # a calibration file the scenario names
+            calibration = read_calibration(named)
+            if calibration.estimator != name:
+                raise VidurError(f"calibration file {named} is for the {calibration.estimator!r} estimator, "
+                                 f"not {name!r}")
+            cfg = _with(cls, cfg, calibration.config, f"calibration file {named}")
     mode_reason = None
     if target.engine_mode is not None:
         if _has_field(cfg, "engine_mode"):

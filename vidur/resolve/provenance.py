@@ -22,7 +22,7 @@ class Provenance:
     - ``source``: the profile directory or file its numbers come from (None: its own defaults),
       and ``source_root``: where that was found (``shipped with vidur``, ``user profiles``,
       ``$VIDUR_PROFILE_PATH``, ``given path``);
-    - ``calibration``: a calibration file applied on top (``auto`` only), with ``fitted_from``;
+    - ``calibration``: a calibration file applied on top (found by ``auto``, or named by the estimator's ``calibration`` option), with ``fitted_from``;
     - ``skipped``: what ``auto`` passed over, each with why;
     - ``device`` and ``device_source`` (catalog, a plugin, a device file, a profile);
       ``engine_mode`` and ``engine_mode_reason`` when the run set one.

@@ -143,3 +143,37 @@ def load_real_run(path: str | Path) -> RealRun:
         e2e=lt - q,
         meta=meta,
     )
+
+
+def real_run_from_bench(path: str | Path, meta: dict) -> RealRun:
+    """A :class:`RealRun` from ``vllm bench serve --save-result --save-detailed`` JSON.
+
+    The file has per-request ``input_lens``, ``output_lens``, ``ttfts`` and E2E latencies
+    (:func:`vidur.validate.vllm_results.load_bench_results`); it must also hold ``start_times``
+    (when each request was sent), which are the arrivals here. Failed requests are left out.
+    ``meta`` supplies what the file does not say, in ``meta.json``'s form (``model``,
+    ``engine_kwargs``, ``kv_cache``, ``device``).
+    """
+    from vidur.validate.vllm_results import load_bench_results
+
+    m = load_bench_results(path)
+    if m.start is None:
+        raise VidurError(f"{path}: no 'start_times' in the results; arrivals are needed to replay the run "
+                         f"(save with a vLLM version that records them, or use the engine-timestamp JSONL)")
+    ok = m.ok
+    start, prompt, output = m.start[ok], m.prompt[ok].astype(np.int64), m.output[ok].astype(np.int64)
+    ttft, e2e = m.ttft[ok], m.e2e[ok]
+    order = np.argsort(start, kind="stable")
+    start, prompt, output, ttft, e2e = start[order], prompt[order], output[order], ttft[order], e2e[order]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(output > 1, (e2e - ttft) / (output - 1), np.nan)
+    p = Path(path)
+    return RealRun(
+        name=p.stem,
+        path=str(p),
+        table=RequestTable(arrival=(start - start[0]).astype(np.float64), prompt=prompt, output=output),
+        ttft=ttft,
+        tpot=tpot,
+        e2e=e2e,
+        meta=dict(meta),
+    )
