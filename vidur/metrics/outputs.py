@@ -34,18 +34,17 @@ from vidur.errors import VidurError
 from vidur.metrics._textfmt import Num, Text, format_rows
 from vidur.metrics.records import BATCH_COLUMNS, REQUEST_COLUMNS, RunRecords
 from vidur.metrics.summary import request_metrics, weighted_percentile
+from vidur.metrics import table
+from vidur.metrics.table import METRICS, PER_REQUEST_METRICS
 
 #: Default cap on the number of events in trace.json.
 TRACE_MAX_EVENTS = 200_000
-#: Columns derived from the raw request columns, appended to requests.csv.
-DERIVED_REQUEST_COLUMNS = ("ttft", "tpot", "e2e", "normalized_e2e", "scheduling_delay")
+#: Columns derived from the raw request columns, appended to requests.csv
+#: (the per-request metrics of the metric table; a run adds those its columns allow).
+DERIVED_REQUEST_COLUMNS = PER_REQUEST_METRICS
 #: Plot files written into ``plots/`` when matplotlib is importable.
 PLOT_FILES = (
-    "cdf_ttft.png",
-    "cdf_tpot.png",
-    "cdf_itl.png",
-    "cdf_e2e.png",
-    "cdf_scheduling_delay.png",
+    *(f"cdf_{m.name}.png" for m in METRICS if m.plot),
     "batch_size.png",
     "kv_utilization.png",
 )
@@ -118,7 +117,7 @@ def write_requests_csv(path: str | os.PathLike, records: RunRecords) -> None:
     n = len(req["arrival"])
     names = [c for c in REQUEST_COLUMNS if c in req] + [c for c in req if c not in REQUEST_COLUMNS]
     m = request_metrics(records)
-    cols = [(c, req[c]) for c in names] + [(c, m[c]) for c in DERIVED_REQUEST_COLUMNS]
+    cols = [(c, req[c]) for c in names] + [(mt.name, m[mt.name]) for mt in table.METRICS if mt.name in m]
     _write_table(Path(path), cols, n)
 
 
@@ -386,22 +385,20 @@ def write_plots(plot_dir: str | os.PathLike, records: RunRecords) -> list[str]:
     d.mkdir(parents=True, exist_ok=True)
     m = request_metrics(records)
     qs = np.linspace(0.0, 1.0, 501)
-    labels = {
-        "ttft": ("Time to first token", "TTFT"),
-        "tpot": ("Time per output token", "TPOT"),
-        "e2e": ("End-to-end latency", "E2E latency"),
-        "scheduling_delay": ("Scheduling delay", "scheduling delay"),
-    }
-    for key, (title, label) in labels.items():
-        x = m[key]
-        x = x[np.isfinite(x)]
-        xs = np.quantile(x, qs) if x.size else qs * 0
-        _cdf_plot(d / f"cdf_{key}.png", title, label, qs, xs, int(x.size))
-    iv = np.asarray(records.itl_values, np.float64)
-    ic = np.asarray(records.itl_counts)
-    cnt = int(ic[ic > 0].sum()) if ic.size else 0
-    xs = weighted_percentile(iv, ic, qs * 100.0) if cnt else qs * 0
-    _cdf_plot(d / "cdf_itl.png", "Inter-token latency", "ITL", qs, np.asarray(xs), cnt)
+    for metric in table.METRICS:
+        if not metric.plot:
+            continue
+        if metric.per_request:
+            x = m[metric.name]
+            x = x[np.isfinite(x)]
+            cnt = int(x.size)
+            xs = np.quantile(x, qs) if x.size else qs * 0
+        else:  # ITL: weighted samples
+            iv = np.asarray(records.itl_values, np.float64)
+            ic = np.asarray(records.itl_counts)
+            cnt = int(ic[ic > 0].sum()) if ic.size else 0
+            xs = np.asarray(weighted_percentile(iv, ic, qs * 100.0)) if cnt else qs * 0
+        _cdf_plot(d / f"cdf_{metric.name}.png", metric.title, metric.label, qs, xs, cnt)
 
     _time_plot(
         d / "batch_size.png",

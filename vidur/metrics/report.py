@@ -5,14 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-_LATENCY_ROWS = (
-    ("ttft", "TTFT"),
-    ("tpot", "TPOT"),
-    ("itl", "ITL"),
-    ("e2e", "E2E"),
-    ("normalized_e2e", "E2E / out token"),
-    ("scheduling_delay", "sched. delay"),
-)
+from vidur.metrics import table
+
 _COLS = ("p50", "p90", "p99", "mean", "max")
 
 
@@ -80,13 +74,22 @@ def format_summary_table(summary: Mapping) -> str:
 
     lat = summary.get("latency", {})
     rows = []
-    for key, label in _LATENCY_ROWS:
+    for key, label in [(m.name, m.label) for m in table.METRICS if m.unit == "s"]:
         st = lat.get(key)
         if not st:
             continue
         rows.append([label] + [_ms(st.get(c)) for c in _COLS] + [f"{st.get('count', 0):,}"])
     lines += _table(["latency (ms)", *_COLS, "n"], rows)
     lines.append("")
+    other = summary.get("request_metrics") or {}
+    rows = [
+        [label] + [_num(other[key].get(c), ",.3g") for c in _COLS] + [f"{other[key].get('count', 0):,}"]
+        for key, label in [(m.name, f"{m.label} ({m.unit})") for m in table.METRICS if m.unit != "s"]
+        if other.get(key)
+    ]
+    if rows:
+        lines += _table(["per request", *_COLS, "n"], rows)
+        lines.append("")
 
     thr = summary.get("throughput", {})
     lines.append(

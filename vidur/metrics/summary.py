@@ -48,11 +48,10 @@ import numpy as np
 
 from vidur.errors import VidurError
 from vidur.metrics.records import ReplicaInfo, RunRecords
+from vidur.metrics import table
+from vidur.metrics.table import PER_REQUEST_METRICS, SLO_METRICS, request_metrics_of
 
-#: Metric names an SLO may name (``slo_report``, ``summarize(slos=...)``).
-SLO_METRICS = ("ttft", "tpot", "e2e", "normalized_e2e", "scheduling_delay", "itl")
-#: Metrics with a value per request (they count for goodput).
-PER_REQUEST_METRICS = ("ttft", "tpot", "e2e", "normalized_e2e", "scheduling_delay")
+# SLO_METRICS and PER_REQUEST_METRICS are re-exported from the metric table
 #: Percentiles every latency statistic reports.
 PERCENTILES = (50, 90, 95, 99)
 
@@ -64,12 +63,7 @@ BatchCostFn = Callable[[Mapping[str, np.ndarray], ReplicaInfo], "np.ndarray | fl
 
 DEFINITIONS = {
     "units": "seconds unless the key says otherwise",
-    "ttft": "first_token - arrival",
-    "tpot": "(e2e - ttft) / (output_tokens - 1); single-token requests excluded",
-    "itl": "every gap between consecutive output tokens",
-    "e2e": "completion - arrival",
-    "normalized_e2e": "e2e / output_tokens",
-    "scheduling_delay": "first_scheduled - arrival",
+    **{m.name: m.definition for m in table.METRICS},
     "window": "first arrival to last completion; throughput, goodput and busy fractions use it",
     "goodput": "completed requests meeting every per-request SLO (value <= bound), per second",
     "slo": "met when the metric's quantile (linear) over all samples is <= bound",
@@ -172,37 +166,12 @@ def _weighted_stats(values: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
 
 
 def request_metrics(records: RunRecords) -> dict[str, np.ndarray]:
-    """Per-request derived metrics (seconds), one value per request row.
-
-    Keys: ``ttft``, ``tpot``, ``e2e``, ``normalized_e2e``,
-    ``scheduling_delay`` and the boolean ``completed``. A value is NaN where
-    undefined (unfinished request; TPOT of a single-token request).
+    """Per-request derived metrics, one value per request row, for every
+    per-request entry of the metric table (:data:`vidur.metrics.table.METRICS`)
+    whose columns the run has, plus the boolean ``completed``. A value is NaN
+    where undefined (unfinished request; TPOT of a single-token request).
     """
-    r = records.requests
-    arrival = np.asarray(r["arrival"], dtype=np.float64)
-    first_sched = np.asarray(r["first_scheduled"], dtype=np.float64)
-    first_tok = np.asarray(r["first_token"], dtype=np.float64)
-    completion = np.asarray(r["completion"], dtype=np.float64)
-    out_tok = np.asarray(r["output_tokens"], dtype=np.float64)
-    completed = np.isfinite(completion)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ttft = first_tok - arrival
-        e2e = completion - arrival
-        tpot = np.where(out_tok > 1, (e2e - ttft) / (out_tok - 1), np.nan)
-        norm = np.where(out_tok > 0, e2e / out_tok, np.nan)
-        sched = first_sched - arrival
-    nan = ~completed
-    if nan.any():
-        for a in (ttft, e2e, tpot, norm, sched):
-            a[nan] = np.nan
-    return {
-        "ttft": ttft,
-        "tpot": tpot,
-        "e2e": e2e,
-        "normalized_e2e": norm,
-        "scheduling_delay": sched,
-        "completed": completed,
-    }
+    return request_metrics_of(records.requests)
 
 
 def _check_slos(slos) -> dict[str, tuple[float, float]]:
@@ -212,10 +181,9 @@ def _check_slos(slos) -> dict[str, tuple[float, float]]:
         raise VidurError(f"SLOs must be a mapping of metric name to (quantile, bound), got {slos!r}")
     out = {}
     for name, spec in slos.items():
-        if name not in SLO_METRICS:
-            raise VidurError(
-                f"unknown SLO metric {name!r}; valid metrics: {', '.join(SLO_METRICS)}"
-            )
+        valid = table.slo_metrics()
+        if name not in valid:
+            raise VidurError(f"unknown SLO metric {name!r}; valid metrics: {', '.join(valid)}")
         if isinstance(spec, Mapping):
             try:
                 q, bound = spec["quantile"], spec["bound"]
@@ -530,8 +498,12 @@ def summarize(
     t1 = float(completion[completed].max()) if n_done else t0
     window = t1 - t0
 
-    lat = {name: _stats(m[name]) for name in PER_REQUEST_METRICS}
-    lat["itl"] = _weighted_stats(records.itl_values, records.itl_counts)
+    lat, other = {}, {}
+    for metric in table.METRICS:
+        if not metric.per_request:  # ITL: weighted samples
+            lat[metric.name] = _weighted_stats(records.itl_values, records.itl_counts)
+        elif metric.name in m:
+            (lat if metric.unit == "s" else other)[metric.name] = _stats(m[metric.name])
 
     done_prompt = int(prompt[completed].sum())
     done_output = int(output[completed].sum())
@@ -562,15 +534,10 @@ def summarize(
         good = completed.copy()
         used = []
         for name, (_q, bound) in slos.items():
-            if name not in PER_REQUEST_METRICS:
+            if name not in m:
                 continue
             used.append(name)
-            x = m[name]
-            if name == "tpot":
-                ok = np.where(output <= 1, True, x <= bound)
-            else:
-                ok = x <= bound
-            good &= ok
+            good &= ~(m[name] > bound)  # undefined for a completed request (TPOT of one token): met
         n_good = int(good.sum())
         goodput = {
             "slos": {k: {"quantile": q, "bound": bd} for k, (q, bd) in slos.items()},
@@ -634,6 +601,7 @@ def summarize(
         "simulated_seconds": _f(records.makespan),
         "wall_seconds": _f(records.wall_seconds),
         "latency": lat,
+        **({"request_metrics": other} if other else {}),
         "throughput": {k: _f(v) for k, v in thr.items()},
         "tokens": tokens,
         "preemptions": {
@@ -646,7 +614,7 @@ def summarize(
         "slo": slo,
         "num_batches": int(n_batch),
         "replicas": replicas,
-        "definitions": dict(DEFINITIONS),
+        "definitions": {**DEFINITIONS, **{mt.name: mt.definition for mt in table.METRICS}},
     }
     from vidur.metrics.prefix import prefix_cache_summary
 

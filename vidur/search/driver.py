@@ -22,10 +22,10 @@ from typing import Any
 import attrs
 
 from vidur.errors import VidurError
+from vidur.metrics.table import reported_quantiles
 from vidur.search.cost import cost_fields, pick_best
 from vidur.search.executors import run_tasks
 from vidur.search.probe import (
-    REPORTED,
     metric_column,
     probe_scenario,
     probe_size,
@@ -109,7 +109,7 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
         row[s.column] = slos.get(s.column, {}).get("value")
     row["slos_met"] = bool(slos) and all(v["met"] for v in slos.values())
     stats = at.get("stats", {})
-    for metric, q in REPORTED:
+    for metric, q in reported_quantiles():
         col = metric_column(metric, q)
         if col not in row:
             row[col] = stats.get(col)

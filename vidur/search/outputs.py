@@ -8,24 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vidur.metrics import table
 from vidur.search.cost import eligible, pareto_front
 from vidur.search.probe import probe_scenario, probe_size
 
-_PRETTY = {
-    "ttft": "TTFT",
-    "tpot": "TPOT",
-    "e2e": "E2E latency",
-    "normalized_e2e": "E2E per output token",
-    "scheduling_delay": "scheduling delay",
-    "itl": "ITL",
-}
 
 
 def pretty_column(col: str) -> str:
     """``ttft_p99_s`` -> ``TTFT p99``."""
     base = col.removesuffix("_s")
     metric, _, q = base.rpartition("_p")
-    return f"{_PRETTY.get(metric, metric)} p{q}" if metric else col
+    known = table.by_name().get(metric)
+    return f"{known.label if known else metric} p{q}" if metric else col
 
 
 def latency_columns(spec) -> list[str]:

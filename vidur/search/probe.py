@@ -27,18 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from vidur.metrics import table
+from vidur.metrics.table import Metric
 from vidur.search.spec import SLOTarget
 
 BIG = 1e18  # stands for +inf in quantiles (inf would make linear interpolation NaN)
 
 #: (metric, quantile) pairs reported for every configuration at its maximum QPS
-REPORTED = (
-    ("ttft", 0.5), ("ttft", 0.9), ("ttft", 0.99),
-    ("tpot", 0.5), ("tpot", 0.9), ("tpot", 0.99),
-    ("e2e", 0.5), ("e2e", 0.9), ("e2e", 0.99),
-    ("scheduling_delay", 0.5), ("scheduling_delay", 0.99),
-    ("itl", 0.99),
-)
+#: (each metric's ``probe`` quantiles in the metric table)
+REPORTED = table.reported_quantiles()
 
 
 def metric_column(metric: str, quantile: float) -> str:
@@ -74,29 +71,14 @@ class Censored:
     def __init__(self, records, cap: float):
         r = records.requests
         arr = np.asarray(r["arrival"], dtype=np.float64)
-        fs = np.asarray(r["first_scheduled"], dtype=np.float64)
-        ft = np.asarray(r["first_token"], dtype=np.float64)
         comp = np.asarray(r["completion"], dtype=np.float64)
-        out = np.asarray(r["output_tokens"], dtype=np.float64)
         done = np.isfinite(comp)
         self.num_requests = int(arr.size)
         self.unfinished = int((~done).sum())
-        lb = np.maximum(cap - arr, 0.0) if math.isfinite(cap) else np.full(arr.shape, BIG)
         self._pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-        def pair(name, known, value, lower):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                opt = np.where(known, value, lower)
-                pes = np.where(known, value, BIG)
-            self._pairs[name] = (opt, pes)
-
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pair("scheduling_delay", np.isfinite(fs), fs - arr, lb)
-            pair("ttft", np.isfinite(ft), ft - arr, lb)
-            pair("e2e", done, comp - arr, lb)
-            pair("normalized_e2e", done, (comp - arr) / np.maximum(out, 1), lb / np.maximum(out, 1))
-            multi = out > 1
-            pair("tpot", done[multi], (comp[multi] - ft[multi]) / (out[multi] - 1), 0.0)
+        for m in table.METRICS:  # per-request metrics: known once their end column is
+            if m.available(r):
+                self._pairs[m.name] = _censored(m, r, cap)
         self.itl_values = np.asarray(records.itl_values, dtype=np.float64)
         self.itl_counts = np.asarray(records.itl_counts, dtype=np.int64)
         window_end = float(comp[done].max()) if done.any() else float("nan")
@@ -122,6 +104,28 @@ class Censored:
         return float(np.quantile(opt[keep], q)), float(np.quantile(pes[keep], q))
 
 
+def _censored(m: Metric, r, cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """(optimistic, pessimistic) samples of metric ``m`` over the requests where
+    its divisor is positive: a request not yet at its ``end`` counts as at
+    least ``(cap - start) / divisor`` (``censor_lower``; else 0) and at most +inf."""
+    value = m.raw(r)
+    known = np.isfinite(np.asarray(r[m.end], dtype=np.float64))
+    if m.censor_lower:
+        start = np.asarray(r[m.start], dtype=np.float64) if m.start is not None else 0.0
+        lower = np.maximum(cap - start, 0.0) if math.isfinite(cap) else np.full(known.shape, BIG)
+        d = m.divisor(r)
+        if d is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lower = lower / d
+    else:
+        lower = 0.0
+    keep = np.ones(known.shape, dtype=bool) if m.per is None else m.divisor(r) > 0
+    with np.errstate(invalid="ignore"):
+        opt = np.where(known, value, lower)[keep]
+        pes = np.where(known, value, BIG)[keep]
+    return opt, pes
+
+
 def _json_float(x: float) -> float | None:
     if x is None or not math.isfinite(x) or x >= BIG / 10:
         return None
@@ -139,7 +143,7 @@ def evaluate(records, cap: float, slos: tuple[SLOTarget, ...]) -> dict[str, Any]
         met_all &= met
         slo_out[s.column] = {"value": _json_float(pes if met else opt), "bound": s.max_s, "met": bool(met)}
     stats = {}
-    for metric, q in REPORTED:
+    for metric, q in table.reported_quantiles():
         opt, _ = c.quantile(metric, q)
         stats[metric_column(metric, q)] = _json_float(opt)
     return {

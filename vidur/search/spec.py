@@ -275,7 +275,9 @@ def _as_list(raw: dict, key: str) -> None:
 
 
 def _parse_slos(raw: Any) -> tuple[SLOTarget, ...]:
-    from vidur.metrics.summary import SLO_METRICS
+    from vidur.metrics.table import slo_metrics
+
+    SLO_METRICS = slo_metrics()
 
     entries: dict[str, Any] = {"scheduling_delay": {"quantile": 0.99, "max_s": 5.0}}
     if raw is not None:

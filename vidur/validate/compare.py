@@ -26,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
-REQUEST_METRICS = ("ttft", "tpot", "e2e")
+from vidur.metrics.table import BY_NAME, METRICS
+
+#: request metrics compared against real runs (``compare`` in the metric table)
+REQUEST_METRICS = tuple(m.name for m in METRICS if m.compare)
 REQUEST_PERCENTILES = (50, 90, 99)
 ITERATION_KINDS = ("prefill_only", "decode_only", "mixed")
 
@@ -77,12 +80,15 @@ def iteration_errors(predicted, measured, kinds) -> dict[str, dict]:
 
 
 class RequestTimings:
-    """Per-request latencies (seconds; NaN where undefined) plus what the cluster metrics need."""
+    """Per-request latencies (seconds; NaN where undefined) plus what the cluster metrics need.
 
-    def __init__(self, ttft, tpot, e2e, arrival, completion, output_tokens):
-        self.ttft = np.asarray(ttft, dtype=np.float64)
-        self.tpot = np.asarray(tpot, dtype=np.float64)
-        self.e2e = np.asarray(e2e, dtype=np.float64)
+    ``ttft``, ``tpot`` and ``e2e`` are what real runs report; ``extra`` holds
+    further :data:`REQUEST_METRICS` by name."""
+
+    def __init__(self, ttft, tpot, e2e, arrival, completion, output_tokens, extra=None):
+        self.values = {"ttft": ttft, "tpot": tpot, "e2e": e2e, **(extra or {})}
+        self.values = {k: np.asarray(v, dtype=np.float64) for k, v in self.values.items()}
+        self.ttft, self.tpot, self.e2e = self.values["ttft"], self.values["tpot"], self.values["e2e"]
         self.arrival = np.asarray(arrival, dtype=np.float64)
         self.completion = np.asarray(completion, dtype=np.float64)
         self.output_tokens = np.asarray(output_tokens, dtype=np.float64)
@@ -97,10 +103,12 @@ class RequestTimings:
 
         m = request_metrics(records)
         r = records.requests
-        return cls(m["ttft"], m["tpot"], m["e2e"], r["arrival"], r["completion"], r["output_tokens"])
+        extra = {k: m[k] for k in REQUEST_METRICS if k in m}
+        return cls(m["ttft"], m["tpot"], m["e2e"], r["arrival"], r["completion"], r["output_tokens"], extra)
 
-    def metric(self, name: str) -> np.ndarray:
-        return getattr(self, name)
+    def metric(self, name: str) -> np.ndarray | None:
+        """Samples of ``name`` (None when this side does not have the metric)."""
+        return self.values.get(name)
 
     def cluster(self) -> dict[str, float | None]:
         done = np.isfinite(self.completion)
@@ -123,6 +131,8 @@ def request_errors(real: RequestTimings, sim: RequestTimings) -> dict[str, dict]
     out: dict[str, dict] = {}
     for name in REQUEST_METRICS:
         a, b = real.metric(name), sim.metric(name)
+        if a is None or b is None:
+            continue
         ra, rb = a[np.isfinite(a)], b[np.isfinite(b)]
         row: dict[str, Any] = {"count_real": int(ra.size), "count_sim": int(rb.size)}
         for p in REQUEST_PERCENTILES:
@@ -198,8 +208,10 @@ def format_report(report: Mapping) -> str:
         lines.append("Per request (ms): real vs simulated distributions")
         rows = []
         for name in REQUEST_METRICS:
-            row = rq[name]
-            cells = [name.upper()]
+            row = rq.get(name)
+            if row is None:
+                continue
+            cells = [BY_NAME[name].label]
             for p in REQUEST_PERCENTILES:
                 c = row[f"p{p}"]
                 cells += [f"{_ms(c['real'])} / {_ms(c['sim'])}", _pct(c["error"])]
@@ -296,13 +308,15 @@ def plot_iterations(path: str | Path, predicted, measured, kinds, title: str) ->
 def plot_cdfs(path: str | Path, real: RequestTimings, sim: RequestTimings, title: str, labels=("real", "simulated")) -> None:
     """CDF overlays of TTFT, TPOT and E2E: measured vs simulated, one panel each."""
     plt = _figure()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig, axes = plt.subplots(1, len(REQUEST_METRICS), figsize=(4 * len(REQUEST_METRICS), 3.6))
     for ax, name in zip(axes, REQUEST_METRICS):
         for data, label, style in ((real.metric(name), labels[0], "-"), (sim.metric(name), labels[1], "--")):
+            if data is None:
+                continue
             x = np.sort(data[np.isfinite(data)]) * 1e3
             if x.size:
                 ax.plot(x, np.arange(1, x.size + 1) / x.size, style, label=label)
-        ax.set_xlabel(f"{name.upper()} (ms)")
+        ax.set_xlabel(f"{BY_NAME[name].label} (ms)")
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
