@@ -184,3 +184,16 @@ def test_resolution_registers_nothing(vidur_host, isolated, tmp_path):
     assert sim.device.name == "cpu" and sim.provenance.device_source.startswith("known only from its profile")
     assert {k: sorted(v) for k, v in vidur_host.registries.items()} == before
     assert attrs.asdict(sim.provenance)["device"] == "cpu"
+
+
+def test_a_named_estimator_reports_the_data_it_found(vidur_host, isolated):
+    """`runtime_estimator: profile` finds its profile itself; the provenance still names it."""
+    from vidur.engine.simulation import Simulation
+    from vidur.store.profiles import SHIPPED_PROFILES
+
+    raw = _scenario("h200", "profile")
+    sim = Simulation(scenario_from_dict(raw, vidur_host), vidur_host)
+    prov = sim.provenance
+    assert prov.requested == "profile" and prov.reason == "named by the scenario"
+    assert prov.source == str(SHIPPED_PROFILES / "h200" / "meta-llama" / "Meta-Llama-3-8B")
+    assert prov.source_root == "shipped with vidur"

@@ -94,11 +94,11 @@ class Simulation:
         resolved = resolve_estimator(
             sc.runtime_estimator.name, sc.runtime_estimator.config, target, host, device_source=dev.source
         )
-        #: where the run's timings come from (printed in the run header, stored in summary.json)
-        self.provenance = resolved.provenance
         est_name = resolved.name
         with self._setting_up("runtime estimator", "runtime_estimator", est_name):
             self.estimator = resolved.build(target)
+            #: where the run's timings come from (printed in the run header, stored in summary.json)
+            self.provenance = resolved.completed(self.estimator)
         self.estimator_name = est_name
 
         if requests is None:

@@ -174,6 +174,11 @@ class RuntimeEstimator:
     def describe(self) -> str:
         return self.name
 
+    def data_source(self) -> str | None:
+        """The file or directory this estimator's numbers come from (a profile, a calibration), for the
+        run's provenance record; None: its own defaults."""
+        return None
+
     def layer_time(self, shape: BatchShape) -> float:
         """Device time of one decoder layer on one TP rank, TP all-reduces included."""
         raise NotImplementedError

@@ -146,6 +146,10 @@ class ProfileEstimator(RuntimeEstimator):
         self._comm = CommModel(node, tp, pp, self.profile)
         self._build_tables()
 
+    def data_source(self) -> str | None:
+        """The profile directory this estimator was fitted on."""
+        return str(self.profile.path)
+
     # -- precomputation ---------------------------------------------------------------
     def _layer_op_counts(self) -> dict[str, int]:
         m = self.model

@@ -407,6 +407,10 @@ class RooflineEstimator(RuntimeEstimator):
         return t
 
     # -- RuntimeEstimator API ---------------------------------------------------
+    def data_source(self) -> str | None:
+        """The profile it was calibrated on (``calibrate_from``), if any."""
+        return self.config.calibrate_from or None
+
     def describe(self) -> str:
         """``roofline (analytical; <device>, compute x%, memory y%, <engine mode>[, calibrated on P])``."""
         c = self.config

@@ -51,6 +51,16 @@ class ResolvedEstimator:
         """Construct the estimator for ``target``."""
         return self.cls(self.config, target.model, target.device, target.node, target.tp, target.pp)
 
+    def completed(self, estimator) -> Provenance:
+        """The provenance with the source the built estimator reports (:meth:`~vidur.estimate.base.
+        RuntimeEstimator.data_source`) when resolution did not know it (a named estimator finding its data)."""
+        prov = self.provenance
+        if prov.source is None:
+            src = estimator.data_source()
+            if src:
+                prov = attrs.evolve(prov, source=str(src), source_root=root_label(src))
+        return prov
+
 
 def auto_candidates(host) -> list[tuple[int, str, type]]:
     """(priority, name, class) of every registered estimator that takes part in ``auto``, highest first
@@ -147,8 +157,6 @@ def resolve_estimator(
         cfg, reason, source = config, "named by the scenario", None
         if profile is not None and _has_field(cfg, "profile"):
             cfg = _with(cls, cfg, {"profile": str(profile)}, "runtime_estimator")
-        src = getattr(cfg, "profile", None) or getattr(cfg, "calibrate_from", None)
-        source = str(src) if src else None
         named = getattr(cfg, "calibration", None)
         if named:  # a calibration file the scenario names
             calibration = read_calibration(named)

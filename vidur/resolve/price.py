@@ -44,6 +44,7 @@ def estimate_iteration(
     )
     name, reason = resolved.name, resolved.provenance.reason
     est = resolved.build(target)
+    provenance = resolved.completed(est)
     dev, node_spec = dev.spec, dev.node
     shape = BatchShape()
     for q, ctx in prefills:
@@ -76,7 +77,7 @@ def estimate_iteration(
         "ops": ops,
         "estimator_detail": est.describe(),
         "estimator_reason": reason,
-        "provenance": resolved.provenance.to_dict(),
+        "provenance": provenance.to_dict(),
         "cpu_overhead_ms": cpu * 1e3,
         "launch_stall_ms": stall * L * 1e3,
         "model": spec.name,

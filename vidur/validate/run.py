@@ -274,10 +274,11 @@ def validate_scenario(
         ex.warmup((), [b for b in (1, 8, gmax) if b <= gmax])
     resolved = match_engine_mode(scenario, model, host, resolved, device_type, gmax, notes)
     policy = Policy(resolved.name, resolved.config)
-    notes += [resolved.provenance.header()] + resolved.provenance.notes()
     sc = scenario.replace(runtime_estimator=policy, simulation=sim_opts)
     real_sim = Simulation(sc, host, requests=table)
     est = real_sim.estimator
+    provenance = resolved.completed(est)
+    notes += [provenance.header()] + provenance.notes()
     notes.append(f"real side: {ex.description}")
     notes.append(f"simulated side: {est.describe()}")
     mismatch = attention_mismatch(est, ex.kernel)
@@ -357,7 +358,7 @@ def validate_scenario(
             "graph_iterations": ex.graph_iterations,
             "estimator": est.describe(),
             "estimator_name": policy.name,
-            "provenance": resolved.provenance.to_dict(),
+            "provenance": provenance.to_dict(),
             "replica_scheduler": scenario.replica_scheduler.name,
             "replicas": scenario.cluster.num_replicas,
             "num_requests": len(table),
