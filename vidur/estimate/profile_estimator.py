@@ -38,12 +38,12 @@ from vidur.estimate.base import BatchShape, Offer, PricingTarget, RuntimeEstimat
 from vidur.estimate.comm import CommModel
 from vidur.fit.curves import FittedShard, get_fitted
 from vidur.store.profiles import (
-    LAYER_TOKEN_OPS,
     Profile,
     check_model_matches,
     find_pricing_profile,
     find_profile,
     load_profile,
+    model_layer_ops,
 )
 from vidur.hardware.spec import DeviceSpec, NodeSpec
 from vidur.model.spec import ModelSpec
@@ -134,6 +134,11 @@ class ProfileEstimator(RuntimeEstimator):
         check_model_matches(self.profile, model)
         fitted = get_fitted(self.profile)
         self.fs: FittedShard = fitted.shards[tp]
+        if model.is_moe and "experts" not in self.fs.token:
+            raise VidurError(
+                f"profile {path} has no 'experts' measurements for the mixture of experts {model.name}; "
+                f"re-profile it with this version's `vidur profile`, or use runtime_estimator: roofline"
+            )
         if self.fs.prefill is None or self.fs.decode is None:
             raise VidurError(
                 f"profile {path} has no attention measurements (tp={tp}); "
@@ -153,10 +158,8 @@ class ProfileEstimator(RuntimeEstimator):
     # -- precomputation ---------------------------------------------------------------
     def _layer_op_counts(self) -> dict[str, int]:
         m = self.model
-        counts = {op: 1 for op in LAYER_TOKEN_OPS}
+        counts = {op: 1 for op in model_layer_ops(m)}
         counts["add"] = 2
-        if m.parallel_attn_mlp:
-            counts["post_norm"] = 0
         return {op: c for op, c in counts.items() if c and op in self.fs.token}
 
     def _build_tables(self) -> None:

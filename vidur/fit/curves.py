@@ -596,7 +596,9 @@ def fit_shard(
         c = rows(op)
         if len(c["op"]):
             token[op] = Curve.fit(c["num_tokens"], c["median_ms"] * MS, HI_SLOPE.get(op, 1.0), backend, sm_token(c))
-    missing = [op for op in ("qkv_proj", "o_proj", "down_proj") if op not in token]
+    missing = [op for op in ("qkv_proj", "o_proj") if op not in token]
+    if "down_proj" not in token and "experts" not in token:
+        missing.append("down_proj")
     if missing:
         raise VidurError(f"profile shard tp={data.tp} has no {missing[0]} measurements; re-run `vidur profile`")
 

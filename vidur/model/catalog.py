@@ -178,10 +178,12 @@ def unprofiled_features(model: ModelSpec) -> list[str]:
 
     The profile-based estimators refuse such a model instead of pricing it as a
     dense bf16 one; ``runtime_estimator: auto`` takes the roofline for it.
+    Mixtral-style MoEs (every layer routed, experts tensor-parallel) are
+    profiled: their ``router`` and ``experts`` operators.
     """
     out = []
-    if model.is_moe:
-        out.append("mixture-of-experts layers")
+    if model.is_moe and (model.num_dense_layers or model.shared_expert_intermediate_size or model.expert_parallel > 1):
+        out.append("dense and MoE layers mixed, shared experts or expert parallelism")
     if model.is_mla:
         out.append("multi-head latent attention")
     if model.num_window_layers:

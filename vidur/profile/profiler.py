@@ -141,7 +141,7 @@ def build_plan(model: ModelSpec, grid: Grid, gpu: bool, ops: set[str] | None = N
     plan = _Plan()
     toks = grid.tokens()
     want = (lambda op: ops is None or op in ops)
-    layer_ops = [op for op in store.LAYER_TOKEN_OPS if not (model.parallel_attn_mlp and op == "post_norm")]
+    layer_ops = list(store.model_layer_ops(model))
     for op in layer_ops + ["embed"]:
         if want(op):
             plan.add(op, [(n, 0, 0) for n in toks])
@@ -509,7 +509,8 @@ class Profiler:
             if bar is not None:
                 bar.close()
         missing = plan.total(done)
-        for core in ("qkv_proj", "o_proj", "down_proj", "attn_prefill", "attn_decode"):
+        mlp_core = "experts" if self.model.is_moe else "down_proj"
+        for core in ("qkv_proj", "o_proj", mlp_core, "attn_prefill", "attn_decode"):
             if (ops is None or core in ops) and not any(k[0] == core for k in done):
                 complete = False
         if missing and not info.get("errors"):

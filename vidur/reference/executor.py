@@ -71,7 +71,9 @@ def check_supported(model: ModelSpec) -> None:
     """Raise a one-line :class:`VidurError` unless the executor can build ``model``.
 
     Supported: Llama-family decoders (RMSNorm, SwiGLU MLP, full rotary
-    embedding, sequential attention then MLP, optional QKV bias as in Qwen2).
+    embedding, sequential attention then MLP, optional QKV bias as in Qwen2),
+    and their Mixtral-style mixtures of experts (every layer routed, top-k,
+    experts tensor-parallel).
     """
     problems = []
     if model.parallel_attn_mlp:
@@ -88,14 +90,17 @@ def check_supported(model: ModelSpec) -> None:
         problems.append("qk-norm")
     if model.num_window_layers:
         problems.append(f"sliding-window attention ({model.sliding_window})")
-    if model.is_moe:
-        problems.append("mixture of experts")
+    if model.is_moe and (model.num_dense_layers or model.shared_expert_intermediate_size):
+        problems.append("dense layers or shared experts beside the routed ones")
+    if model.expert_parallel > 1:
+        problems.append(f"expert parallelism ({model.expert_parallel}; it emulates tensor parallelism only)")
     if model.is_mla:
         problems.append("multi-head latent attention")
     if problems:
         raise VidurError(
-            f"the reference executor builds Llama-family decoders only; {model.name} has "
-            f"{', '.join(problems)}; validate a Llama-shaped model (e.g. vidur/tiny-llama, meta-llama/Meta-Llama-3-8B)"
+            f"the reference executor builds Llama-family decoders (and Mixtral-style MoEs) only; {model.name} has "
+            f"{', '.join(problems)}; validate a Llama-shaped model (e.g. vidur/tiny-llama, vidur/tiny-moe, "
+            f"meta-llama/Meta-Llama-3-8B)"
         )
 
 

@@ -47,6 +47,8 @@ LAYER_STEPS = (
     "input_norm", "qkv_proj", "rope", "kv_cache_write", "attn", "o_proj", "add",
     "post_norm", "gate_up_proj", "act", "down_proj", "add",
 )
+#: a mixture of experts replaces ``gate_up_proj``, ``act``, ``down_proj`` by these steps
+MOE_STEPS = ("router", "experts")
 
 
 # --- the operators ------------------------------------------------------------------------
@@ -99,6 +101,42 @@ def rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, shape: ShardSh
     else:
         qk = torch.cat((a * cos - b * sin, b * cos + a * sin, qk[..., rot:]), dim=-1)
     return qk[:, :hq], qk[:, hq:], qkv[:, qd + kd :].view(n, hkv, d)
+
+
+def route(shape: ShardShape, x: torch.Tensor, w: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k routing: each token's ``k`` expert ids [n, k] and their weights (a softmax over the
+    chosen logits, Mixtral's renormalised top-k); one expert: every token to it, weight 1."""
+    n, k = x.shape[0], shape.top_k
+    if w.get("router") is None:
+        return torch.zeros(n, k, dtype=torch.long, device=x.device), torch.ones(n, k, dtype=x.dtype, device=x.device)
+    logits = F.linear(x, w["router"], w.get("router.bias"))
+    top, ids = torch.topk(logits, k, dim=-1)
+    return ids, torch.softmax(top.float(), dim=-1).to(x.dtype)
+
+
+def experts_forward(shape: ShardShape, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, w: dict) -> torch.Tensor:
+    """The routed experts: tokens gathered by expert, each expert's gated MLP over its tokens, the
+    outputs weighted and scattered back (summed over each token's ``k`` experts)."""
+    m = shape.model
+    k = ids.shape[1]
+    flat = ids.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=shape.experts).tolist()
+    tok = order // k
+    xs = x.index_select(0, tok)
+    gu_w, gu_b = w["experts.gate_up"], w.get("experts.gate_up.bias")
+    dn_w, dn_b = w["experts.down"], w.get("experts.down.bias")
+    outs = []
+    start = 0
+    for e, c in enumerate(counts):
+        if not c:
+            continue
+        seg = xs[start : start + c]
+        h = act(m, F.linear(seg, gu_w[e], None if gu_b is None else gu_b[e]), shape.expert_width)
+        outs.append(F.linear(h, dn_w[e], None if dn_b is None else dn_b[e]))
+        start += c
+    y = (outs[0] if len(outs) == 1 else torch.cat(outs, 0)) * weights.reshape(-1).index_select(0, order).unsqueeze(1)
+    return torch.zeros_like(x).index_add_(0, tok, y)
 
 
 class KV(Protocol):
@@ -169,15 +207,23 @@ def layer_forward(
         mlp_in = norm(m, x, w["post_norm"], w["post_norm.bias"])
         if tick is not None:
             tick("post_norm")
-    gu = F.linear(mlp_in, w["gate_up_proj"], w["gate_up_proj.bias"])
-    if tick is not None:
-        tick("gate_up_proj")
-    h = act(m, gu, shape.inter)
-    if tick is not None:
-        tick("act")
-    d = F.linear(h, w["down_proj"], w["down_proj.bias"])
-    if tick is not None:
-        tick("down_proj")
+    if m.is_moe:
+        ids, weights = route(shape, mlp_in, w)
+        if tick is not None and m.num_experts > 1:
+            tick("router")
+        d = experts_forward(shape, mlp_in, ids, weights, w)
+        if tick is not None:
+            tick("experts")
+    else:
+        gu = F.linear(mlp_in, w["gate_up_proj"], w["gate_up_proj.bias"])
+        if tick is not None:
+            tick("gate_up_proj")
+        h = act(m, gu, shape.inter)
+        if tick is not None:
+            tick("act")
+        d = F.linear(h, w["down_proj"], w["down_proj.bias"])
+        if tick is not None:
+            tick("down_proj")
     if m.parallel_attn_mlp:
         x = x + o
         if tick is not None:
@@ -311,6 +357,8 @@ class LayerShard:
         layer = s.layer_weight_shapes()
         if op == "post_norm" and self.model.norm == "layernorm":
             return [(s.hidden,), (s.hidden,)]
+        if op == "experts":
+            return [shp for key, shp in layer.items() if key.startswith("experts.") and shp]
         if op not in layer:
             return []
         return [layer[op]] + ([layer[op + ".bias"]] if layer.get(op + ".bias") else [])
@@ -357,6 +405,19 @@ class LayerShard:
         if op == "act":
             x = xs(s.gate_up_out)
             return lambda n: [(lambda i=i: act(m, x[i][:n], s.inter)) for i in range(c)]
+        if op == "router":
+            ws = [self._w(m.num_experts, h) for _ in range(c)]
+            x = xs(h)
+            return lambda n: [(lambda i=i: F.linear(x[i][:n], ws[i])) for i in range(c)]
+        if op == "experts":
+            # uniform random routing of the tokens, as a balanced router gives on average
+            wsets = [init_layer_weights(s, self._w, lambda k: self._w(k) + 1) for _ in range(c)]
+            x = xs(h)
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            keys = torch.rand(max_n, m.num_experts, generator=gen)
+            ids = torch.topk(keys, s.top_k, dim=-1).indices.to(dev)
+            wts = torch.full((max_n, s.top_k), 1.0 / s.top_k, device=dev, dtype=dt)
+            return lambda n: [(lambda i=i: experts_forward(s, x[i][:n], ids[:n], wts[:n], wsets[i])) for i in range(c)]
         if op == "add":
             a, b = xs(h), xs(h)
             return lambda n: [(lambda i=i: a[i][:n] + b[i][:n]) for i in range(c)]

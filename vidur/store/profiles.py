@@ -58,7 +58,27 @@ LAYER_TOKEN_OPS = (
     "act",
     "down_proj",
     "add",
+    "router",
+    "experts",
 )
+#: the dense MLP's operators, replaced in a mixture of experts by ``router`` (more than one expert)
+#: and ``experts`` (gather, the routed experts' MLPs, weighted scatter back)
+DENSE_MLP_OPS = ("gate_up_proj", "act", "down_proj")
+MOE_OPS = ("router", "experts")
+
+
+def model_layer_ops(model) -> tuple[str, ...]:
+    """The token-level operators of ``model``'s decoder layer (:data:`LAYER_TOKEN_OPS` that apply)."""
+    skip = set()
+    if model.parallel_attn_mlp:
+        skip.add("post_norm")
+    if model.is_moe:
+        skip.update(DENSE_MLP_OPS)
+        if model.num_experts == 1:
+            skip.add("router")
+    else:
+        skip.update(MOE_OPS)
+    return tuple(op for op in LAYER_TOKEN_OPS if op not in skip)
 #: token-level operators outside the layers (embedding; final norm, LM head, sampling per sequence)
 EDGE_OPS = ("embed", "final_norm", "lm_head", "sample")
 #: attention operators (sequence-level)
@@ -349,6 +369,9 @@ SHAPE_FIELDS = (
     "vocab_size",
     "gated_mlp",
     "norm",
+    "num_experts",
+    "experts_per_token",
+    "moe_intermediate_size",
 )
 
 

@@ -1,0 +1,99 @@
+"""The tiny mixture of experts through the CPU onboarding path: the reference model's routed MLP,
+the shipped CPU profile and fitted estimator, and `vidur validate` on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vidur.cli import main  # noqa: E402
+from vidur.errors import VidurError  # noqa: E402
+from vidur.estimate.base import BatchShape  # noqa: E402
+from vidur.model.catalog import deploy, load_model  # noqa: E402
+from vidur.reference.executor import check_supported  # noqa: E402
+from vidur.reference.layers import experts_forward, init_layer_weights, route  # noqa: E402
+from vidur.reference.shapes import ShardShape  # noqa: E402
+from vidur.store.profiles import model_layer_ops  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MOE = "vidur/tiny-moe"
+
+
+def _weights(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return init_layer_weights(shape, lambda *s: torch.randn(*s, generator=g) * 0.05, lambda n: torch.ones(n))
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_routed_experts_sum_each_tokens_k_experts(tp):
+    """Gather by expert, per-expert MLPs, weighted scatter back == for every token, the weighted sum of
+    its k experts applied to it (nothing dropped, nothing counted twice)."""
+    shape = ShardShape(load_model(TINY_MOE), tp)
+    w = _weights(shape)
+    x = torch.randn(37, shape.hidden, generator=torch.Generator().manual_seed(1))
+    ids, weights = route(shape, x, w)
+    assert ids.shape == (37, shape.top_k) and all(len(set(r)) == shape.top_k for r in ids.tolist())
+    assert torch.allclose(weights.sum(-1), torch.ones(37), atol=1e-6)
+    out = experts_forward(shape, x, ids, weights, w)
+    for t in range(37):
+        want = torch.zeros(shape.hidden)
+        for j in range(shape.top_k):
+            e = int(ids[t, j])
+            gu = w["experts.gate_up"][e] @ x[t]
+            h = torch.nn.functional.silu(gu[: shape.expert_width]) * gu[shape.expert_width :]
+            want += weights[t, j] * (w["experts.down"][e] @ h)
+        assert torch.allclose(out[t], want, atol=1e-5)
+
+
+def test_layer_operators_of_a_moe():
+    moe, dense = load_model(TINY_MOE), load_model("vidur/tiny-llama")
+    assert "experts" in model_layer_ops(moe) and "router" in model_layer_ops(moe)
+    assert "gate_up_proj" not in model_layer_ops(moe) and "experts" not in model_layer_ops(dense)
+    check_supported(moe)
+    with pytest.raises(VidurError, match="expert parallelism"):
+        check_supported(deploy(moe, expert_parallel=2))
+    with pytest.raises(VidurError, match="multi-head latent attention"):
+        check_supported(load_model("deepseek-ai/DeepSeek-V3"))
+
+
+def test_shipped_cpu_profile_prices_the_tiny_moe():
+    from vidur.estimate.profile_estimator import ProfileEstimator
+    from vidur.hardware.catalog import default_node
+    from vidur.resolve.device import resolve_device
+
+    model = load_model(TINY_MOE)
+    est = ProfileEstimator(ProfileEstimator.Config(), model, resolve_device("cpu", model.name), default_node("cpu"), 1, 1)
+    parts = est.breakdown(BatchShape.from_lists([(128, 0)], [100] * 8))
+    assert parts["experts"] > 0 and parts["router"] > 0 and "gate_up_proj" not in parts
+    small, big = est.token_time(4), est.token_time(512)
+    assert 0 < small < big
+    # a dense profile never prices a MoE: the tiny-llama profile is for another shape
+    with pytest.raises(VidurError, match="not vidur/tiny-moe|measured for"):
+        ProfileEstimator(
+            ProfileEstimator.Config(profile=str(ROOT / "profiles" / "cpu" / "vidur" / "tiny-llama")),
+            model, resolve_device("cpu", model.name), default_node("cpu"), 1, 1,
+        )
+
+
+def test_validate_tiny_moe_on_cpu_end_to_end(tmp_path, capsys):
+    """Real (PyTorch MoE, 1 thread) against simulated (the shipped CPU profile of the tiny MoE)."""
+    out_dir = tmp_path / "v"
+    rc = main([
+        "validate", str(ROOT / "scenarios" / "validate-tiny-cpu.yaml"), "--device", "cpu", "-s", "model", TINY_MOE,
+        "-s", "workload.num_requests", "12", "--out", str(out_dir), "--no-plots", "--json", "--no-progress",
+    ])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    rep = json.loads(out)
+    run = rep["run"]
+    assert run["model"] == TINY_MOE and run["estimator_name"] == "profile", rep["notes"]
+    assert rep["cluster"]["completed"] == {"real": 12, "sim": 12}
+    assert rep["iterations"]["all"]["count"] == run["iterations_real"] > 12
+    for m in ("ttft", "tpot", "e2e"):
+        cell = rep["requests"][m]["p50"]
+        assert cell["real"] > 0 and cell["sim"] > 0
