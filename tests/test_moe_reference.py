@@ -63,11 +63,11 @@ def test_layer_operators_of_a_moe():
 
 def test_shipped_cpu_profile_prices_the_tiny_moe():
     from vidur.estimate.profile_estimator import ProfileEstimator
-    from vidur.hardware.catalog import default_node
     from vidur.resolve.device import resolve_device
 
     model = load_model(TINY_MOE)
-    est = ProfileEstimator(ProfileEstimator.Config(), model, resolve_device("cpu", model.name), default_node("cpu"), 1, 1)
+    cpu = resolve_device("cpu")
+    est = ProfileEstimator(ProfileEstimator.Config(), model, cpu.spec, cpu.node, 1, 1)
     parts = est.breakdown(BatchShape.from_lists([(128, 0)], [100] * 8))
     assert parts["experts"] > 0 and parts["router"] > 0 and "gate_up_proj" not in parts
     small, big = est.token_time(4), est.token_time(512)
@@ -75,8 +75,8 @@ def test_shipped_cpu_profile_prices_the_tiny_moe():
     # a dense profile never prices a MoE: the tiny-llama profile is for another shape
     with pytest.raises(VidurError, match="not vidur/tiny-moe|measured for"):
         ProfileEstimator(
-            ProfileEstimator.Config(profile=str(ROOT / "profiles" / "cpu" / "vidur" / "tiny-llama")),
-            model, resolve_device("cpu", model.name), default_node("cpu"), 1, 1,
+            ProfileEstimator.Config(profile=str(ROOT / "vidur" / "data" / "profiles" / "cpu" / "vidur" / "tiny-llama")),
+            model, cpu.spec, cpu.node, 1, 1,
         )
 
 
