@@ -34,6 +34,7 @@ BUILTIN_PLUGINS = (
     "vidur.builtin.profile_estimators",
     "vidur.builtin.onboarding_commands",
     "vidur.builtin.search_commands",
+    "vidur.builtin.sweep_commands",
     "vidur.builtin.validate_commands",
     "vidur.builtin.calibrate_command",
 )

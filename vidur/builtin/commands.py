@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from vidur.hookspecs import hookimpl
 
@@ -30,6 +31,8 @@ def _run(args) -> int:
     if args.print_config:
         sys.stdout.write(scenario.to_yaml())
         return 0
+    if args.seeds is not None:
+        return _run_seeds(args, scenario)
     out = None if args.no_output else (args.out or default_out_dir(args.scenario))
     if out is not None and not args.overwrite:  # refuse before simulating, not after
         from vidur.errors import VidurError
@@ -54,6 +57,58 @@ def _run(args) -> int:
     print(format_summary_table(summary))
     if out is not None:
         print(f"run directory: {out}")
+    return 0
+
+
+def _run_seeds(args, scenario) -> int:
+    """``vidur run --seeds N``: the scenario at seeds seed..seed+N-1, one run directory each
+    (``<out>/seed-<s>``), and every headline metric's mean and 95 % interval over them."""
+    import json
+    import warnings
+
+    from vidur.engine.run_scenario import default_out_dir, run_scenario
+    from vidur.errors import VidurError
+    from vidur.metrics.outputs import run_files_in
+    from vidur.metrics.over_seeds import format_interval_table, interval_rows
+
+    if args.seeds < 2:
+        raise VidurError(f"--seeds must be >= 2 (an interval needs two runs), got {args.seeds}")
+    if args.step or args.chrome_trace:
+        raise VidurError("--seeds runs many simulations; drop --step / --chrome-trace (run one seed for those)")
+    seeds = list(range(scenario.seed, scenario.seed + args.seeds))
+    out = None if args.no_output else Path(args.out or default_out_dir(args.scenario))
+    if out is not None and not args.overwrite:
+        previous = [f"seed-{s}/{f}" for s in seeds for f in run_files_in(out / f"seed-{s}")]
+        previous += [f for f in ("intervals.json", "intervals.csv") if (out / f).exists()]
+        if previous:
+            raise VidurError(f"{out} already holds runs ({', '.join(previous[:3])}); choose another --out or pass --overwrite")
+    summaries = []
+    clipped = 0
+    for s in seeds:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, summary = run_scenario(scenario.replace(seed=s), None if out is None else out / f"seed-{s}",
+                                      overwrite=args.overwrite)
+        clipped = max(clipped, summary["run"].get("clipped_requests") or 0)
+        for w in caught:
+            if "clipped" not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        summaries.append(summary)
+    if clipped:
+        warnings.warn(f"workload.lengths.max_tokens clipped up to {clipped} requests of a seed's run", stacklevel=2)
+    rows = interval_rows(seeds, summaries)
+    run = summaries[0]["run"]
+    print(
+        f"{run['model']} on {run['replicas']} x {run['device']} (TP{run['tensor_parallel']} PP{run['pipeline_parallel']}), "
+        f"{run['replica_scheduler']} / {run['global_scheduler']}; estimator: {run['estimator']}"
+    )
+    print(format_interval_table(rows, seeds), end="")
+    if out is not None:
+        from vidur.search.outputs import write_csv
+
+        (out / "intervals.json").write_text(json.dumps({"seeds": seeds, "metrics": rows}, indent=2, sort_keys=True) + "\n")
+        write_csv(out / "intervals.csv", [{k: v for k, v in r.items() if k != "per_seed"} | {f"seed_{s}": x for s, x in r["per_seed"].items()} for r in rows])
+        print(f"run directories: {out}/seed-{{{seeds[0]}..{seeds[-1]}}}; intervals: {out / 'intervals.csv'}")
     return 0
 
 
@@ -103,6 +158,9 @@ def vidur_register_commands(cli):
     p.add_argument("-s", "--set", nargs=2, action="append", metavar=("KEY", "VALUE"),
                    help="override a scenario key, e.g. -s replica_scheduler.chunk_size 1024 (repeatable)")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help="run seeds seed..seed+N-1 and report each headline metric's mean and 95%% interval "
+                        "(run directories <out>/seed-<s>, intervals.csv/json in <out>)")
     p.add_argument("--out", help="run directory (default runs/<scenario>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-output", action="store_true", help="print the summary only, write no files")

@@ -1,9 +1,12 @@
 """Where configuration searches run: in-process, a local process pool, or Ray.
 
-Every executor runs the same :func:`vidur.search.worker.search_config` on
-the same task dicts, so results are identical whichever runs them; only the
-order in which they finish differs (the caller sorts). ``on_result`` is
-called in the calling process as each configuration finishes.
+Every executor runs the same work function (by default
+:func:`vidur.search.worker.search_config`, guarded; ``vidur sweep`` passes
+its own) on the same task dicts, so results are identical whichever runs
+them; only the order in which they finish differs (the caller sorts).
+``on_result`` is called in the calling process as each task finishes. A work
+function is a module-level ``fn(task, host=None) -> row`` (picklable) that
+turns its own failures into rows.
 
 Process-pool and Ray workers build their own plugin host (built-ins plus
 installed entry points); plugins registered only in the calling process
@@ -24,6 +27,7 @@ from vidur.errors import VidurError
 EXECUTORS = ("process", "serial", "ray")
 
 OnResult = Callable[[dict[str, Any]], None]
+Work = Callable[..., dict[str, Any]]
 
 
 def default_jobs() -> int:
@@ -54,19 +58,21 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
 
 
-def run_serial(tasks: Iterable[dict], on_result: OnResult, host=None) -> None:
+def run_serial(tasks: Iterable[dict], on_result: OnResult, host=None, work: Work | None = None) -> None:
+    """Run every task in this process, in order."""
+    work = work or _guarded
     for t in tasks:
-        on_result(_guarded(t, host))
+        on_result(work(t, host))
 
 
-def run_process_pool(tasks: list[dict], on_result: OnResult, jobs: int) -> None:
-    """A pool of ``jobs`` fresh (spawned) worker processes, one configuration per task."""
+def run_process_pool(tasks: list[dict], on_result: OnResult, jobs: int, work: Work | None = None) -> None:
+    """A pool of ``jobs`` fresh (spawned) worker processes, one task at a time each."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(processes=min(jobs, len(tasks)), initializer=_init_worker)
     try:
-        for row in pool.imap_unordered(_guarded, tasks, chunksize=1):
+        for row in pool.imap_unordered(work or _guarded, tasks, chunksize=1):
             on_result(row)
     except BaseException:
         pool.terminate()
@@ -93,7 +99,8 @@ def check_ray_address(address: str | None) -> None:
         ) from None
 
 
-def run_ray(tasks: list[dict], on_result: OnResult, address: str | None, jobs: int | None) -> None:
+def run_ray(tasks: list[dict], on_result: OnResult, address: str | None, jobs: int | None,
+            work: Work | None = None) -> None:
     """Run on Ray: an existing ``ray.init`` session, the cluster at ``address``,
     or a local instance started here (and shut down afterwards)."""
     try:
@@ -114,7 +121,7 @@ def run_ray(tasks: list[dict], on_result: OnResult, address: str | None, jobs: i
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise VidurError(f"cannot start or join Ray{f' at {address}' if address else ''}: {msg}") from None
         started = True
-    remote = ray.remote(num_cpus=1, max_retries=0)(_guarded)
+    remote = ray.remote(num_cpus=1, max_retries=0)(work or _guarded)
     refs = [remote.remote(t) for t in tasks]
     try:
         while refs:
@@ -131,19 +138,20 @@ def run_ray(tasks: list[dict], on_result: OnResult, address: str | None, jobs: i
 
 
 def run_tasks(tasks: list[dict], on_result: OnResult, *, executor: str = "process", jobs: int | None = None,
-              address: str | None = None, host=None) -> None:
-    """Dispatch ``tasks`` to ``executor`` (process, serial or ray)."""
+              address: str | None = None, host=None, work: Work | None = None) -> None:
+    """Dispatch ``tasks`` to ``executor`` (process, serial or ray); ``work`` (default: one
+    configuration's max-QPS search) is called once per task."""
     if executor not in EXECUTORS:
         raise VidurError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if address and executor != "ray":
         raise VidurError("--address needs --executor ray")
     if executor == "ray":
-        run_ray(tasks, on_result, address, jobs)
+        run_ray(tasks, on_result, address, jobs, work)
         return
     if not tasks:
         return
     jobs = jobs or default_jobs()
     if executor == "serial" or jobs == 1 or len(tasks) == 1:
-        run_serial(tasks, on_result, host)
+        run_serial(tasks, on_result, host, work)
     else:
-        run_process_pool(tasks, on_result, jobs)
+        run_process_pool(tasks, on_result, jobs, work)
