@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vidur.engine import checks
 from vidur.engine.log import NCOL, BatchLog, ITLLog
 from vidur.entities.batch import Batch
 from vidur.entities.request import INF, Request
@@ -50,7 +51,7 @@ class ReplicaState:
 
     __slots__ = (
         "index", "scheduler", "book", "estimator", "pp", "stage_layers", "stage_free", "busy", "wake_pending", "caching",
-        "overlap",
+        "overlap", "max_batch",
     )
 
     def __init__(self, index: int, scheduler: ReplicaScheduler, estimator: RuntimeEstimator, num_layers: int, pp: int):
@@ -68,6 +69,8 @@ class ReplicaState:
         #: the engine overlaps each step's host work with the previous GPU step (vLLM V1's
         #: async scheduling): an iteration takes max(device, host) instead of their sum
         self.overlap = bool(getattr(scheduler, "host_overlap", False))
+        #: the policy's batch cap, checked on every batch it returns
+        self.max_batch = getattr(scheduler.config, "max_batch_size", None) or math.inf
 
 
 class EventLoop:
@@ -115,6 +118,7 @@ class EventLoop:
         ptr = 0
         max_time = self.max_time
         pop = heapq.heappop
+        nrep = len(self.replicas)
         while True:
             ta = arrivals[ptr] if ptr < n else math.inf
             if heap and heap[0][0] < ta:
@@ -143,13 +147,17 @@ class EventLoop:
                     self._arrive(req, ta, arrivals[ptr] if ptr < n else math.inf)
                     continue
                 self.next_arrival = arrivals[ptr] if ptr < n else math.inf
-                rep = self.replicas[self.router.route(req)]
+                i = self.router.route(req)
+                if i.__class__ is not int or not 0 <= i < nrep:
+                    i = checks.route_index(i, nrep, req)
+                rep = self.replicas[i]
                 req.replica = rep.index
                 rep.scheduler.add_request(req)
                 if not rep.busy and not rep.wake_pending:
                     rep.wake_pending = True
                     self._push(ta, 0, WAKE, rep, None, 0)
             else:
+                checks.stalled(self.replicas)  # every event done: no request may be left
                 break
         for rep in self.replicas:
             rep.scheduler.sync_decoding()
@@ -162,7 +170,7 @@ class EventLoop:
         req.arrival = t
         pending = self.pending
         self.next_arrival = min(next_static, pending[0]) if pending else next_static
-        rep = self.replicas[self.router.route(req)]
+        rep = self.replicas[checks.route_index(self.router.route(req), len(self.replicas), req)]
         req.replica = rep.index
         rep.scheduler.add_request(req)
         if not rep.busy and not rep.wake_pending:
@@ -198,6 +206,11 @@ class EventLoop:
         batch = sched.schedule()
         if batch is None:
             return
+        if batch.__class__ is not Batch:
+            checks.check_batch(batch, rep.max_batch, rep.index, now)  # a subclass passes
+        s = batch.shape
+        if not 0 < s.num_prefill + s.num_decode <= rep.max_batch or s.num_prefill > 1:
+            checks.check_batch(batch, rep.max_batch, rep.index, now)
         book.num_in_flight += 1
         batch.start = now
         if rep.pp == 1:
@@ -399,6 +412,8 @@ class EventLoop:
                     req.in_flight = False
                 req.kv_len += repeats
                 if req.last_token != start:
+                    if req.last_token == now:  # set by this very loop: decoded twice
+                        raise checks.duplicate_decode(req, now)
                     itl.values.append(first_end - req.last_token)
                     itl.counts.append(1)
                     same -= 1

@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 from vidur.entities.request import Request
+from vidur.errors import PolicyOutputError
 from vidur.estimate.base import BatchShape
+
+
+def _bad_tokens(req, num_tokens) -> PolicyOutputError:
+    """``batch.add(req, num_tokens)`` asked for more (or fewer) tokens than ``req`` has left."""
+    if req.kv_len < req.prefill_target:
+        left = req.prefill_target - req.kv_len
+        return PolicyOutputError(
+            "replica_scheduler", f"batch.add() scheduled {num_tokens!r} prefill tokens of request {req.id}, "
+            f"which has {left} left (1..{left} allowed)"
+        )
+    return PolicyOutputError(
+        "replica_scheduler", f"batch.add() scheduled {num_tokens!r} tokens of request {req.id}, which is decoding "
+        "(one token per batch)"
+    )
 
 
 class Batch:
@@ -28,10 +43,14 @@ class Batch:
     def add(self, req: Request, num_tokens: int) -> None:
         """Schedule ``num_tokens`` of ``req``: its next prefill chunk, or 1 decode token."""
         if req.kv_len < req.prefill_target:
+            if not 0 < num_tokens <= req.prefill_target - req.kv_len:
+                raise _bad_tokens(req, num_tokens)
             self.prefills.append(req)
             self.chunks.append(num_tokens)
             self.shape.add_prefill(num_tokens, req.kv_len)
         else:
+            if num_tokens != 1:
+                raise _bad_tokens(req, num_tokens)
             self.decodes.append(req)
             self.shape.add_decode(req.kv_len)
 
