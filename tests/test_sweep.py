@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from vidur.cli import main
 from vidur.errors import VidurError
-from vidur.metrics.headline import HEADLINE, headline_values
+from vidur.metrics.headline import headline_metrics, headline_values
 from vidur.metrics.intervals import betainc, mean_interval, paired_test, t_cdf, t_quantile
 from vidur.sweep import SweepSpec, WorkloadChoice, build_policies, parse_variant, run_sweep
 from vidur.sweep.spec import Variant
@@ -170,7 +170,7 @@ def test_summary_is_the_mean_and_t_interval_over_seeds(swept):
 
 def test_paired_rows_compare_with_the_baseline_seed_by_seed(swept):
     _, _, outcome = swept
-    names = {h.name for h in HEADLINE}
+    names = {h.name for h in headline_metrics()}
     assert {r["policy"] for r in outcome.paired} == {"vllm"}
     for r in outcome.paired:
         assert r["metric"] in names and r["baseline"] == "sarathi"
@@ -295,3 +295,20 @@ def test_run_seeds_refuses_one_seed_and_an_occupied_out(scenario_file, tmp_path,
     (tmp_path / "o" / "intervals.json").write_text("{}")
     assert main(["run", str(scenario_file), "--seeds", "2", "--out", str(tmp_path / "o")]) == 2
     assert "already holds runs" in capsys.readouterr().err
+
+
+def test_a_metric_table_entry_with_a_headline_role_is_swept(monkeypatch, tmp_path):
+    """One entry in the metric table puts a metric in the sweep's tables and CDFs."""
+    from vidur.metrics import table
+    from vidur.metrics.table import METRICS, Metric
+
+    span = Metric(name="prefill_span", label="prefill span", title="First scheduled to first token",
+                  definition="first_token - first_scheduled", end="first_token", start="first_scheduled",
+                  headline=(0.99,))
+    monkeypatch.setattr(table, "METRICS", METRICS + (span,))
+    s = spec(policies=("sarathi", "vllm"), loads=(6.0,), seeds=(0, 1))
+    outcome = run_sweep(s, tmp_path / "m", executor="serial", progress=False, plots=False, log=quiet)
+    assert {r["metric"] for r in outcome.summary} >= {"prefill_span_p99_s", "ttft_p50_s"}
+    assert any(r["metric"] == "prefill_span_p99_s" for r in outcome.paired)
+    assert "prefill span p99 (ms)" in outcome.report
+    assert all(len(c["cdf"]["prefill_span"]) == 101 for c in outcome.cells)

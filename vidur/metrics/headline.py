@@ -1,9 +1,12 @@
 """The headline metrics of a run: the numbers a policy comparison puts side by side.
 
-Each is read from :func:`vidur.metrics.summary.summarize`'s dict by a path,
-so it is defined there once; this table only names, orders and formats them
-for ``vidur sweep`` and ``vidur run --seeds``. A metric whose section is
-absent from a run (the prefix-cache hit rate without prefix caching, goodput
+The per-request ones come from the metric table (:data:`vidur.metrics.table.METRICS`):
+every quantile in an entry's ``headline`` role, read at run time, so a metric
+added there with that role shows up in ``vidur sweep`` and ``vidur run
+--seeds`` by itself. The run-level figures (throughput, goodput, preemptions,
+prefix-cache hit rate) follow. Each is read from
+:func:`vidur.metrics.summary.summarize`'s dict by a path; a metric whose
+section is absent from a run (the hit rate without prefix caching, goodput
 without SLOs) reads as None and its row is left out of the tables.
 """
 
@@ -37,13 +40,8 @@ class Headline:
         return float(x)
 
 
-HEADLINE: tuple[Headline, ...] = (
-    Headline("ttft_p50_s", "TTFT p50", "s", ("latency", "ttft", "p50")),
-    Headline("ttft_p99_s", "TTFT p99", "s", ("latency", "ttft", "p99")),
-    Headline("tpot_p50_s", "TPOT p50", "s", ("latency", "tpot", "p50")),
-    Headline("tpot_p99_s", "TPOT p99", "s", ("latency", "tpot", "p99")),
-    Headline("e2e_p50_s", "E2E p50", "s", ("latency", "e2e", "p50")),
-    Headline("e2e_p99_s", "E2E p99", "s", ("latency", "e2e", "p99")),
+#: the run-level headline figures (not per-request metrics)
+RUN_LEVEL: tuple[Headline, ...] = (
     Headline("throughput_rps", "throughput", "req/s", ("throughput", "requests_per_s"), lower=False),
     Headline("output_tokens_per_s", "output tok/s", "tok/s", ("throughput", "output_tokens_per_s"), lower=False),
     Headline("goodput_rps", "goodput", "req/s", ("goodput", "requests_per_s"), lower=False),
@@ -51,12 +49,40 @@ HEADLINE: tuple[Headline, ...] = (
     Headline("prefix_hit_rate", "prefix hit rate", "", ("prefix_cache", "hit_rate"), lower=False),
 )
 
-BY_NAME = {h.name: h for h in HEADLINE}
+def table_headline() -> tuple[Headline, ...]:
+    """One row per (metric, quantile) of the metric table's ``headline`` roles."""
+    from vidur.metrics.table import METRICS
+
+    out = []
+    for m in METRICS:
+        for q in m.headline:
+            p = f"p{q * 100:g}"
+            section = "latency" if m.unit == "s" else "request_metrics"
+            suffix = "_s" if m.unit == "s" else ""
+            out.append(Headline(f"{m.name}_{p}{suffix}", f"{m.label} {p}", m.unit, (section, m.name, p)))
+    return tuple(out)
+
+
+def headline_metrics() -> tuple[Headline, ...]:
+    """Every headline metric, in report order: the table's, then :data:`RUN_LEVEL`."""
+    return table_headline() + RUN_LEVEL
+
+
+def by_name() -> dict[str, Headline]:
+    """The headline metrics keyed by name."""
+    return {h.name: h for h in headline_metrics()}
+
+
+def cdf_metrics() -> tuple[str, ...]:
+    """The per-request metrics whose distributions a sweep stores and overlays."""
+    from vidur.metrics.table import METRICS
+
+    return tuple(m.name for m in METRICS if m.headline and m.per_request)
 
 
 def headline_values(summary: Mapping[str, Any]) -> dict[str, float | None]:
     """``{name: value}`` of every headline metric in ``summary``."""
-    return {h.name: h.read(summary) for h in HEADLINE}
+    return {h.name: h.read(summary) for h in headline_metrics()}
 
 
 def format_value(h: Headline, x: float | None) -> str:

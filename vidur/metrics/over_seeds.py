@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vidur.metrics.headline import HEADLINE, display_label, format_interval, format_value, headline_values
+from vidur.metrics.headline import display_label, headline_metrics, format_interval, format_value, headline_values
 from vidur.metrics.intervals import LEVEL, mean_interval
 
 
@@ -13,7 +13,7 @@ def interval_rows(seeds: Sequence[int], summaries: Sequence[Mapping[str, Any]]) 
     """One row per headline metric present in the runs: mean, half-width, bounds and the per-seed values."""
     values = [headline_values(s) for s in summaries]
     out = []
-    for h in HEADLINE:
+    for h in headline_metrics():
         vals = [v[h.name] for v in values]
         if all(x is None for x in vals):
             continue
@@ -25,7 +25,7 @@ def interval_rows(seeds: Sequence[int], summaries: Sequence[Mapping[str, Any]]) 
 
 def format_interval_table(rows: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> str:
     """The rows as an aligned text table (latencies in ms)."""
-    by = {h.name: h for h in HEADLINE}
+    by = {h.name: h for h in headline_metrics()}
     header = ["metric", "mean ± 95% CI", "low", "high", "min", "max"]
     body = []
     for r in rows:

@@ -55,6 +55,9 @@ class Metric:
     probe: tuple[float, ...] = ()
     #: compared against real runs by ``vidur validate``
     compare: bool = False
+    #: quantiles ``vidur sweep`` and ``vidur run --seeds`` report with intervals over seeds
+    #: (and whose CDFs the sweep overlays); among the summary's percentiles (0.5, 0.9, 0.95, 0.99)
+    headline: tuple[float, ...] = ()
     #: search probes: an unfinished request's value is at least ``(cap - start) / per``
     #: (False: unknown, taken as 0 for the optimistic bound)
     censor_lower: bool = True
@@ -101,17 +104,17 @@ class Metric:
 METRICS: tuple[Metric, ...] = (
     Metric(
         name="ttft", label="TTFT", title="Time to first token", definition="first_token - arrival",
-        end="first_token", start="arrival", plot=True, probe=(0.5, 0.9, 0.99), compare=True,
+        end="first_token", start="arrival", plot=True, probe=(0.5, 0.9, 0.99), compare=True, headline=(0.5, 0.99),
     ),
     Metric(
         name="tpot", label="TPOT", title="Time per output token",
         definition="(e2e - ttft) / (output_tokens - 1); single-token requests excluded",
         end="completion", start="first_token", per="output_tokens", per_offset=1, plot=True,
-        probe=(0.5, 0.9, 0.99), compare=True, censor_lower=False,
+        probe=(0.5, 0.9, 0.99), compare=True, headline=(0.5, 0.99), censor_lower=False,
     ),
     Metric(
         name="e2e", label="E2E", title="End-to-end latency", definition="completion - arrival",
-        end="completion", start="arrival", plot=True, probe=(0.5, 0.9, 0.99), compare=True,
+        end="completion", start="arrival", plot=True, probe=(0.5, 0.9, 0.99), compare=True, headline=(0.5, 0.99),
     ),
     Metric(
         name="normalized_e2e", label="E2E / out token", title="End-to-end latency per output token",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from vidur.metrics.headline import HEADLINE
+from vidur.metrics.headline import headline_metrics
 from vidur.metrics.intervals import mean_interval, paired_test
 
 
@@ -27,7 +27,7 @@ def summary_rows(rows: Sequence[dict[str, Any]], policies: Sequence[str]) -> lis
             seeds = by_policy.get(pol)
             if not seeds:
                 continue
-            for h in HEADLINE:
+            for h in headline_metrics():
                 vals = [m.get(h.name) for m in seeds.values()]
                 if all(v is None for v in vals):
                     continue
@@ -50,7 +50,7 @@ def paired_rows(rows: Sequence[dict[str, Any]], policies: Sequence[str], baselin
                 continue
             cand = by_policy[pol]
             seeds = sorted(set(base) & set(cand))
-            for h in HEADLINE:
+            for h in headline_metrics():
                 a = [cand[s].get(h.name) for s in seeds]
                 b = [base[s].get(h.name) for s in seeds]
                 if all(v is None for v in a) and all(v is None for v in b):

@@ -8,12 +8,23 @@ from typing import Any
 
 import numpy as np
 
-from vidur.metrics.headline import BY_NAME, HEADLINE, display_label, format_interval, format_value
+from vidur.metrics.headline import by_name, cdf_metrics, display_label, format_interval, format_value, headline_metrics
 from vidur.search.outputs import _style, write_csv, write_parquet
-from vidur.sweep.worker import CDF_METRICS, CDF_PERCENTS
+from vidur.sweep.worker import CDF_PERCENTS
 
-_LATENCY = ("ttft", "tpot", "e2e")
-_PRETTY = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "E2E latency"}
+
+def _table_metrics():
+    """The metric table's entries with a headline role (read when plotting)."""
+    from vidur.metrics.table import METRICS
+
+    return [m for m in METRICS if m.headline and m.unit == "s"]
+
+
+def _title(name: str) -> str:
+    from vidur.metrics.table import BY_NAME
+
+    m = BY_NAME.get(name)
+    return m.label if m is not None else name
 
 
 def load_label(qps: float | None) -> str:
@@ -27,7 +38,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _diff_cell(p: dict[str, Any]) -> str:
-    h = BY_NAME[p["metric"]]
+    h = by_name()[p["metric"]]
     if p["diff"] is None:
         return "-"
     if p["relative"] is not None:
@@ -56,13 +67,13 @@ def format_report(spec, summary: list[dict], paired: list[dict], cells: list[dic
     ]
     for w in spec.workloads:
         for q in sorted(spec.loads, key=lambda x: (x is None, x or 0.0)):
-            present = [p for p in policies if any((w.label, q, p, h.name) in by for h in HEADLINE)]
+            present = [p for p in policies if any((w.label, q, p, h.name) in by for h in headline_metrics())]
             if not present:
                 continue
-            n = max(by[(w.label, q, p, h.name)]["seeds"] for p in present for h in HEADLINE if (w.label, q, p, h.name) in by)
+            n = max(by[(w.label, q, p, h.name)]["seeds"] for p in present for h in headline_metrics() if (w.label, q, p, h.name) in by)
             lines.append(f"== workload {w.label}, {load_label(q)} ({n} seed{'s' if n != 1 else ''})")
             body = []
-            for h in HEADLINE:
+            for h in headline_metrics():
                 cells_h = [by.get((w.label, q, p, h.name)) for p in present]
                 if all(c is None for c in cells_h):
                     continue
@@ -75,7 +86,7 @@ def format_report(spec, summary: list[dict], paired: list[dict], cells: list[dic
                 lines.append(f"   vs {spec.baseline} (paired over seeds: mean difference, relative to {spec.baseline}; "
                              "* significant at p < 0.05)")
                 body = []
-                for h in HEADLINE:
+                for h in headline_metrics():
                     cs = [pb.get((w.label, q, p, h.name)) for p in others]
                     if all(c is None for c in cs):
                         continue
@@ -118,13 +129,19 @@ def plot_latency_vs_load(path: Path, spec, summary: list[dict], workload: str) -
 
     by = {(r["qps"], r["policy"], r["metric"]): r for r in summary if r["workload"] == workload}
     with _style():
-        fig = Figure(figsize=(11, 6.5))
+        metrics = _table_metrics()
+        quantiles = sorted({q for m in metrics for q in m.headline})
+        fig = Figure(figsize=(3.7 * max(1, len(metrics)), 3.25 * max(1, len(quantiles))))
         FigureCanvasAgg(fig)
-        axes = fig.subplots(2, 3, squeeze=False)
-        for j, metric in enumerate(_LATENCY):
-            for i, q in enumerate(("p50", "p99")):
+        axes = fig.subplots(max(1, len(quantiles)), max(1, len(metrics)), squeeze=False)
+        for j, m in enumerate(metrics):
+            for i, qf in enumerate(quantiles):
                 ax = axes[i][j]
-                name = f"{metric}_{q}_s"
+                if qf not in m.headline:
+                    ax.set_visible(False)
+                    continue
+                q = f"p{qf * 100:g}"
+                name = f"{m.name}_{q}_s"
                 for pol in spec.policies:
                     pts = [(x, by[(x, pol.label, name)]) for x in _loads(spec) if (x, pol.label, name) in by]
                     if not pts:
@@ -133,7 +150,7 @@ def plot_latency_vs_load(path: Path, spec, summary: list[dict], workload: str) -
                     ys = [r["mean"] * 1e3 for _, r in pts]
                     err = [(r["half_width"] or 0.0) * 1e3 for _, r in pts]
                     ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, label=pol.label)
-                ax.set_title(f"{_PRETTY[metric]} {q}")
+                ax.set_title(f"{m.label} {q}")
                 ax.set_xlabel("load (QPS)")
                 ax.set_ylabel("ms")
         handles, labels = axes[0][0].get_legend_handles_labels()
@@ -164,7 +181,7 @@ def plot_goodput_vs_load(path: Path, spec, summary: list[dict], workload: str) -
                                 label=pol.label)
             lo, hi = (min(_loads(spec)), max(_loads(spec))) if _loads(spec) else (0, 1)
             ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=0.8, label="offered load")
-            ax.set_title(BY_NAME[name].label + (" (requests meeting every SLO)" if name == "goodput_rps" else ""))
+            ax.set_title(by_name()[name].label + (" (requests meeting every SLO)" if name == "goodput_rps" else ""))
             ax.set_xlabel("load (QPS)")
             ax.set_ylabel("requests / s")
         axes[0].legend(fontsize=7)
@@ -183,9 +200,10 @@ def plot_cdfs(path: Path, spec, cells: list[dict], workload: str, qps: float | N
     with _style():
         fig = Figure(figsize=(11, 3.6))
         FigureCanvasAgg(fig)
-        axes = fig.subplots(1, len(CDF_METRICS), squeeze=False)[0]
+        names = cdf_metrics()
+        axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
         ys = np.asarray(CDF_PERCENTS, dtype=float) / 100.0
-        for ax, metric in zip(axes, CDF_METRICS):
+        for ax, metric in zip(axes, names):
             for pol in spec.policies:
                 qs = [c["cdf"][metric] for c in cells
                       if c.get("status") == "ok" and c["policy"] == pol.label and c["workload"] == workload
@@ -194,7 +212,7 @@ def plot_cdfs(path: Path, spec, cells: list[dict], workload: str, qps: float | N
                     ax.plot(np.mean(np.asarray(qs), axis=0) * 1e3, ys, label=pol.label, lw=1.2)
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_title(_PRETTY[metric])
+            ax.set_title(_title(metric))
             ax.set_xlabel("ms (log)")
             ax.set_ylabel("CDF")
         axes[0].legend(fontsize=7)
@@ -212,7 +230,7 @@ def cell_table(cells: Sequence[dict]) -> list[dict[str, Any]]:
     out = []
     for c in sorted(cells, key=lambda c: c["index"]):
         row = {k: c.get(k) for k in ("policy", "workload", "qps", "seed", "status", "reason")}
-        row.update({h.name: (c.get("metrics") or {}).get(h.name) for h in HEADLINE})
+        row.update({h.name: (c.get("metrics") or {}).get(h.name) for h in headline_metrics()})
         row.update({k: c.get(k) for k in ("requests", "unfinished", "clipped", "estimator", "stream", "wall_s", "key")})
         out.append(row)
     return out

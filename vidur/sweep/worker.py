@@ -17,9 +17,8 @@ import numpy as np
 
 from vidur.errors import VidurError
 
-#: quantiles (in %) stored per cell for the CDF plots
+#: quantiles (in %) stored per cell for the CDF plots (of :func:`vidur.metrics.headline.cdf_metrics`)
 CDF_PERCENTS = tuple(range(0, 101))
-CDF_METRICS = ("ttft", "tpot", "e2e")
 
 
 def table_digest(table) -> str:
@@ -57,7 +56,7 @@ def run_cell(task: dict[str, Any], host=None) -> dict[str, Any]:
     """
     from vidur.engine.run_scenario import slo_dict
     from vidur.engine.simulation import Simulation
-    from vidur.metrics.headline import headline_values
+    from vidur.metrics.headline import cdf_metrics, headline_values
     from vidur.metrics.summary import request_metrics, summarize
     from vidur.plugins import get_host
     from vidur.scenario import scenario_from_dict
@@ -76,7 +75,9 @@ def run_cell(task: dict[str, Any], host=None) -> dict[str, Any]:
     summary = summarize(result.records, slo_dict(sc))
     m = request_metrics(result.records)
     cdf = {}
-    for name in CDF_METRICS:
+    for name in cdf_metrics():
+        if name not in m:
+            continue
         x = m[name][np.isfinite(m[name])]
         cdf[name] = np.percentile(x, CDF_PERCENTS).tolist() if x.size else []
     row.update(
