@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from vidur.errors import VidurError
 from vidur.metrics._textfmt import Num, Text, format_rows
-from vidur.metrics.build import records_from_rows, replica_info
+from vidur.testing.records import records_from_rows, replica_info
 from vidur.metrics.report import format_summary_table
 from vidur.metrics.summary import (
     SLO_METRICS,

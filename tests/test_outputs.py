@@ -11,7 +11,7 @@ import pytest
 
 from vidur.errors import VidurError
 from vidur.metrics import outputs
-from vidur.metrics.build import records_from_rows, replica_info
+from vidur.testing.records import records_from_rows, replica_info
 from vidur.metrics.outputs import write_chrome_trace, write_run_dir
 from vidur.metrics.records import BATCH_COLUMNS, REQUEST_COLUMNS
 from vidur.metrics.summary import request_metrics, summarize

@@ -1,8 +1,8 @@
 """The discrete-event loop: arrivals -> global scheduler -> replicas -> stages.
 
 Arrivals are a pre-generated sorted array merged with a heap of
-(time, priority, seq, kind, replica, batch, repeats) events; at equal times
-arrivals come first, then wake-ups of idle replicas (so requests arriving
+(time, kind, seq, replica, batch, repeats) events, the kind being the event's
+priority at equal times: arrivals come first, then wake-ups of idle replicas (so requests arriving
 together are batched together), then batch ends, then stage-0-free events,
 then creation order (the per-loop counter). Pure-decode runs that would
 repeat identically are fast-forwarded in one vectorised step;
@@ -33,6 +33,7 @@ import numpy as np
 
 from vidur.engine import checks
 from vidur.engine.log import NCOL, BatchLog, ITLLog
+from vidur.metrics.records import BATCH_COLUMNS
 from vidur.entities.batch import Batch
 from vidur.entities.request import INF, Request
 from vidur.estimate.base import RuntimeEstimator
@@ -40,10 +41,17 @@ from vidur.scheduler.base import ReplicaScheduler
 from vidur.scheduler.book import ReplicaBook
 from vidur.scheduler.global_base import GlobalScheduler
 
+# Event kinds, which are also their priorities at equal times (lower first);
+# arrivals from the pre-generated table come before all of them.
+ARRIVAL = -1  # a closed-loop request released by a completion
+WAKE = 0  # an idle replica got work: schedule once all same-time arrivals are in
 BATCH_END = 1
 STAGE0_FREE = 2
-WAKE = 3  # an idle replica got work: schedule once all same-time arrivals are in
-ARRIVAL = 4  # a closed-loop request released by a completion (priority -1: before wakes)
+
+# batch-log columns (as in BATCH_COLUMNS) written by the fast-forward block
+_COL = {c: i for i, c in enumerate(BATCH_COLUMNS)}
+C_REPLICA, C_START, C_END, C_NUM_SEQS = _COL["replica"], _COL["start"], _COL["end"], _COL["num_seqs"]
+C_NUM_DECODE, C_DECODE_KV, C_KV_USED = _COL["num_decode"], _COL["decode_kv"], _COL["kv_blocks_used"]
 
 
 class ReplicaState:
@@ -122,7 +130,7 @@ class EventLoop:
         while True:
             ta = arrivals[ptr] if ptr < n else math.inf
             if heap and heap[0][0] < ta:
-                t, _, _, kind, rep, batch, repeats = pop(heap)
+                t, kind, _, rep, batch, repeats = pop(heap)
                 if t > max_time:
                     break
                 self.now = t
@@ -155,7 +163,7 @@ class EventLoop:
                 rep.scheduler.add_request(req)
                 if not rep.busy and not rep.wake_pending:
                     rep.wake_pending = True
-                    self._push(ta, 0, WAKE, rep, None, 0)
+                    self._push(ta, WAKE, rep, None, 0)
             else:
                 checks.stalled(self.replicas)  # every event done: no request may be left
                 break
@@ -175,7 +183,7 @@ class EventLoop:
         rep.scheduler.add_request(req)
         if not rep.busy and not rep.wake_pending:
             rep.wake_pending = True
-            self._push(t, 0, WAKE, rep, None, 0)
+            self._push(t, WAKE, rep, None, 0)
 
     def _release(self, done: list[Request], now: float) -> None:
         """Completions release the next turns of their sessions (after a think time)."""
@@ -189,11 +197,12 @@ class EventLoop:
             heapq.heappush(self.pending, t)
             if t < self.next_arrival:
                 self.next_arrival = t
-            self._push(t, -1, ARRIVAL, None, nreq, 0)
+            self._push(t, ARRIVAL, None, nreq, 0)
 
-    def _push(self, t: float, prio: int, kind: int, rep: ReplicaState, batch, repeats: int) -> None:
+    def _push(self, t: float, kind: int, rep: ReplicaState, batch, repeats: int) -> None:
+        """An event at ``t``; at equal times lower kinds first, then creation order."""
         self.seq += 1
-        heapq.heappush(self.heap, (t, prio, self.seq, kind, rep, batch, repeats))
+        heapq.heappush(self.heap, (t, kind, self.seq, rep, batch, repeats))
 
     # -- forming and pricing batches ------------------------------------------
     def _try_start(self, rep: ReplicaState, now: float) -> None:
@@ -224,7 +233,7 @@ class EventLoop:
         if self.executor is not None:
             end = now + self.executor(rep.index, batch)
             self._log_row(rep, batch, now, end)
-            self._push(end, 1, BATCH_END, rep, batch, 1)
+            self._push(end, BATCH_END, rep, batch, 1)
             return
         if shape.num_prefill:
             if rep.overlap:
@@ -233,7 +242,7 @@ class EventLoop:
             else:
                 end = now + (est.forward_time(shape) + est.cpu_overhead(shape.num_seqs))
             self._log_row(rep, batch, now, end)
-            self._push(end, 1, BATCH_END, rep, batch, 1)
+            self._push(end, BATCH_END, rep, batch, 1)
             return
         d0 = est.decode_iteration_time(shape.num_decode, shape.decode_kv)
         if rep.overlap:  # the same arithmetic as _fast_forward's
@@ -252,11 +261,11 @@ class EventLoop:
             self._fast_forward(rep, batch, now)
             return
         self._log_row(rep, batch, now, end)
-        self._push(end, 1, BATCH_END, rep, batch, 1)
+        self._push(end, BATCH_END, rep, batch, 1)
 
     def _log_row(self, rep: ReplicaState, batch: Batch, start: float, end: float) -> None:
         s = batch.shape
-        self.batches.rows.extend(
+        self.batches.rows.extend(  # one row, in BATCH_COLUMNS order
             (
                 rep.index, start, end, s.num_prefill + s.num_decode, s.num_prefill, s.prefill_tokens,
                 s.prefill_work, s.num_decode, s.decode_kv, rep.scheduler.kv.used, s.prefill_kv,
@@ -333,20 +342,20 @@ class EventLoop:
                     kv.ensure(r, r.kv_len + k)
         else:
             used = np.array([kv.used], dtype=np.int64)
-        block = np.zeros((k, NCOL))  # columns as in BATCH_COLUMNS
-        block[:, 0] = rep.index
-        block[:, 1] = t[:k]
-        block[:, 2] = t[1:]
-        block[:, 3] = n
-        block[:, 7] = n
-        block[:, 8] = kv0 + n * np.arange(k, dtype=np.int64)
-        block[:, 9] = used
+        block = np.zeros((k, NCOL))  # the prefill columns stay 0
+        block[:, C_REPLICA] = rep.index
+        block[:, C_START] = t[:k]
+        block[:, C_END] = t[1:]
+        block[:, C_NUM_SEQS] = n
+        block[:, C_NUM_DECODE] = n
+        block[:, C_DECODE_KV] = kv0 + n * np.arange(k, dtype=np.int64)
+        block[:, C_KV_USED] = used
         self.batches.blocks.append(block)
         if k > 1:
             self.itl.block_values.append(np.diff(t[1:]))
             self.itl.block_counts.append(np.full(k - 1, n, dtype=np.int64))
             batch.end = float(t[1])  # end of the first repetition, for ITL bookkeeping
-        self._push(float(t[k]), 1, BATCH_END, rep, batch, k)
+        self._push(float(t[k]), BATCH_END, rep, batch, k)
 
     def _start_pipelined(self, rep: ReplicaState, batch: Batch, now: float) -> None:
         est, shape = rep.estimator, batch.shape
@@ -375,8 +384,8 @@ class EventLoop:
             self.batches.spans.append((rep.index, s, start, t, len(self.batches.rows) // NCOL))
         rep.busy = True
         self._log_row(rep, batch, now, t)
-        self._push(end0, 2, STAGE0_FREE, rep, None, 0)
-        self._push(t, 1, BATCH_END, rep, batch, 1)
+        self._push(end0, STAGE0_FREE, rep, None, 0)
+        self._push(t, BATCH_END, rep, batch, 1)
 
     # -- applying a finished batch --------------------------------------------
     @staticmethod

@@ -93,10 +93,6 @@ class Batch:
     def num_tokens(self) -> int:
         return self.shape.num_tokens
 
-    @property
-    def is_decode_only(self) -> bool:
-        return not self.prefills
-
     def __repr__(self) -> str:
         items = ", ".join(f"{r.id}:{n}" for r, n in zip(self.requests, self.tokens))
         return f"Batch([{items}])"

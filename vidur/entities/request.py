@@ -75,11 +75,6 @@ class Request:
         return self.prefill_target - self.prompt
 
     @property
-    def in_prefill(self) -> bool:
-        """True until the current prefill has processed all its tokens."""
-        return self.kv_len < self.prefill_target
-
-    @property
     def prefill_remaining(self) -> int:
         return self.prefill_target - self.kv_len
 
@@ -87,11 +82,6 @@ class Request:
     def decode_remaining(self) -> int:
         """Output tokens still to produce."""
         return self.output - self.generated
-
-    @property
-    def max_tokens(self) -> int:
-        """KV tokens this request holds when it finishes (prompt + output - 1)."""
-        return self.prompt + self.output - 1
 
     @property
     def finished(self) -> bool:

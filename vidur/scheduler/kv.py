@@ -56,11 +56,6 @@ class KVBlockManager:
         self.used += num_blocks
         req.blocks += num_blocks
 
-    def extra_blocks(self, req: Request, num_tokens: int) -> int:
-        """Blocks ``req`` still lacks to hold ``num_tokens`` tokens."""
-        need = -(-num_tokens // self.block_size) - req.blocks
-        return need if need > 0 else 0
-
     def ensure(self, req: Request, num_tokens: int) -> bool:
         """Grow ``req``'s blocks to hold ``num_tokens``; False (and no change) if they don't fit."""
         need = -(-num_tokens // self.block_size) - req.blocks

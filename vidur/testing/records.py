@@ -1,4 +1,4 @@
-"""Build :class:`RunRecords` from a few hand-written rows (tests, examples)."""
+"""Build :class:`~vidur.metrics.records.RunRecords` from a few hand-written rows (test support)."""
 
 from __future__ import annotations
 
