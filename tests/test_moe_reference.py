@@ -4,6 +4,7 @@ the shipped CPU profile and fitted estimator, and `vidur validate` on CPU."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import attrs
@@ -97,3 +98,19 @@ def test_validate_tiny_moe_on_cpu_end_to_end(tmp_path, capsys):
     for m in ("ttft", "tpot", "e2e"):
         cell = rep["requests"][m]["p50"]
         assert cell["real"] > 0 and cell["sim"] > 0
+
+
+def test_gpu_profiler_operators_of_a_moe_run():
+    """The operator-by-operator path the GPU profiler takes (here on CPU): router and experts closures."""
+    from vidur.reference.layers import LayerShard
+
+    layer = LayerShard(load_model(TINY_MOE), 2, torch.device("cpu"), torch.float32, max_pos=256)
+    for op in ("router", "experts"):
+        fns = layer.token_op(op, 32, copies=2)(16)
+        assert len(fns) == 2
+        out = fns[0]()
+        assert out.shape[0] == 16
+    assert layer.op_bytes("experts") == 4 * sum(
+        math.prod(s) for k, s in layer.shape.layer_weight_shapes().items() if k.startswith("experts.") and s
+    )
+    assert layer.signature("experts") != layer.signature("router")
