@@ -180,13 +180,22 @@ class PrefixCachingKVManager(KVBlockManager):
         first = len(held)
         if full <= first:
             return
-        table = self.table
+        self._trim()  # evictions that decode growth forced come first (same state stepped or lazy)
+        table, lru, ub = self.table, self.lru, self.unit_blocks
         for key in self._keys(st[0], st[1], self.unit, first, full):
-            if key in table:
-                held.append(None)  # the same content was computed by another request meanwhile
-            else:
+            e = table.get(key)
+            if e is None:
                 e = table[key] = [1, key]
                 held.append(e)
+            elif e[0] == 0:
+                # cached without users: this request's freshly computed copy takes the
+                # entry over (the old copy was free capacity), so the content stays cached
+                del lru[key]
+                self.lru_blocks -= ub
+                e[0] = 1
+                held.append(e)
+            else:
+                held.append(None)  # another running request holds the same content
 
     def free_request(self, req: Request) -> None:
         """Release ``req``'s blocks: its full computed units stay cached, the rest is freed."""
