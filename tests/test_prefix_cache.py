@@ -239,3 +239,53 @@ def test_caching_switch_off_keeps_outputs(tmp_path):
     for f in ("summary.json", "requests.csv", "batches.csv"):
         assert filecmp.cmp(tmp_path / "a" / f, tmp_path / "b" / f, shallow=False)
     assert "prefix_cache" not in (tmp_path / "a" / "summary.json").read_text()
+
+
+# -- trace replay with block hashes -------------------------------------------------------
+
+MOONCAKE = REPO / "tests" / "data" / "mooncake_small.jsonl"
+
+
+def _trace_table(path, n, **cfg):
+    from vidur.workload.arrivals import TraceArrivals
+    from vidur.workload.lengths import TraceLengths
+    from vidur.workload.workload import build_requests
+
+    return build_requests(TraceArrivals(TraceArrivals.Config(path=str(path))),
+                          TraceLengths(TraceLengths.Config(path=str(path), **cfg)), np.random.default_rng(0), n)
+
+
+def test_mooncake_jsonl_gives_arrivals_lengths_and_shared_blocks():
+    t = _trace_table(MOONCAKE, 6)
+    assert t.arrival.tolist() == [0.0, 0.105, 0.23, 0.23, 1.5, 1.8]
+    assert t.prompt.tolist() == [1200, 1800, 1300, 600, 2000, 700]
+    tree = t.content.tree
+    leaf = t.content.leaf
+    # rows 0 and 2 end in the same block (hash 2 under 0, 1); rows 1 and 4 share 0, 3, 4, 5
+    assert leaf[0] == leaf[2] and leaf[1] == leaf[4]
+    assert tree.start[leaf[0]] == 1024 and tree.start[leaf[3]] == 512
+    # row 5 (700 tokens, one hash) shares block 6 with row 3; its tokens past 512 are its own
+    assert tree.parent[leaf[3]] == tree.parent[leaf[5]] and tree.start[leaf[5]] == 512 and leaf[5] != leaf[3]
+
+
+def test_csv_hash_ids_column_and_block_size(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("arrived_at,num_prefill_tokens,num_decode_tokens,hash_ids\n0,40,2,1 2 3\n1,50,2,\"[1, 2, 4, 5]\"\n2,10,2,\n")
+    t = _trace_table(p, 3, hash_block_size=16)
+    leaf, start, parent = t.content.leaf, t.content.tree.start, t.content.tree.parent
+    assert start[leaf[0]] == 32 and start[leaf[1]] == 48
+    assert parent[parent[leaf[1]]] == parent[leaf[0]]  # both under blocks 1, 2
+    assert start[leaf[2]] == 0  # no hashes: the prompt is its own
+
+
+def test_bad_hash_ids_is_one_line_error(tmp_path):
+    from vidur.errors import VidurError
+
+    p = tmp_path / "t.csv"
+    p.write_text("arrived_at,num_prefill_tokens,num_decode_tokens,hash_ids\n0,40,2,1 x 3\n")
+    with pytest.raises(VidurError, match="line 2: hash_ids '1 x 3' is not a list of integer block ids"):
+        _trace_table(p, 1)
+    q = tmp_path / "t.jsonl"
+    q.write_text('{"timestamp": 0, "input_length": 5}\n')
+    with pytest.raises(VidurError, match="line 1: missing output_length"):
+        _trace_table(q, 1)

@@ -235,6 +235,12 @@ class TraceLengths(BoundedLengthGenerator):
     lengths stays paired), or with ``shuffle`` in a random order drawn from
     the rng, each row once per pass. Asked for more requests than rows,
     ``on_short: cycle`` starts another pass; ``on_short: error`` refuses.
+
+    A trace with block hashes (a ``hash_ids`` column, or a Mooncake
+    ``.jsonl`` file) also gives the requests' content, one id per
+    ``hash_block_size`` prompt tokens (Mooncake: 512), so prefix caching
+    finds what they share; prompt tokens past the last id are the
+    request's own.
     """
 
     name: ClassVar[str] = "trace"
@@ -244,6 +250,7 @@ class TraceLengths(BoundedLengthGenerator):
         path: str = attrs.field(default="", validator=ck.is_str(L))
         shuffle: bool = attrs.field(default=False, validator=ck.is_bool(L))
         on_short: str = attrs.field(default="cycle", validator=ck.one_of(L, ("cycle", "error")))
+        hash_block_size: int = attrs.field(default=512, validator=ck.int_at_least(L, 1))
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -252,10 +259,38 @@ class TraceLengths(BoundedLengthGenerator):
                              "with num_prefill_tokens and num_decode_tokens columns")
         read_lengths(self.config.path)  # fail early on a bad file
 
-    def sample(self, rng, num_requests):
+    def build(self, rng, arrivals, num_requests):
+        """The request table with content when the trace has block hashes, else None."""
+        from vidur.workload.content import Content, TreeBuilder
+        from vidur.workload.trace import has_hashes, read_hashes
+        from vidur.workload.workload import RequestTable
+
+        if not has_hashes(self.config.path):
+            return None
+        n = len(arrivals)
+        idx = self._rows(rng, n)
+        data = read_lengths(self.config.path)
+        prompt, output = clip_lengths(data.prompt[idx], data.output[idx], self.config.max_tokens,
+                                      self.config.min_output_tokens)
+        hashes = read_hashes(self.config.path)
+        size = int(self.config.hash_block_size)
+        tree = TreeBuilder()
+        leaf = np.empty(n, dtype=np.int64)
+        for i, (row, p) in enumerate(zip(idx.tolist(), prompt.tolist())):
+            h = hashes[row][: -(-p // size)]
+            node = -1
+            for j, label in enumerate(h):
+                node = tree.intern(node, label, j * size)
+            if len(h) * size < p:  # tokens no hash covers: this request's own
+                node = tree.node(node, len(h) * size)
+            leaf[i] = node
+        content = Content(tree.build(), leaf, np.full(n, -1, dtype=np.int64))
+        return RequestTable(np.asarray(arrivals, dtype=np.float64), prompt, output, content)
+
+    def _rows(self, rng, num_requests) -> np.ndarray:
+        """Which trace row each request takes (file order, or shuffled passes)."""
         c = self.config
-        data = read_lengths(c.path)
-        rows = len(data)
+        rows = len(read_lengths(c.path))
         if num_requests > rows and c.on_short == "error":
             raise VidurError(
                 f"trace {c.path} has {rows} rows but {num_requests} requests were asked for; "
@@ -264,7 +299,10 @@ class TraceLengths(BoundedLengthGenerator):
         passes = -(-num_requests // rows)
         if c.shuffle:
             order = np.tile(np.arange(rows), (passes, 1))
-            idx = rng.permuted(order, axis=1).ravel()[:num_requests]
-        else:
-            idx = np.arange(num_requests) % rows
+            return rng.permuted(order, axis=1).ravel()[:num_requests]
+        return np.arange(num_requests) % rows
+
+    def sample(self, rng, num_requests):
+        data = read_lengths(self.config.path)
+        idx = self._rows(rng, num_requests)
         return data.prompt[idx], data.output[idx]

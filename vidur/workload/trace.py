@@ -12,6 +12,17 @@ and produces at least one output token, so a 0 is clamped to 1, and the
 number of clamped rows is logged once per file version and returned in
 :class:`TraceTokenCounts` (``clamped_prompt``, ``clamped_output``).
 
+Block hashes (what prefix caching shares) come from an optional ``hash_ids``
+column: block ids separated by spaces (``"0 1 2"``; brackets and commas are
+accepted too), one id per ``hash_block_size`` tokens of the prompt, equal
+ids under equal preceding ids meaning equal content (:func:`read_hashes`).
+
+A file named ``*.jsonl`` is read as a Mooncake trace (kvcache-ai/Mooncake,
+FAST'25): one JSON object per line with ``timestamp`` (milliseconds),
+``input_length``, ``output_length`` and optionally ``hash_ids`` (a list, one
+id per 512-token block); they map to ``arrived_at`` (seconds),
+``num_prefill_tokens``, ``num_decode_tokens`` and ``hash_ids``.
+
 Parsed files are cached per (real path, mtime, size), so capacity search
 re-reading one trace for every configuration pays for the parse once; a file
 edited on disk is parsed again. Cached arrays are read-only.
@@ -35,6 +46,8 @@ log = logging.getLogger(__name__)
 ARRIVED_AT = "arrived_at"
 PREFILL = "num_prefill_tokens"
 DECODE = "num_decode_tokens"
+HASHES = "hash_ids"
+MOONCAKE = {"timestamp": ARRIVED_AT, "input_length": PREFILL, "output_length": DECODE, "hash_ids": HASHES}
 
 _CACHE_SIZE = 16
 _CACHE: OrderedDict[tuple, "_Table"] = OrderedDict()
@@ -113,7 +126,50 @@ def _load(path: str | os.PathLike) -> _Table:
     return table
 
 
+def _parse_jsonl(real: str, shown: str) -> _Table:
+    """A Mooncake JSONL trace as a table with vidur's column names."""
+    import json
+
+    rows: list[tuple[str, ...]] = []
+    lines: list[int] = []
+    header = list(MOONCAKE.values())
+    try:
+        with open(real, encoding="utf-8-sig") as f:
+            for num, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise VidurError(f"{shown} line {num}: not a JSON object ({exc.msg}); "
+                                     "a Mooncake trace has one JSON object per line") from None
+                if not isinstance(obj, dict):
+                    raise VidurError(f"{shown} line {num}: not a JSON object; a Mooncake trace has one per line")
+                missing = [k for k in ("timestamp", "input_length", "output_length") if k not in obj]
+                if missing:
+                    raise VidurError(f"{shown} line {num}: missing {', '.join(missing)} "
+                                     "(a Mooncake trace line has timestamp, input_length, output_length, hash_ids)")
+                ts = obj["timestamp"]
+                if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+                    raise VidurError(f"{shown} line {num}: timestamp {ts!r} is not a number of milliseconds")
+                hashes = obj.get("hash_ids", [])
+                if not isinstance(hashes, list):
+                    raise VidurError(f"{shown} line {num}: hash_ids must be a list of integers")
+                rows.append((repr(ts / 1000.0), str(obj["input_length"]), str(obj["output_length"]),
+                             " ".join(str(h) for h in hashes)))
+                lines.append(num)
+    except UnicodeDecodeError:
+        raise VidurError(f"trace file is not UTF-8 text: {shown}") from None
+    except OSError as exc:
+        raise VidurError(f"cannot read trace file {shown}: {exc.strerror or exc}") from None
+    if not rows:
+        raise VidurError(f"trace file has no requests: {shown}; add one JSON object per line")
+    return _Table(shown, header, list(zip(*rows)), np.asarray(lines, dtype=np.int64))
+
+
 def _parse(real: str, shown: str) -> _Table:
+    if real.endswith(".jsonl"):
+        return _parse_jsonl(real, shown)
     try:
         with open(real, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -232,4 +288,27 @@ def read_lengths(path: str | os.PathLike) -> TraceTokenCounts:
                 table.path, zp, PREFILL, zo, DECODE,
             )
         table.derived[key] = TraceTokenCounts(_readonly(prompt), _readonly(output), zp, zo)
+    return table.derived[key]
+
+
+def has_hashes(path: str | os.PathLike) -> bool:
+    """True if the trace has a ``hash_ids`` column with at least one id."""
+    table = _load(path)
+    return HASHES in table.header and any(c.strip(" []") for c in table.column(HASHES))
+
+
+def read_hashes(path: str | os.PathLike) -> list[tuple[int, ...]]:
+    """The ``hash_ids`` column: one tuple of block ids per row (cached)."""
+    table = _load(path)
+    key = "hashes"
+    if key not in table.derived:
+        out = []
+        for i, cell in enumerate(table.column(HASHES)):
+            text = cell.replace("[", " ").replace("]", " ").replace(",", " ")
+            try:
+                out.append(tuple(int(x) for x in text.split()))
+            except ValueError:
+                raise VidurError(f"{table.path} line {table.lines[i]}: {HASHES} {cell!r} is not a list of "
+                                 "integer block ids (write them separated by spaces)") from None
+        table.derived[key] = out
     return table.derived[key]
