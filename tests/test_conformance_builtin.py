@@ -5,7 +5,7 @@ from __future__ import annotations
 from vidur.builtin.policies.faster_transformer import FasterTransformerScheduler
 from vidur.builtin.policies.lightllm import LightLLMScheduler
 from vidur.builtin.policies.orca import OrcaScheduler
-from vidur.builtin.policies.routing import LeastOutstanding, RandomRouting, RoundRobin
+from vidur.builtin.policies.routing import LeastOutstanding, PrefixAware, RandomRouting, RoundRobin, SessionAffinity
 from vidur.builtin.policies.sarathi import SarathiScheduler
 from vidur.builtin.policies.vllm import VLLMScheduler
 from vidur.builtin.policies.vllm_v1 import VLLMV1Scheduler
@@ -62,6 +62,15 @@ class TestLeastOutstandingBehindVLLM(GlobalSchedulerConformance):
     replica_scheduler = VLLMScheduler
     replica_config = {"max_batch_size": 4, "watermark_fraction": 0.0}
     max_examples = 10
+
+
+class TestPrefixAware(GlobalSchedulerConformance):
+    scheduler = PrefixAware
+    replica_config = {"max_batch_size": 4, "prefix_caching": True}
+
+
+class TestSessionAffinity(GlobalSchedulerConformance):
+    scheduler = SessionAffinity
 
 
 def test_every_builtin_policy_is_covered():

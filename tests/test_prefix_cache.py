@@ -289,3 +289,44 @@ def test_bad_hash_ids_is_one_line_error(tmp_path):
     q.write_text('{"timestamp": 0, "input_length": 5}\n')
     with pytest.raises(VidurError, match="line 1: missing output_length"):
         _trace_table(q, 1)
+
+
+# -- routing ------------------------------------------------------------------------------------
+
+
+def test_prefix_aware_router_follows_the_cached_prefix():
+    from vidur.builtin.policies.routing import PrefixAware
+    from vidur.testing.harness import ClusterHarness
+
+    tree = TreeBuilder()
+    h = ClusterHarness(PrefixAware, num_replicas=3, scheduler_config=SarathiScheduler.Config(prefix_caching=True),
+                       tree=(tree.parent, tree.start))
+    docs = [tree.node(-1, 0) for _ in range(3)]
+    for i in range(12):  # three long documents, asked about in turn, far apart in time
+        doc = docs[i % 3]
+        h.add(2000, 4, at=i * 5.0).content = (tree.node(doc, 1900), -1, i, -1)
+    routes = h.run()
+    # once each document is cached somewhere, its questions go there
+    assert routes[3:] == routes[:3] * 3
+    assert all(r.cached >= 1888 for r in h.requests[3:])
+
+
+def test_session_affinity_keeps_a_session_on_one_replica():
+    from vidur.builtin.policies.routing import SessionAffinity
+    from vidur.testing.harness import ClusterHarness
+
+    h = ClusterHarness(SessionAffinity, num_replicas=3)
+    for i in range(12):
+        h.add(100, 4, at=i * 0.001).content = (0, -1, i, i % 4)
+    routes = h.run()
+    for s in range(4):
+        assert len({routes[i] for i in range(12) if i % 4 == s}) == 1
+    assert len(set(routes)) == 3  # first turns spread by load
+
+
+def test_router_weights_are_checked():
+    from vidur.builtin.policies.routing import PrefixAware
+    from vidur.errors import VidurError
+
+    with pytest.raises(VidurError, match="load_weight must be a number >= 0"):
+        PrefixAware.Config(load_weight=-1)

@@ -115,12 +115,11 @@ class PrefixCachingKVManager(KVBlockManager):
 
     def cached_prefix(self, req: Request) -> int:
         """Tokens of ``req``'s prompt this replica holds now (for routers; no side effects)."""
-        if req.kvc is None:
-            hits = self._match(req)
+        self._trim()  # evictions that decode growth forced come first
+        fresh = req.kvc is None
+        hits = self._match(req)
+        if fresh:
             req.kvc = None
-        else:
-            hits = self._match(req)
-        self._trim()
         return len(hits) * self.unit
 
     # -- eviction -------------------------------------------------------------
