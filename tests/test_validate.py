@@ -189,6 +189,26 @@ def test_preempted_request_recomputes_and_frees_its_kv(tiny):
     assert 3 not in ex.seqs and ex.ranges.free != []
 
 
+def test_prefix_cache_hit_runs_only_the_uncached_tokens_and_matches_a_full_prefill(tiny):
+    """A request that starts after a cached prefix computes the same next token
+    as a full prefill of the same (content-derived) prompt."""
+    from vidur.workload.content import TreeBuilder
+
+    tree = TreeBuilder()
+    doc = tree.node(-1, 0)
+    leaf = tree.node(doc, 90)
+    ex = E.ReferenceExecutor(tiny, "cpu", max_kv_tokens=4096)
+    ex.content_tree = (tree.parent, tree.start)
+    a, b = Request(1, 0.0, 100, 3), Request(2, 0.0, 100, 3)
+    a.content, b.content = (leaf, -1, 1, -1), (leaf, -1, 2, -1)
+    full = run_plan(ex, [[(a, 100)]])
+    assert ex.seqs[1].tokens[:100] == ex._seq(b).tokens[:100]  # shared content: equal token ids
+    b.kv_len, b.kvc = 96, [[], [], []]  # as the prefix-caching block manager admits it after a hit
+    hit = run_plan(ex, [[(b, 4)]])
+    assert ex.prefix_fills == 1 and ex.seqs[2].written == 100
+    assert hit[2] == full[1]
+
+
 def test_stale_request_progress_is_caught(tiny):
     ex = E.ReferenceExecutor(tiny, "cpu", max_kv_tokens=4096)
     r = Request(5, 0.0, 30, 10)

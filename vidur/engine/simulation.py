@@ -247,16 +247,23 @@ class Simulation:
             if bar is not None:
                 bar.close()
         wall = time.perf_counter() - t0
-        if follow is not None:  # ids were handed out at arrival; the rest never arrived
-            for r in reqs:
-                if r.replica < 0:
-                    r.id = loop.next_id
-                    loop.next_id += 1
-            reqs.sort(key=lambda r: r.id)
+        self.number_unarrived(reqs, loop, follow)
         records = self._records(reqs, loop, makespan, wall)
         result = SimulationResult(sc, records, self.estimator.describe(), reqs, self.provenance)
         self.host.call_observer("vidur_simulation_end", sim=self, result=result)
         return result
+
+    @staticmethod
+    def number_unarrived(reqs: list[Request], loop: EventLoop, follow: dict | None) -> None:
+        """Closed loop: ids were handed out at arrival; number the requests that
+        never arrived (max_time) after them and put ``reqs`` in id order."""
+        if follow is None:
+            return
+        for r in reqs:
+            if r.replica < 0:
+                r.id = loop.next_id
+                loop.next_id += 1
+        reqs.sort(key=lambda r: r.id)
 
     def _blame(self, exc: BaseException) -> PluginError | None:
         """A PluginError naming the policy (and its plugin and distribution)

@@ -204,6 +204,10 @@ class ReferenceExecutor(IterationInputs, CudaGraphs):
         self.k_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.num_layers)]
         self.v_pool = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.num_layers)]
         self.seqs: dict[int, SeqState] = {}
+        #: the run's prefix tree as (parent, start) lists: requests with content
+        #: get token ids drawn per tree node, so shared prefixes are equal tokens
+        self.content_tree: tuple[list[int], list[int]] | None = None
+        self.prefix_fills = 0  # prefix-cache hits whose KV was rebuilt outside the timed region
         self._live: dict[int, object] = {}  # request id -> Request whose KV this executor holds
         self.last_tokens: list[int] = []
         self.iterations = 0
@@ -335,10 +339,40 @@ class ReferenceExecutor(IterationInputs, CudaGraphs):
     def _seq(self, req) -> SeqState:
         s = self.seqs.get(req.id)
         if s is None:
-            rng = np.random.default_rng((self.seed, abs(int(req.id)), int(req.id) < 0))
-            s = SeqState(rng.integers(0, self.vocab, size=int(req.prompt)).tolist())
+            if req.content is not None and self.content_tree is not None:
+                s = SeqState(self._content_ids(req))
+            else:
+                rng = np.random.default_rng((self.seed, abs(int(req.id)), int(req.id) < 0))
+                s = SeqState(rng.integers(0, self.vocab, size=int(req.prompt)).tolist())
             self.seqs[req.id] = s
         return s
+
+    def _content_ids(self, req) -> list[int]:
+        """Prompt token ids from the request's content: each prefix-tree node's
+        tokens are drawn from a generator seeded by the node, so requests that
+        share a prefix share its ids."""
+        from vidur.workload.content import request_path
+
+        leaf, out, row = req.content[0], req.content[1], req.content[2]
+        parent, start = self.content_tree
+        starts, nodes = request_path(parent, start, leaf, out, int(req.prompt), -(row + 1))
+        ids: list[int] = []
+        for i in range(len(nodes) - 1):  # the last node is the output
+            n = nodes[i]
+            rng = np.random.default_rng((self.seed, 1 << 20, abs(n), n < 0))
+            ids += rng.integers(0, self.vocab, size=starts[i + 1] - starts[i]).tolist()
+        return ids
+
+    def _fill_prefix(self, req, s: SeqState, ctx: int) -> None:
+        """A prefix-cache hit: the scheduler starts ``req`` at ``ctx`` cached tokens.
+        Their KV is computed here, outside the timed region (the data a real
+        engine finds in its cache), so the timed iteration computes only the
+        uncached tokens while attention reads the whole context."""
+        self._drop_kv(s)
+        self._reserve(req, s, ctx)
+        self._run([(req, s, ctx, 0)], 0)
+        s.written = ctx
+        self.prefix_fills += 1
 
     def _drop_kv(self, s: SeqState) -> None:
         if s.pages:
@@ -398,6 +432,8 @@ class ReferenceExecutor(IterationInputs, CudaGraphs):
             if s.written != ctx:
                 if i >= len(batch.decodes) and ctx == 0:
                     self._drop_kv(s)  # recompute after a preemption: its old KV is gone
+                elif i >= len(batch.decodes) and r.kvc is not None and 0 < ctx <= len(s.tokens):
+                    self._fill_prefix(r, s, ctx)  # first chunk after a prefix-cache hit
                 else:
                     raise RuntimeError(
                         f"request {r.id} runs {q} token(s) at KV length {ctx} but the executor holds {s.written} "
