@@ -330,3 +330,50 @@ def test_router_weights_are_checked():
 
     with pytest.raises(VidurError, match="load_weight must be a number >= 0"):
         PrefixAware.Config(load_weight=-1)
+
+
+# -- metrics in search results and compare ----------------------------------------------------------
+
+
+def test_compare_reads_block_hashes_from_the_trace_and_reports_the_simulated_hit_rate(tmp_path, capsys):
+    import json
+
+    from vidur.cli import main
+
+    data = REPO / "tests" / "data"
+    rows = (data / "vllm_bench_small_trace.csv").read_text().splitlines()
+    # every request shares its first 512-token block (hash 7); the rest is its own
+    trace = tmp_path / "trace.csv"
+    trace.write_text("\n".join([rows[0] + ",hash_ids"] + [r + ",7 " + str(100 + i) for i, r in enumerate(rows[1:])]) + "\n")
+    sc = tmp_path / "deploy.yaml"
+    sc.write_text("model: meta-llama/Meta-Llama-3-8B\ncluster: {device: h100}\n"
+                  "replica_scheduler: {name: vllm, prefix_caching: true}\nruntime_estimator: roofline\n"
+                  "workload: {num_requests: 1, arrival: {name: poisson, qps: 1.0}, lengths: {name: fixed}}\n")
+    rc = main(["compare", "--real", str(data / "vllm_bench_small.json"), "--trace", str(trace), "--scenario", str(sc),
+               "--json", "--no-plots"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["prefix_cache"]["real"] is None and rep["prefix_cache"]["sim"]["hit_tokens"] > 0
+    assert any("hash_ids" in n for n in rep["notes"])
+
+
+def test_search_results_carry_hit_rate_for_caching_configurations(tmp_path):
+    import csv
+
+    from vidur.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "model: vidur/tiny-llama\nworkload:\n"
+        "  lengths: {name: shared_prefix, num_groups: 2, prompts_per_group: 3, system_prompt_len: 512, question_len: 32, output_len: 8}\n"
+        "  arrival: poisson\n  duration: 1\nslos:\n  ttft: {quantile: 0.99, max_s: 0.2}\n"
+        "grid:\n  devices: [h100]\n  tensor_parallel: [1]\n  replicas: [1]\n"
+        "  replica_schedulers: [{name: sarathi, prefix_caching: true}, {name: sarathi, prefix_caching: false}]\n"
+        "  global_schedulers: [round_robin]\nsearch: {tolerance: 0.3, coarse_fraction: 0, max_probes: 6}\n"
+    )
+    assert main(["search", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "o" / "results.csv")))
+    on = next(r for r in rows if "prefix_caching=True" in r["config"])
+    off = next(r for r in rows if "prefix_caching=False" in r["config"])
+    assert float(on["prefix_hit_rate"]) > 0.5 and off["prefix_hit_rate"] == ""

@@ -114,6 +114,9 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
         if col not in row:
             row[col] = stats.get(col)
     row["throughput_rps"] = at.get("throughput_rps")
+    if at.get("prefix_cache"):  # only configurations with prefix caching have these columns
+        row["prefix_hit_rate"] = at["prefix_cache"]["hit_rate"]
+        row["prefix_evicted_blocks"] = at["prefix_cache"]["evicted_blocks"]
     row["probe_requests"] = at.get("num_requests")
     row["unfinished_at_cap"] = at.get("unfinished")
     row["failed_slos_above"] = ",".join((res or {}).get("failed_at_hi") or [])

@@ -215,6 +215,9 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
         if best.get("estimator"):
             src = f" from {best['estimator_source']}" if best.get("estimator_source") else ""
             L.append(f"  priced by the {best['estimator']} estimator{src}")
+        if best.get("prefix_hit_rate") is not None:
+            L.append(f"  prefix cache at max QPS: hit rate {best['prefix_hit_rate']:.1%}, "
+                     f"{best['prefix_evicted_blocks']:,} blocks evicted")
         if ev is not None:
             a, b = ev["at_max"], ev["above"]
             L.append(f"  evidence (re-simulated, {a['requests']:,} and {b['requests']:,} requests):")

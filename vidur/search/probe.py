@@ -146,7 +146,7 @@ def evaluate(records, cap: float, slos: tuple[SLOTarget, ...]) -> dict[str, Any]
     for metric, q in table.reported_quantiles():
         opt, _ = c.quantile(metric, q)
         stats[metric_column(metric, q)] = _json_float(opt)
-    return {
+    out = {
         "met": bool(met_all),
         "slos": slo_out,
         "stats": stats,
@@ -154,6 +154,12 @@ def evaluate(records, cap: float, slos: tuple[SLOTarget, ...]) -> dict[str, Any]
         "unfinished": c.unfinished,
         "throughput_rps": _json_float(c.throughput),
     }
+    from vidur.metrics.prefix import prefix_cache_summary
+
+    cache = prefix_cache_summary(records)
+    if cache is not None:  # configurations with prefix caching: hit rate and evictions at this load
+        out["prefix_cache"] = cache["cluster"]
+    return out
 
 
 def run_probe(base: dict, qps: float, *, duration, num_requests, drain: float, slos, host=None) -> dict[str, Any]:

@@ -235,6 +235,11 @@ def format_report(report: Mapping) -> str:
             c = cl[key]
             shown = ["-" if c[side] is None else fmt.format(c[side]) for side in ("real", "sim")]
             rows.append([label, *shown, _pct(c["error"])])
+        pc = report.get("prefix_cache")
+        if pc:
+            for key, label, fmt in (("hit_rate", "prefix hit rate", _pct), ("evicted_blocks", "evicted blocks", "{:,}".format)):
+                shown = ["-" if not pc.get(side) or pc[side].get(key) is None else fmt(pc[side][key]) for side in ("real", "sim")]
+                rows.append([label, *shown, ""])
         lines += _table(["", "real", "simulated", "error"], rows)
     return "\n".join(lines).rstrip() + "\n"
 

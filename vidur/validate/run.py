@@ -384,6 +384,11 @@ def validate_scenario(
         "requests": request_errors(real, sim),
         "cluster": cluster_errors(real, sim),
     }
+    from vidur.metrics.prefix import prefix_cache_summary
+
+    real_cache, sim_cache = prefix_cache_summary(real_records), prefix_cache_summary(sim_result.records)
+    if real_cache is not None or sim_cache is not None:
+        report["prefix_cache"] = {"real": real_cache and real_cache["cluster"], "sim": sim_cache and sim_cache["cluster"]}
     return ValidationResult(report, it, real, sim, real_records, sim_result.records)
 
 

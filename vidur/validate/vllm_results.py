@@ -209,7 +209,15 @@ def compare_with_real(
     idx = np.flatnonzero(ok)
     order = idx[np.argsort(arr[idx], kind="stable")]
     a = np.maximum(arr[order], 0.0).astype(np.float64)
-    table = RequestTable(a, results.prompt[order].astype(np.int64), results.output[order].astype(np.int64))
+    content = None
+    from vidur.workload.trace import has_hashes
+
+    if has_hashes(trace):  # block hashes in the trace: the simulated side can cache prefixes
+        from vidur.workload.lengths import trace_content
+
+        content = trace_content(trace, order, results.prompt[order])
+        notes.append("request content: the trace's hash_ids (512-token blocks)")
+    table = RequestTable(a, results.prompt[order].astype(np.int64), results.output[order].astype(np.int64), content)
     sc = scenario.replace(simulation=attrs.evolve(scenario.simulation, progress=False))
     sim = Simulation(sc, host, requests=table)
     res = sim.run(progress=False)
@@ -238,4 +246,9 @@ def compare_with_real(
         "requests": request_errors(real, simt),
         "cluster": cluster_errors(real, simt),
     }
+    from vidur.metrics.prefix import prefix_cache_summary
+
+    cache = prefix_cache_summary(res.records)
+    if cache is not None:
+        report["prefix_cache"] = {"real": None, "sim": cache["cluster"]}
     return report, real, simt

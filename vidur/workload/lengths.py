@@ -261,8 +261,7 @@ class TraceLengths(BoundedLengthGenerator):
 
     def build(self, rng, arrivals, num_requests):
         """The request table with content when the trace has block hashes, else None."""
-        from vidur.workload.content import Content, TreeBuilder
-        from vidur.workload.trace import has_hashes, read_hashes
+        from vidur.workload.trace import has_hashes
         from vidur.workload.workload import RequestTable
 
         if not has_hashes(self.config.path):
@@ -272,19 +271,7 @@ class TraceLengths(BoundedLengthGenerator):
         data = read_lengths(self.config.path)
         prompt, output = clip_lengths(data.prompt[idx], data.output[idx], self.config.max_tokens,
                                       self.config.min_output_tokens)
-        hashes = read_hashes(self.config.path)
-        size = int(self.config.hash_block_size)
-        tree = TreeBuilder()
-        leaf = np.empty(n, dtype=np.int64)
-        for i, (row, p) in enumerate(zip(idx.tolist(), prompt.tolist())):
-            h = hashes[row][: -(-p // size)]
-            node = -1
-            for j, label in enumerate(h):
-                node = tree.intern(node, label, j * size)
-            if len(h) * size < p:  # tokens no hash covers: this request's own
-                node = tree.node(node, len(h) * size)
-            leaf[i] = node
-        content = Content(tree.build(), leaf, np.full(n, -1, dtype=np.int64))
+        content = trace_content(self.config.path, idx, prompt, int(self.config.hash_block_size))
         return RequestTable(np.asarray(arrivals, dtype=np.float64), prompt, output, content)
 
     def _rows(self, rng, num_requests) -> np.ndarray:
@@ -306,3 +293,26 @@ class TraceLengths(BoundedLengthGenerator):
         data = read_lengths(self.config.path)
         idx = self._rows(rng, num_requests)
         return data.prompt[idx], data.output[idx]
+
+
+def trace_content(path, rows: np.ndarray, prompt: np.ndarray, hash_block_size: int = 512):
+    """The :class:`~vidur.workload.content.Content` of requests taking trace
+    ``rows`` with these prompt lengths: one tree node per (preceding blocks,
+    block id), so equal ids after equal ids share; prompt tokens past the
+    last id are the request's own."""
+    from vidur.workload.content import Content, TreeBuilder
+    from vidur.workload.trace import read_hashes
+
+    hashes = read_hashes(path)
+    size = int(hash_block_size)
+    tree = TreeBuilder()
+    leaf = np.empty(len(rows), dtype=np.int64)
+    for i, (row, p) in enumerate(zip(np.asarray(rows).tolist(), np.asarray(prompt).tolist())):
+        h = hashes[row][: -(-p // size)]
+        node = -1
+        for j, label in enumerate(h):
+            node = tree.intern(node, label, j * size)
+        if len(h) * size < p:  # tokens no hash covers: this request's own
+            node = tree.node(node, len(h) * size)
+        leaf[i] = node
+    return Content(tree.build(), leaf, np.full(len(rows), -1, dtype=np.int64))
