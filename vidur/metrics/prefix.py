@@ -29,7 +29,7 @@ def cache_entry(stats: dict) -> dict[str, Any]:
 def prefix_cache_summary(records: RunRecords) -> dict[str, Any] | None:
     """``{"cluster": entry, "replicas": [entry per replica]}``, or None when no
     replica caches prefixes (the summary then has no prefix_cache section)."""
-    per = [r.prefix_cache for r in records.replicas]
+    per = [getattr(r, "prefix_cache", None) for r in getattr(records, "replicas", ())]
     if not any(p is not None for p in per):
         return None
     keys = ("hit_tokens", "query_tokens", "evicted_blocks", "recompute_hit_tokens")
