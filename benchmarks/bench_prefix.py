@@ -24,7 +24,7 @@ REPO = HERE.parent
 
 
 def latency_row(name: str, caching: bool, requests: int) -> str:
-    from vidur.engine.runner import run_scenario
+    from vidur.engine.run_scenario import run_scenario
     from vidur.scenario import load_scenario
 
     sc = load_scenario(REPO / "scenarios" / name, settings=[
