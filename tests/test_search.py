@@ -389,3 +389,18 @@ def test_csv_only_without_pyarrow(serial_run, tmp_path, monkeypatch):
     report = write_outputs(small_spec(), attrs.evolve(serial_run, out_dir=tmp_path), log=warnings.append)
     assert (tmp_path / "results.csv").is_file() and not (tmp_path / "results.parquet").exists()
     assert any("pyarrow is not installed" in w for w in warnings) and "results.csv only" in report
+
+
+def test_a_missing_trace_file_is_an_input_error_not_an_slo_miss(tmp_path, capsys):
+    """Issue #15 item 3d: exit 2 with one line, before any configuration is simulated."""
+    raw = small_raw()
+    raw["workload"]["lengths"] = {"name": "trace", "path": "missing-trace.csv"}
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(VidurError, match="trace file .*missing-trace.csv does not exist"):
+        load_search_spec(spec_path)
+    out = tmp_path / "o"
+    assert main(["search", str(spec_path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -334,6 +334,17 @@ def _expand_variants(section: str, variants: list, host: PluginHost, kind: str) 
     return out
 
 
+def _check_trace_files(wl: dict) -> None:
+    """A workload trace that is not there is an input error (exit 2), not a configuration
+    that misses its SLOs (issue #15 item 3d)."""
+    for section in ("arrival", "lengths"):
+        sec = wl.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get("path"), str) and sec["path"]:
+            if not Path(sec["path"]).expanduser().is_file():
+                raise VidurError(f"workload.{section}.path: trace file {sec['path']} does not exist; "
+                                 "fix the path (relative paths are taken from the spec's folder)")
+
+
 def _resolve_workload_paths(wl: dict, base: Path | None) -> None:
     for section in ("arrival", "lengths"):
         sec = wl.get(section)
@@ -420,6 +431,7 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
     wl["arrival"] = arrival
     base = Path(path).resolve().parent if path is not None else None
     _resolve_workload_paths(wl, base)
+    _check_trace_files(wl)
 
     slos = _parse_slos(parsed.slos)
 
