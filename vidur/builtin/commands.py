@@ -33,15 +33,27 @@ def _run(args) -> int:
         return 0
     if args.seeds is not None:
         return _run_seeds(args, scenario)
-    out = None if args.no_output else (args.out or default_out_dir(args.scenario))
-    if out is not None and not args.overwrite:  # refuse before simulating, not after
-        from vidur.errors import VidurError
-        from vidur.metrics.outputs import run_files_in
+    from vidur.outdir import check_output_dir, claim_run_dir, release_if_empty
 
-        previous = run_files_in(out)
-        if previous:
-            raise VidurError(f"{out} already holds a run ({', '.join(previous)}); choose another --out or pass --overwrite")
-    result, summary = run_scenario(scenario, out, step_mode=args.step, overwrite=args.overwrite)
+    claimed = None
+    if args.no_output:
+        out = None
+    elif args.out:  # refuse before simulating, not after
+        out = check_output_dir(args.out)
+        if not args.overwrite:
+            from vidur.errors import VidurError
+            from vidur.metrics.outputs import run_files_in
+
+            previous = run_files_in(out)
+            if previous:
+                raise VidurError(f"{out} already holds a run ({', '.join(previous)}); choose another --out or pass --overwrite")
+    else:  # runs/<scenario>-<time>, claimed now: a run started in the same second takes <name>-2
+        out = claimed = claim_run_dir(default_out_dir(args.scenario))
+    try:
+        result, summary = run_scenario(scenario, out, step_mode=args.step, overwrite=args.overwrite)
+    except BaseException:
+        release_if_empty(claimed)
+        raise
     from vidur.metrics.report import format_summary_table
 
     run = summary["run"]

@@ -195,6 +195,9 @@ def _import(args) -> int:
     from vidur.store.profiles import user_profiles_dir
 
     out = args.out or str(Path(args.root or user_profiles_dir()) / args.device / model.name)
+    from vidur.outdir import check_output_dir
+
+    check_output_dir(out, "--out" if args.out else "the profile directory")
     p = import_vidur(args.src, out, model=model, device=args.device, attention=args.attention, network=args.network)
     import warnings
 

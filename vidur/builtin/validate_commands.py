@@ -27,8 +27,10 @@ def _load(args):
 def _check_out(out: str | None, overwrite: bool) -> Path | None:
     if out is None:
         return None
-    p = Path(out)
-    if p.exists() and (not p.is_dir() or (any(p.iterdir()) and not overwrite)):
+    from vidur.outdir import check_output_dir
+
+    p = check_output_dir(out)
+    if p.exists() and any(p.iterdir()) and not overwrite:
         raise VidurError(f"output directory {p} already exists and is not empty; choose another --out or pass --overwrite")
     return p
 

@@ -459,7 +459,10 @@ def write_run_dir(
         )
     parent = out.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    from vidur.outdir import TEMP_INFIX, remove_stale_temps
+
+    remove_stale_temps(out)  # what a writer killed mid-write (SIGKILL) left behind
+    tmp = parent / f".{out.name}{TEMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         (tmp / "scenario.yaml").write_text(scenario_yaml_text, encoding="utf-8")
