@@ -107,6 +107,9 @@ class Simulation:
                 arrival = host.get("workload.arrival", wl.arrival.name)(wl.arrival.config)
             with self._setting_up("length generator", "workload.length", wl.lengths.name):
                 lengths = host.get("workload.length", wl.lengths.name)(wl.lengths.config)
+            from vidur.engine.budget import check_workload_fits
+
+            check_workload_fits(wl.num_requests, wl.duration, getattr(arrival, "mean_qps", None))
             with self._setting_up("workload", "workload.arrival", wl.arrival.name, ("workload.length", wl.lengths.name)):
                 requests = build_requests(arrival, lengths, self.rng, wl.num_requests, wl.duration)
             #: requests whose lengths ``workload.lengths.max_tokens`` cut (0 for a given request table)

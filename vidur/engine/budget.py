@@ -1,0 +1,71 @@
+"""A bound on work: refuse a workload that cannot fit in memory before building it.
+
+A run keeps a row per request in several tables (the request table, the
+event loop's request objects, the per-request records, the CSV and summary
+writers), so its peak memory grows linearly with the number of requests:
+:data:`BYTES_PER_REQUEST` is the measured peak of ``vidur run`` divided by
+its requests (``python benchmarks/bench_sim.py`` reports the peak RSS;
+200,000 quickstart requests peaked at 2.1 GB, ~10.5 kB each). A workload
+whose estimate exceeds the memory available now is refused in one line that
+gives the number, instead of growing until the machine swaps.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vidur.errors import VidurError
+
+#: peak bytes of a run per simulated request (measured, see the module docstring)
+BYTES_PER_REQUEST = 10_000
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def expected_requests(num_requests: int | None, duration: float | None, mean_qps: float | None) -> float | None:
+    """How many requests a workload will have: ``num_requests``, or ``duration x mean_qps`` (None if unknown)."""
+    if num_requests is not None:
+        return float(num_requests)
+    if duration is not None and mean_qps:
+        return float(duration) * float(mean_qps)
+    return None
+
+
+def check_workload_fits(num_requests: int | None, duration: float | None, mean_qps: float | None) -> None:
+    """Refuse (one line, the numbers in it) a workload whose runs would not fit in the memory available."""
+    n = expected_requests(num_requests, duration, mean_qps)
+    avail = available_memory()
+    if n is None or avail is None:
+        return
+    need = n * BYTES_PER_REQUEST
+    if need <= avail:
+        return
+    what = (
+        f"workload.num_requests: {num_requests:,}" if num_requests is not None
+        else f"workload.duration: {duration:g} s at {mean_qps:g} QPS (about {n:,.0f} requests)"
+    )
+    fits = int(avail // BYTES_PER_REQUEST)
+    raise VidurError(
+        f"{what} needs about {_size(need)} of memory (~{BYTES_PER_REQUEST // 1000} kB per request) but "
+        f"{_size(avail)} is available; simulate at most about {fits:,} requests"
+    )
+
+
+def _size(b: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if b >= scale:
+            return f"{b / scale:,.1f} {unit}"
+    return f"{b / 1e3:,.0f} kB"
