@@ -404,3 +404,74 @@ def test_a_missing_trace_file_is_an_input_error_not_an_slo_miss(tmp_path, capsys
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# ------------------------------------------------------------ resume key and lock (issue #16, item 2)
+
+
+def _cpu_profile_spec(tmp_path):
+    """A one-configuration search priced by a copy of the shipped H200 profile."""
+    import shutil
+
+    prof = tmp_path / "profile"
+    shutil.copytree(REPO / "vidur" / "data" / "profiles" / "h200" / "meta-llama" / "Meta-Llama-3-8B", prof)
+    raw = {
+        "model": "meta-llama/Meta-Llama-3-8B",
+        "workload": {"lengths": {"name": "fixed", "prompt_tokens": 256, "output_tokens": 16}, "duration": 5},
+        "slos": {"scheduling_delay": {"quantile": 0.99, "max_s": 0.5}},
+
+        "runtime_estimator": {"name": "profile", "profile": str(prof)},
+        "grid": {"devices": ["h200"], "tensor_parallel": [1], "replicas": [1], "replica_schedulers": ["sarathi"],
+                 "global_schedulers": ["round_robin"]},
+    }
+    return spec_from_dict(raw), prof
+
+
+def test_resume_key_covers_the_profile_data_and_the_code(tmp_path, monkeypatch):
+    """A re-fitted profile or another simulator version is a different result: never reused."""
+    import vidur.search.fingerprint as F
+    from vidur.search.driver import canonical_key
+
+    spec, prof = _cpu_profile_spec(tmp_path)
+    cfg = spec.configs[0]
+    key = canonical_key(spec, cfg)
+    assert canonical_key(spec, cfg) == key  # stable
+    fitted = prof / "fitted.json"
+    fitted.write_text(fitted.read_text().replace("\n", "\n ", 1))  # the same profile, other bytes
+    refit = canonical_key(spec, cfg)
+    assert refit != key
+    monkeypatch.setattr(F, "code_version", lambda: "0.0.0+another")
+    assert canonical_key(spec, cfg) not in (key, refit)
+
+
+def test_resumed_search_reruns_what_a_changed_profile_prices(tmp_path):
+    spec, prof = _cpu_profile_spec(tmp_path)
+    out = tmp_path / "out"
+    first = run_search(spec, out, executor="serial", progress=False, evidence=False, log=lambda m: None)
+    assert first.ran == 1
+    again = run_search(spec, out, executor="serial", progress=False, evidence=False, log=lambda m: None)
+    assert (again.ran, again.reused) == (0, 1)
+    csv_file = prof / "tp1.csv"
+    lines = csv_file.read_text().splitlines()
+    csv_file.write_text("\n".join(lines[:-1]) + "\n")  # one measurement fewer
+    (prof / "fitted.json").unlink()  # refitted from the changed data
+    changed = run_search(spec, out, executor="serial", progress=False, evidence=False, log=lambda m: None)
+    assert (changed.ran, changed.reused) == (1, 0)
+
+
+def test_two_searches_on_one_out_directory_do_not_both_run(tmp_path, capsys):
+    from vidur.search.driver import _lock
+
+    out = tmp_path / "o"
+    out.mkdir()
+    held = _lock(out)  # another search holds it (flock: per open file, so this process can test it)
+    try:
+        code, _, err = _cli(capsys, "search", _spec_file(tmp_path), "--out", out, "--executor", "serial")
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"another vidur search (pid {__import__('os').getpid()}) is writing to {out}" in err
+        assert not (out / "results.jsonl").exists()
+    finally:
+        held.close()
+    code, _, err = _cli(capsys, "search", _spec_file(tmp_path), "--out", out, "--executor", "serial",
+                        "--max-configs", "0")
+    assert code == 0, err

@@ -56,13 +56,20 @@ class SearchOutcome:
 
 def canonical_key(spec: SearchSpec, cfg: ConfigPoint, host=None) -> str:
     """``config_key`` of ``cfg`` computed on its fully-structured scenario, so
-    spelling a default explicitly (or not) gives the same key."""
+    spelling a default explicitly (or not) gives the same key, plus what prices it
+    (:func:`vidur.search.fingerprint.pricing_fingerprint`: the resolved estimator, the
+    bytes of its profile or calibration, the code version), so a resumed search never
+    reuses a result that a changed profile or simulator would not give again."""
     raw = spec.base_scenario(cfg)
     if cfg.skip_reason:
         return config_key(spec, raw)
     from vidur.scenario import scenario_from_dict
 
-    sc = scenario_from_dict(probe_scenario(raw, 1.0, None, 1, None), host).to_dict()
+    from vidur.search.fingerprint import pricing_fingerprint
+
+    scenario = scenario_from_dict(probe_scenario(raw, 1.0, None, 1, None), host)
+    sc = scenario.to_dict()
+    sc["pricing"] = pricing_fingerprint(scenario, host)  # estimator, its data's bytes, the code version
     sc["workload"].pop("num_requests", None)
     sc["workload"].pop("duration", None)
     sc["workload"]["arrival"].pop("qps", None)
@@ -156,16 +163,59 @@ def run_search(
     host=None,
     log: Callable[[str], None] | None = None,
 ) -> SearchOutcome:
-    """Search every configuration of ``spec`` (resuming from ``out_dir``) and write the outputs."""
-    from vidur.search.outputs import write_outputs
+    """Search every configuration of ``spec`` (resuming from ``out_dir``) and write the outputs.
 
-    out = Path(out_dir)
+    ``out_dir`` is locked while the search runs: a second search there is refused.
+    """
+    from vidur.outdir import check_output_dir
+
+    out = check_output_dir(out_dir)
+    if not spec.configs:
+        raise VidurError("the grid has no configurations")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VidurError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
-    if not spec.configs:
-        raise VidurError("the grid has no configurations")
+    lock = _lock(out)  # held until this process exits or the search returns
+    try:
+        return _run_search(spec, out, executor=executor, jobs=jobs, address=address, progress=progress, fresh=fresh,
+                           max_configs=max_configs, evidence=evidence, host=host, log=log)
+    finally:
+        lock.close()
+
+
+LOCK_FILE = ".search.lock"
+
+
+def _lock(out: Path):
+    """An exclusive lock on ``out``: a second search writing there is refused in one line."""
+    import os
+
+    fh = open(out / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        who = fh.read().strip()
+        fh.close()
+        raise VidurError(
+            f"another vidur search{f' ({who})' if who else ''} is writing to {out}; wait for it to finish "
+            f"or choose another --out"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    return fh
+
+
+def _run_search(spec, out, *, executor, jobs, address, progress, fresh, max_configs, evidence, host, log) -> SearchOutcome:
+    from vidur.search.outputs import write_outputs
+
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = ResultStore(out / "results.jsonl")
     if fresh:
