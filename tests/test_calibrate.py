@@ -71,3 +71,16 @@ def test_estimate_command_says_it_calibrated(capsys):
     assert main(["estimate", "--model", "meta-llama/Llama-2-7b-hf", "--device", "h200", "--decode", "8:512"]) == 0
     out = capsys.readouterr().out
     assert "roofline calibrated on" in out
+
+
+def test_calibrating_the_roofline_on_a_device_without_datasheet_figures_is_one_line(tmp_path, capsys):
+    """The CPU profile's device has no peaks to calibrate against: one line, before anything is written."""
+    from tests.conftest import REPO
+    from vidur.cli import main
+
+    out = tmp_path / "fitted.json"
+    prof = REPO / "vidur" / "data" / "profiles" / "cpu" / "vidur" / "tiny-llama"
+    assert main(["fit", str(prof), "--calibrate-roofline", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--calibrate-roofline fits efficiencies against a device's datasheet peaks" in err
+    assert "'cpu'" in err and err.count("\n") == 1 and not out.exists()

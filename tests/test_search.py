@@ -475,3 +475,17 @@ def test_two_searches_on_one_out_directory_do_not_both_run(tmp_path, capsys):
     code, _, err = _cli(capsys, "search", _spec_file(tmp_path), "--out", out, "--executor", "serial",
                         "--max-configs", "0")
     assert code == 0, err
+
+
+
+def test_ray_core_logs_are_kept_off_the_terminal_while_joining(capfd):
+    """Ray's core logs a retry a second on file descriptor 2 while it cannot join a cluster: hidden."""
+    import os
+
+    from vidur.search.executors import _quiet_stderr
+
+    with _quiet_stderr():
+        os.write(2, b"[W gcs_client.cc:210] Failed to get cluster ID from GCS server\n")
+    os.write(2, b"after\n")
+    _, err = capfd.readouterr()
+    assert err == "after\n"

@@ -85,16 +85,6 @@ class MetricsConfig:
     plots: bool = False
     tables: bool = True
 
-    def __attrs_post_init__(self):
-        from vidur.metrics.summary import SLO_METRICS  # checked when the scenario is read, not after the run
-        from vidur.plugins import suggest
-
-        for name in self.slos:
-            if name not in SLO_METRICS:
-                raise VidurError(
-                    f"unknown SLO metric {name!r}{suggest(name, SLO_METRICS)}; valid metrics: {', '.join(SLO_METRICS)}"
-                )
-
 
 @attrs.frozen
 class SimulationConfig:

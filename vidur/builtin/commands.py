@@ -31,6 +31,15 @@ def _run(args) -> int:
     if args.print_config:
         sys.stdout.write(scenario.to_yaml())
         return 0
+    from vidur.metrics.table import slo_metrics  # checked before simulating, not after
+
+    valid = slo_metrics()
+    for name in scenario.metrics.slos:
+        if name not in valid:
+            from vidur.errors import VidurError
+            from vidur.plugins import suggest
+
+            raise VidurError(f"unknown SLO metric {name!r}{suggest(name, valid)}; valid metrics: {', '.join(valid)}")
     if args.seeds is not None:
         return _run_seeds(args, scenario)
     from vidur.outdir import check_output_dir, claim_run_dir, release_if_empty

@@ -47,6 +47,8 @@ def _fit(args) -> int:
     from vidur.fit.report import fit_command
 
     path = _find_profile_arg(args.profile)
+    if args.calibrate_roofline:
+        _roofline_device(path)  # before fitting: nothing written when it cannot be done
     rep = fit_command(path, holdout=args.holdout, out=args.out, seed=args.seed)
     if args.calibrate_roofline:
         rep["roofline"] = _calibrate_roofline(path)
@@ -77,18 +79,31 @@ def _fit(args) -> int:
     return 0
 
 
+def _roofline_device(path: Path):
+    """The catalog device a profile was measured on, or one line saying the roofline cannot be calibrated."""
+    from vidur.plugins import get_host
+    from vidur.store.profiles import read_metadata
+
+    name = read_metadata(path).get("device")
+    host = get_host()
+    if name not in host.names("device"):
+        raise VidurError(
+            f"--calibrate-roofline fits efficiencies against a device's datasheet peaks (FLOP/s, memory bandwidth), "
+            f"and the profile's device {name!r} has none in the catalog (`vidur plugins` lists the devices); "
+            f"this profile prices runs directly (runtime_estimator: profile)"
+        )
+    return host.get("device", name)
+
+
 def _calibrate_roofline(path: Path) -> dict:
     """Fit the roofline to a profile (token-level operators and attention): its config and the fit's errors."""
     import attrs
 
-    from vidur.fit.roofline import calibrated_config
-    from vidur.store.profiles import load_profile
     from vidur.estimate.roofline import RooflineConfig, RooflineEstimator
+    from vidur.fit.roofline import calibrated_config
     from vidur.hardware.catalog import default_node
-    from vidur.plugins import get_host
 
-    prof = load_profile(path)
-    device = get_host().get("device", prof.device)
+    device = _roofline_device(path)
     cfg, report = calibrated_config(path, device, default_node(device.name), RooflineConfig(), RooflineEstimator)
     fields = {k: v for k, v in attrs.asdict(cfg).items() if v is not None and k != "calibrate_from"}
     return {"config": fields, "calibration": report, "use": f"runtime_estimator: {{name: roofline, calibrate_from: {path}}}"}

@@ -232,6 +232,11 @@ def _run_search(spec, out, *, executor, jobs, address, progress, fresh, max_conf
     # most replicas first: they carry the most requests per probe (better packing at the end)
     tasks.sort(key=lambda t: -t["scenario"]["cluster"]["num_replicas"])
     errors: list[dict] = []
+    ray_started = False
+    if executor == "ray" and tasks:
+        from vidur.search.executors import start_ray
+
+        ray_started = start_ray(address, jobs)  # before the progress bar: a failure is one line
     bar = None
     if progress and tasks:
         from tqdm import tqdm
@@ -257,6 +262,10 @@ def _run_search(spec, out, *, executor, jobs, address, progress, fresh, max_conf
     finally:
         if bar is not None:
             bar.close()
+        if ray_started:
+            import ray
+
+            ray.shutdown()
 
     rows = [_table_row(spec, cfg, done.get(k)) for k, cfg in zip(keys, spec.configs)]
     best = pick_best(rows)

@@ -99,28 +99,57 @@ def check_ray_address(address: str | None) -> None:
         ) from None
 
 
-def run_ray(tasks: list[dict], on_result: OnResult, address: str | None, jobs: int | None,
-            work: Work | None = None) -> None:
-    """Run on Ray: an existing ``ray.init`` session, the cluster at ``address``,
-    or a local instance started here (and shut down afterwards)."""
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to a temporary file: Ray's C++ core logs retries there (one line a second
+    while it cannot join a cluster), under the one-line error that follows."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def start_ray(address: str | None, jobs: int | None) -> bool:
+    """Join the cluster at ``address`` or start a local Ray (``jobs`` CPUs) unless a session exists;
+    True when this call started it (then the caller shuts it down). Failures are one line."""
     try:
         import ray
     except ImportError:
         raise VidurError("--executor ray needs Ray: pip install 'vidur-sim[ray]'") from None
-    started = False
-    if not ray.is_initialized():
-        check_ray_address(address)
-        kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "logging_level": "ERROR"}
-        if address:
-            kwargs["address"] = address
-        elif jobs:
-            kwargs["num_cpus"] = jobs
-        try:
+    if ray.is_initialized():
+        return False
+    check_ray_address(address)
+    kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "logging_level": "ERROR"}
+    if address:
+        kwargs["address"] = address
+    elif jobs:
+        kwargs["num_cpus"] = jobs
+    try:
+        with _quiet_stderr():
             ray.init(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise VidurError(f"cannot start or join Ray{f' at {address}' if address else ''}: {msg}") from None
-        started = True
+    except Exception as exc:  # noqa: BLE001 - Ray raises many kinds
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VidurError(f"cannot start or join Ray{f' at {address}' if address else ''}: {msg}") from None
+    return True
+
+
+def run_ray(tasks: list[dict], on_result: OnResult, address: str | None, jobs: int | None,
+            work: Work | None = None) -> None:
+    """Run on Ray: an existing ``ray.init`` session, the cluster at ``address``,
+    or a local instance started here (and shut down afterwards)."""
+    import ray
+
+    started = start_ray(address, jobs)
     remote = ray.remote(num_cpus=1, max_retries=0)(work or _guarded)
     refs = [remote.remote(t) for t in tasks]
     try:
