@@ -43,18 +43,49 @@ def test_pipeline_stages_never_overlap_and_all_finish(reqs, stages):
 
 
 def test_pipeline_keeps_several_micro_batches_in_flight():
+    """As many micro-batches in flight as stages, and a request never in two in-flight batches at once.
+
+    No host overhead (it falls on the first stage alone): the four stages take equal times.
+    """
+    from vidur.testing.fakes import LinearConfig
+
     h = ReplicaHarness(SarathiScheduler, SarathiScheduler.Config(chunk_size=8, max_batch_size=8),
-                       num_blocks=512, block_size=4, num_stages=4)
+                       num_blocks=512, block_size=4, num_stages=4, estimator=LinearEstimator(LinearConfig(base=0.0)))
     h.add_many([(8, 30)] * 8)
-    h.run()
+    views = h.run()
     cols, spans = h.loop.batches.to_columns()
-    # at some instant, more than one batch is between its start and end
     starts, ends = cols["start"], cols["end"]
-    in_flight = [(starts <= t) & (ends > t) for t in starts]
-    assert max(int(x.sum()) for x in in_flight) >= 2
-    # a request is never in two batches in flight at once
-    for r in h.requests:
-        assert r.completion > r.first_token
+    assert len(views) == len(starts)
+    in_flight = [np.flatnonzero((starts <= t) & (ends > t)) for t in starts]
+    assert max(len(x) for x in in_flight) == 4  # one per stage, never more
+    for x in in_flight:
+        members = [r for i in x for r in views[i].requests]
+        assert len(members) == len(set(members)), [views[i].requests for i in x]
+
+
+class _TransferEstimator(LinearEstimator):
+    """The linear fake with a send/recv between pipeline stages."""
+
+    def __init__(self, xfer: float):
+        super().__init__()
+        self.xfer = xfer
+
+    def pp_transfer_time(self, num_tokens: int) -> float:
+        return self.xfer
+
+
+@pytest.mark.parametrize("stages", [2, 4])
+def test_pipeline_stages_pay_send_recv(stages):
+    """A batch crossing ``stages`` stages pays ``stages - 1`` transfers, exactly."""
+    ends = {}
+    for xfer in (0.0, 0.004):
+        h = ReplicaHarness(SarathiScheduler, SarathiScheduler.Config(chunk_size=64), num_blocks=64, block_size=16,
+                           num_stages=stages, estimator=_TransferEstimator(xfer))
+        h.add(prompt=40, output=1)
+        h.run()
+        cols, _ = h.loop.batches.to_columns()
+        ends[xfer] = float(cols["end"][0] - cols["start"][0])
+    assert ends[0.004] - ends[0.0] == pytest.approx((stages - 1) * 0.004, rel=1e-9)
 
 
 def _loop(router_cls, replicas=3, n=12):

@@ -266,3 +266,34 @@ def test_inlined_forward_time_is_the_layer_composition(model, prefills, decodes,
     s = BatchShape.from_lists(prefills, decodes)
     composed = model.num_layers * est.layer_time(s) + est.embed_time(s.num_tokens) + est.head_time(s.num_seqs)
     assert est.forward_time(s) == composed
+
+
+@pytest.mark.parametrize("tokens", [64, 1000, 20000])  # inside the profiled range, and beyond it
+def test_tp_all_reduces_are_priced(model, monkeypatch, tokens):
+    """Each layer of a TP shard pays its all-reduces (two: attention and MLP; one more for the embedding),
+    exactly what the comm model charges, in every pricing path (token table, past the table, decode fast
+    path, forward pass)."""
+    import vidur.estimate.comm as C
+
+    with_comm = make(model, 2)
+    n_ar = 1 if model.parallel_attn_mlp else 2
+    one = with_comm._comm.all_reduce(tokens * model.hidden_size * model.dtype_bytes)
+    assert one > 0
+    with monkeypatch.context() as m:  # an estimator whose all-reduces are free, at construction and after
+        m.setattr(C.CommModel, "all_reduce", lambda self, nbytes: 0.0)
+        m.setattr(C.CommModel, "all_reduce_array", lambda self, nbytes: np.zeros(len(nbytes)))
+        free = make(model, 2)
+    free._comm.all_reduce = lambda nbytes: 0.0
+    free._comm.all_reduce_array = lambda nbytes: np.zeros(len(nbytes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        s = BatchShape.from_lists([(tokens, 0)])
+        assert with_comm.layer_time(s) - free.layer_time(s) == pytest.approx(n_ar * one, rel=1e-6)
+        L = model.num_layers
+        # every layer's, plus the vocabulary-parallel embedding's
+        assert with_comm.forward_time(s) - free.forward_time(s) == pytest.approx((L * n_ar + 1) * one, rel=1e-6)
+        assert with_comm.breakdown(s)["tp_all_reduce"] == pytest.approx(n_ar * one, rel=1e-6)
+        if tokens <= 1000:
+            d = with_comm.decode_iteration_times(tokens, np.array([tokens * 100]))
+            d0 = free.decode_iteration_times(tokens, np.array([tokens * 100]))
+            assert float(d[0] - d0[0]) == pytest.approx((L * n_ar + 1) * one, rel=1e-6)

@@ -337,3 +337,26 @@ def test_attention_overheads_add_once_per_attention_call():
     assert extra.layer_time(mixed) - base.layer_time(mixed) == pytest.approx(13e-6, rel=1e-9)
     dec = BatchShape.from_lists(decodes=[500] * 8)
     assert extra.layer_time(dec) - base.layer_time(dec) == pytest.approx(9e-6, rel=1e-9)
+
+
+def test_decode_attention_against_measured_h200_rows():
+    """The roofline's decode attention (reading every request's KV cache) against measured H200 times.
+
+    The fixture holds the KV-dominated rows of the shipped H200 profile (provenance in its header); an
+    estimator that skipped the KV reads, or read them once per batch, would be several times too fast.
+    """
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "h200_llama3_8b_attn_decode.csv"
+    with path.open() as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    assert len(rows) > 40
+    est = make(model="meta-llama/Meta-Llama-3-8B", device="h200")
+    ratios = []
+    for r in rows:
+        b, c, ms = int(r["batch"]), int(r["context"]), float(r["median_ms"])
+        pred = est.breakdown(BatchShape.from_lists(decodes=[c] * b))["attn_decode"] * 1e3
+        ratios.append(pred / ms)
+    assert 0.8 < float(np.median(ratios)) < 1.25, np.median(ratios)
+    assert min(ratios) > 0.6 and max(ratios) < 1.5, (min(ratios), max(ratios))

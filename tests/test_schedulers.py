@@ -41,8 +41,16 @@ def test_vllm_preempts_most_recent_arrival_and_recomputes():
     batches = h.run()
     assert not h.unfinished
     preempted = [r for r in h.requests if r.preemptions]
-    assert preempted and preempted[0].id == 2  # the newest goes first
-    assert preempted[0].recomputed > 0
+    assert [r.id for r in preempted] == [2] and preempted[0].preemptions == 1  # the newest goes first
+    # request 2 had its prompt (4) and 4 decoded tokens in KV when preempted: all 8 are recomputed, in one
+    # whole prefill of the prompt plus the 5 tokens generated so far
+    before = [b.tokens_of(2) for b in batches if 2 in b.requests and b.time < batches[5].time]
+    assert before == [4, 1, 1, 1, 1] and 2 in batches[5].waiting
+    assert preempted[0].recomputed == sum(before) == 8
+    after = [b.tokens_of(2) for b in batches[5:] if 2 in b.requests]
+    assert after[0] == 4 + 5 and all(t == 1 for t in after[1:])
+    # it processed exactly its recomputed tokens more than an identical request that was never preempted
+    assert sum(b.tokens_of(2) for b in batches) == sum(b.tokens_of(0) for b in batches) + preempted[0].recomputed
     assert all(b.kv_blocks_used <= 6 for b in batches)
 
 

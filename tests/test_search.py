@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import REPO, SCENARIOS, need_shared
 from vidur.cli import main
@@ -489,3 +491,26 @@ def test_ray_core_logs_are_kept_off_the_terminal_while_joining(capfd):
     os.write(2, b"after\n")
     _, err = capfd.readouterr()
     assert err == "after\n"
+
+
+# ------------------------------------------------------------ Pareto frontier against its definition (issue #16, item 9)
+
+def _dominates(a, b) -> bool:
+    """``a`` is at least as good as ``b`` in both (latency lower, QPS per dollar higher) and better in one."""
+    return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), max_size=25))
+def test_pareto_front_is_the_brute_force_frontier(values):
+    """Small integer grids give many ties and duplicates: the frontier has every non-dominated value once,
+    no dominated point and no tie twice, in latency order."""
+    points = [(float(lat), float(q), i) for i, (lat, q) in enumerate(values)]
+    front = pareto_front(points)
+    got = [values[i] for i in front]
+    expected = {v for v in values if not any(_dominates(w, v) for w in values)}
+    assert len(got) == len(set(got)) == len(expected)  # each frontier value once
+    assert set(got) == expected
+    assert [v[0] for v in got] == sorted(v[0] for v in got)
+    for i in front:  # the first item of each tie is kept
+        assert values.index(values[i]) == i
