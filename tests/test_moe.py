@@ -320,6 +320,8 @@ def test_moe_scenario_runs_with_expert_parallelism(tmp_path, capsys, monkeypatch
         (("cluster.kv_cache_dtype", "int8"), "cluster.kv_cache_dtype must be one of auto, bf16"),
         (("model", "meta-llama/Llama-3.1-8B"), "expert_parallel=2 needs a mixture-of-experts model"),
         (("runtime_estimator", "profile"), "profiles measure dense bf16/fp16 layers; mistralai/Mixtral-8x7B-v0.1 has"),
+        (("memory_planner.kv_dtype_bytes", "2"), "memory_planner.kv_dtype_bytes=2 disagrees with cluster.kv_cache_dtype"),
+        (("runtime_estimator.kv_dtype_bytes", "2"), "runtime_estimator.kv_dtype_bytes=2 disagrees with cluster.kv_cache"),
     ],
 )
 def test_impossible_layouts_are_one_line(setting, message, tmp_path, capsys, monkeypatch):

@@ -20,6 +20,24 @@ from vidur.scheduler.prefix_cache import caching_enabled, make_kv_manager
 from vidur.workload.workload import RequestTable, build_requests
 
 
+def _check_one_kv_dtype(sc: Scenario, kv_bytes: int) -> None:
+    """The KV cache's element size has one home, ``cluster.kv_cache_dtype``.
+
+    The paged planner and the roofline still accept ``kv_dtype_bytes`` (their
+    own unit tests and direct use); in a scenario a value that disagrees with
+    the deployed model's would size the cache with one precision and price
+    its reads with another, so it is refused.
+    """
+    for section, cfg in (("memory_planner", sc.memory_planner.config), ("runtime_estimator", sc.runtime_estimator.config)):
+        v = getattr(cfg, "kv_dtype_bytes", None)
+        if v is not None and v != kv_bytes:
+            raise VidurError(
+                f"{section}.kv_dtype_bytes={v} disagrees with cluster.kv_cache_dtype "
+                f"{sc.cluster.kv_cache_dtype!r} ({kv_bytes} bytes per KV element): set the KV cache's precision once, "
+                "in cluster.kv_cache_dtype (auto | bf16 | fp16 | fp8), and drop kv_dtype_bytes"
+            )
+
+
 @attrs.define
 class SimulationResult:
     """What ``Simulation.run`` returns: the raw records and the scenario."""
@@ -76,6 +94,7 @@ class Simulation:
             kv_cache_dtype=cl.kv_cache_dtype,
             expert_parallel=cl.expert_parallel,
         )
+        _check_one_kv_dtype(sc, self.model.kv_bytes)
         from vidur.estimate.base import PricingTarget
         from vidur.resolve.device import resolve_device
         from vidur.resolve.estimator import resolve_estimator
