@@ -9,7 +9,10 @@ at mean/p50/p90/p99, real against simulated:
 
 (a) with the simulator's defaults (no knowledge of the measurements);
 (b) calibrated leave-one-run-out: the estimator's free parameters fitted
-    (:mod:`vidur.calibration`) on the *other* runs, then scored on this one.
+    (:mod:`vidur.calibration`, with its prior toward the defaults) on the *other* runs of
+    the same device, then scored on this one. Efficiencies are per device
+    (:func:`~vidur.calibration.fit.same_device_runs`): a run with no other run on its
+    device keeps the defaults, and (b) says so.
 
 The last line is ``leave-one-out median |err| X % (TTFT a %, TPOT b %, E2E c %)``: the
 median over runs and over the four statistics of |sim/real - 1|.
@@ -75,7 +78,8 @@ def main(argv=None) -> int:
     root = find_real_dir(args.data)
     names = args.runs or sorted(p.name for p in root.iterdir() if (p / "requests.jsonl").is_file())
     runs = [load_real_run(root / n) for n in names]
-    from vidur.calibration.fit import fit_runs
+    from vidur.calibration.fit import fit_runs, same_device_runs
+    from vidur.calibration.replay import device_of
 
     default_errs: dict[str, dict] = {}
     loo_errs: dict[str, dict] = {}
@@ -87,7 +91,11 @@ def main(argv=None) -> int:
         default_errs[run.name] = per_metric(table(run, sim, "(a) defaults"))
         if args.defaults_only or len(runs) < 2:
             continue
-        others = [r for r in runs if r is not run]
+        others = same_device_runs([r for r in runs if r is not run], device_of(run))
+        if not others:
+            print(f"  (b) no other run on {device_of(run)} to fit on: the defaults stand (efficiencies are per device)")
+            loo_errs[run.name] = default_errs[run.name]
+            continue
         t0 = time.perf_counter()
         cal = fit_runs(others)
         sim, desc = replay(run, calibration=cal)

@@ -109,6 +109,23 @@ def test_async_scheduling_takes_max_of_host_and_device(base):
         assert np.allclose(log["end"] - log["start"], base)
 
 
+@pytest.mark.parametrize("async_scheduling", [False, True])
+@pytest.mark.parametrize("base", [1e-6, 1e-3, 1.0])
+def test_batch_time_is_what_the_engine_charges(async_scheduling, base):
+    """SLO-aware policies price a batch with ``batch_time``: it must be the step the event loop
+    charges (max(device, host) under async scheduling, their sum without)."""
+    quoted = []
+    est = LinearEstimator(LinearConfig(base=base))
+    h = ReplicaHarness(VLLMV1Scheduler, Cfg(max_num_batched_tokens=32, async_scheduling=async_scheduling),
+                       num_blocks=256, block_size=4, estimator=est,
+                       on_batch=lambda sched, batch: quoted.append(sched.batch_time(batch)))
+    h.add_many([(20, 6), (12, 8)])
+    h.add(16, 4, at=0.01)
+    h.run()
+    log = h.loop.batches.to_columns()[0]
+    assert np.allclose(log["end"] - log["start"], quoted, rtol=1e-12, atol=0.0)
+
+
 def test_async_fast_forward_equals_stepping():
     def run(ff):
         est = LinearEstimator(LinearConfig(base=2e-4))
@@ -206,7 +223,7 @@ def test_calibrate_recovers_known_parameters_and_auto_applies_the_file(tmp_path,
     _synthetic_run(tmp_path / "b", truth, 2)
     out = tmp_path / "cal.json"
     rc = main(["calibrate", str(tmp_path / "a"), "--holdout", str(tmp_path / "b"), "--params", "memory_efficiency",
-               "--out", str(out), "--json"])
+               "--prior-weight", "0", "--out", str(out), "--json"])
     assert rc == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["params"]["memory_efficiency"] == pytest.approx(0.6)
@@ -229,3 +246,24 @@ def test_calibrate_recovers_known_parameters_and_auto_applies_the_file(tmp_path,
     monkeypatch.setenv("VIDUR_CALIBRATION_PATH", str(tmp_path))
     auto = Simulation(scenario_from_dict({**base, "runtime_estimator": "auto"}))
     assert auto.estimator.config.memory_efficiency == pytest.approx(0.6)
+
+
+def test_calibration_prior_pulls_toward_the_defaults(tmp_path):
+    """The prior keeps an efficiency at its default unless the data pays for the move: with no
+    pull the fit recovers the truth, with a strong one it stays put, in between it lies between."""
+    from vidur.calibration.fit import fit_runs, prior_penalty, same_device_runs
+    from vidur.estimate.roofline import RooflineConfig
+    from vidur.validate.real_runs import load_real_run
+
+    default = RooflineConfig().memory_efficiency
+    assert prior_penalty({"memory_efficiency": default}, {"memory_efficiency": default}) == 0.0
+    assert 0 < prior_penalty({"memory_efficiency": 0.7}, {"memory_efficiency": default}) < prior_penalty(
+        {"memory_efficiency": 0.6}, {"memory_efficiency": default})
+    _synthetic_run(tmp_path / "a", {"memory_efficiency": 0.6}, 1)
+    run = load_real_run(tmp_path / "a")
+    fitted = {w: fit_runs([run], params=("memory_efficiency",), prior_weight=w).params["memory_efficiency"]
+              for w in (0.0, 0.5, 100.0)}
+    assert fitted[0.0] == pytest.approx(0.6)
+    assert fitted[100.0] == pytest.approx(default)
+    assert 0.6 <= fitted[0.5] <= default
+    assert same_device_runs([run], "h100") == [run] and same_device_runs([run], "a100") == []

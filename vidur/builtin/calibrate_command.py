@@ -36,7 +36,7 @@ def _load(text: str, args):
 
 
 def _calibrate(args) -> int:
-    from vidur.calibration.fit import DEFAULT_PARAMS, GRIDS, abs_errors, fit_runs
+    from vidur.calibration.fit import DEFAULT_PARAMS, GRIDS, PRIOR_WEIGHT, abs_errors, fit_runs
     from vidur.calibration.replay import METRICS, device_of, engine_settings, replay, run_stats
     from vidur.store.calibrations import Calibration, user_calibrations_dir, write_calibration
 
@@ -54,7 +54,10 @@ def _calibrate(args) -> int:
     models = {r.model for r in train}
     tps = {engine_settings(r)["tensor_parallel_size"] for r in train}
     t0 = time.perf_counter()
-    cal = fit_runs(train, params=params)
+    prior = PRIOR_WEIGHT if args.prior_weight is None else args.prior_weight
+    if not prior >= 0:
+        raise VidurError(f"--prior-weight must be >= 0 (0: no pull toward the defaults), got {args.prior_weight}")
+    cal = fit_runs(train, params=params, prior_weight=prior)
     report = {"fitted_on": names, "params": cal.params, "fit_seconds": round(time.perf_counter() - t0, 1),
               "objective_on_fitted_runs": {"before": cal.objective_before, "after": cal.objective_after},
               "held_out": {}}
@@ -117,7 +120,10 @@ def vidur_register_commands(cli):
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="runs to fit on")
     p.add_argument("--holdout", nargs="+", metavar="RUN", help="runs to score on (never fitted)")
-    p.add_argument("--params", help="comma-separated fields to fit (default: the four efficiencies)")
+    p.add_argument("--params", help="comma-separated fields to fit (default: memory, decode attention and compute efficiency; "
+                   "comm_bandwidth too when a run has TP > 1)")
+    p.add_argument("--prior-weight", type=float, metavar="W",
+                   help="pull of the efficiencies toward their defaults (default 0.5; 0: an unregularised fit)")
     p.add_argument("--out", help="calibration file to write (default: the user calibration directory)")
     p.add_argument("--dry-run", action="store_true", help="fit and report; write nothing")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

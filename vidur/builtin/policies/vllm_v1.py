@@ -117,6 +117,21 @@ class VLLMV1Scheduler(ReplicaScheduler):
         self.host_overlap = bool(c.async_scheduling)
         #: batch sizes that run as CUDA graphs (read when the estimator is built)
         self.cuda_graph_sizes = c.graph_sizes
+        if self._estimator is not None and self.cuda_graph_sizes:
+            # idempotent: the simulation tells the shared estimator the same sizes
+            self._estimator.use_cuda_graphs(self.cuda_graph_sizes)
+
+    def batch_time(self, batch: Batch) -> float:
+        """Seconds the engine charges for ``batch``: with ``async_scheduling`` the host work
+        overlaps the GPU step, so max(device, host) instead of their sum (the event loop's
+        arithmetic); CUDA-graph padding is the estimator's (:meth:`use_cuda_graphs`, set by
+        the simulation, or here when a policy is built standalone with an estimator)."""
+        est = self._estimator
+        if est is None or not self.host_overlap:
+            return super().batch_time(batch)
+        s = batch.shape
+        fwd, cpu = est.forward_time(s), est.cpu_overhead(s.num_seqs)
+        return fwd if fwd > cpu else cpu
 
     def _chunk(self, remaining: int, budget: int) -> int:
         t = self.config.long_prefill_token_threshold
