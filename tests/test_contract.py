@@ -154,9 +154,6 @@ def test_register_workloads(vidur_register, tiny_cluster):
         def generate(self, rng, num_requests=None, duration=None):
             return np.arange(num_requests, dtype=np.float64) * self.config.gap
 
-        def with_qps(self, qps):
-            return type(self)(self.Config(gap=1.0 / qps))
-
     class Ramp(LengthGenerator):
         name = "ramp"
 

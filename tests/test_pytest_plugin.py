@@ -245,14 +245,14 @@ def test_trace_rejects_unsorted_arrivals():
 @given(section=workloads(max_requests=20, max_tokens=256))
 def test_workload_sections_are_valid_scenarios(section):
     from vidur.scenario import scenario_from_dict
-    from vidur.workload.workload import Workload
+    from vidur.workload.workload import build_requests
 
     host = plugins.PluginHost(autoload=False, blocked=())
     sc = scenario_from_dict({"model": "vidur/tiny-llama", "workload": section}, host)
     wl = sc.workload
     arrival = host.get("workload.arrival", wl.arrival.name)(wl.arrival.config)
     lens = host.get("workload.length", wl.lengths.name)(wl.lengths.config)
-    table = Workload(arrival, lens).build(np.random.default_rng(0), num_requests=wl.num_requests)
+    table = build_requests(arrival, lens, np.random.default_rng(0), num_requests=wl.num_requests)
     assert table.num_requests == section["num_requests"]
     assert int((table.prompt + table.output).max()) <= 256
 

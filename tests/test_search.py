@@ -514,3 +514,13 @@ def test_pareto_front_is_the_brute_force_frontier(values):
     assert [v[0] for v in got] == sorted(v[0] for v in got)
     for i in front:  # the first item of each tie is kept
         assert values.index(values[i]) == i
+
+
+def test_probe_rate_replaces_a_trace_time_scale():
+    """A probe sets the rate through the one rate mechanism: a trace's time_scale gives way to qps."""
+    from vidur.search.probe import probe_scenario
+
+    base = {"workload": {"arrival": {"name": "trace", "path": "t.csv", "time_scale": 2.0}, "num_requests": 10}}
+    raw = probe_scenario(base, 3.0, None, 10, None)
+    assert raw["workload"]["arrival"] == {"name": "trace", "path": "t.csv", "qps": 3.0}
+    assert base["workload"]["arrival"]["time_scale"] == 2.0

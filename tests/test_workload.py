@@ -25,8 +25,8 @@ from vidur.workload import (
     TraceArrivals,
     TraceLengths,
     UniformLengths,
-    Workload,
     ZipfLengths,
+    arrival_at_rate,
     build_requests,
     clip_lengths,
 )
@@ -122,13 +122,15 @@ def test_poisson_duration_keeps_arrivals_before_duration():
     assert abs(np.mean(counts) / 500 - 1) < 0.03
 
 
-def test_poisson_with_qps_copies():
-    p = PoissonArrivals(PoissonArrivals.Config(qps=1.0))
-    q = p.with_qps(3.0)
-    assert isinstance(q, PoissonArrivals) and q.config.qps == 3.0 and p.config.qps == 1.0
-    assert q.mean_qps == 3.0
-    with pytest.raises(VidurError, match="arrival.qps must be"):
-        p.with_qps(0)
+def test_arrival_at_rate_is_the_one_rate_mechanism():
+    """Search and sweep set a rate in the raw mapping; a rate replaces a time_scale."""
+    assert arrival_at_rate(None, 3) == {"name": "poisson", "qps": 3.0}
+    assert arrival_at_rate("gamma", 2) == {"name": "gamma", "qps": 2.0}
+    raw = {"name": "trace", "path": "t.csv", "time_scale": 2.0}
+    assert arrival_at_rate(raw, 1) == {"name": "trace", "path": "t.csv", "qps": 1.0}
+    assert raw["time_scale"] == 2.0  # the input is not changed
+    assert not hasattr(PoissonArrivals, "with_qps")
+    assert PoissonArrivals(PoissonArrivals.Config(qps=3.0)).mean_qps == 3.0
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "fast", True])
@@ -161,12 +163,11 @@ def test_gamma_mean_and_cv(cv):
     assert abs(gaps.std() / gaps.mean() / cv - 1) < 0.05
 
 
-def test_gamma_duration_and_with_qps():
+def test_gamma_duration():
     g = GammaArrivals(GammaArrivals.Config(qps=10.0, cv=3.0))
     t = g.generate(rng(3), None, 100.0)
     assert (t < 100).all() and len(t) > 0
-    h = g.with_qps(20.0)
-    assert h.config == GammaArrivals.Config(qps=20.0, cv=3.0)
+    assert g.mean_qps == 10.0
     with pytest.raises(VidurError, match="arrival.cv"):
         GammaArrivals.Config(cv=0)
 
@@ -178,8 +179,7 @@ def test_static():
     s = StaticArrivals()
     assert (s.generate(rng(), 7, None) == 0).all()
     assert s.generate(rng(), 7, None).dtype == np.float64
-    with pytest.raises(VidurError, match="no rate"):
-        s.with_qps(1.0)
+    assert s.mean_qps is None
     with pytest.raises(VidurError, match="give num_requests"):
         s.generate(rng(), None, 5.0)
 
@@ -217,7 +217,8 @@ def test_trace_arrivals_scaling(small_trace):
     t = fast.generate(rng(), 5, None)
     assert (len(t) - 1) / t[-1] == pytest.approx(2.0)
     assert fast.mean_qps == pytest.approx(2.0)
-    again = slow.with_qps(1.0)  # with_qps drops time_scale
+    again = TraceArrivals(TraceArrivals.Config(**{k: v for k, v in arrival_at_rate(
+        {"path": str(small_trace), "time_scale": 2.0}, 1.0).items()}))  # a rate drops time_scale
     assert again.config.time_scale == 1.0 and again.mean_qps == pytest.approx(1.0)
     with pytest.raises(VidurError, match="not both"):
         TraceArrivals(TraceArrivals.Config(path=str(small_trace), qps=2.0, time_scale=2.0))
@@ -235,7 +236,8 @@ def test_trace_single_row_and_same_times(tmp_path):
     assert tr.mean_qps is None
     with pytest.raises(VidurError, match="cannot fill"):
         tr.generate(rng(), None, 1.0)
-    assert tr.with_qps(2.0).generate(rng(), 3, None).tolist() == [0, 0.5, 1.0]
+    at2 = TraceArrivals(TraceArrivals.Config(path=str(one), qps=2.0))
+    assert at2.generate(rng(), 3, None).tolist() == [0, 0.5, 1.0]
     same = tmp_path / "same.csv"
     same.write_text("arrived_at\n5\n5\n")
     with pytest.raises(VidurError, match="no rate to rescale"):
@@ -469,12 +471,9 @@ def test_request_table_validates():
         RequestTable(np.array([0.0]), np.array([1.0]), np.array([1]))
 
 
-def test_workload_helper():
-    w = Workload(PoissonArrivals(PoissonArrivals.Config(qps=2)), FixedLengths())
-    assert len(w.build(rng(), num_requests=10)) == 10
-    assert w.with_qps(5).arrival.config.qps == 5 and w.arrival.config.qps == 2
-    with pytest.raises(VidurError, match="no rate"):
-        Workload(StaticArrivals(), FixedLengths()).with_qps(1)
+def test_build_requests_helper():
+    t = build_requests(PoissonArrivals(PoissonArrivals.Config(qps=2)), FixedLengths(), rng(), num_requests=10)
+    assert len(t) == 10
 
 
 # --- the real shared traces ------------------------------------------------

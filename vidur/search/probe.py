@@ -30,6 +30,7 @@ import numpy as np
 from vidur.metrics import table
 from vidur.metrics.table import Metric
 from vidur.search.spec import SLOTarget
+from vidur.workload.arrivals import arrival_at_rate
 
 BIG = 1e18  # stands for +inf in quantiles (inf would make linear interpolation NaN)
 
@@ -53,7 +54,7 @@ def probe_scenario(base: dict, qps: float, duration: float | None, num_requests:
     """The raw scenario of one probe: ``base`` with the arrival rate, size and time cap set."""
     raw = copy.deepcopy(base)
     wl = raw["workload"]
-    wl["arrival"] = dict(wl["arrival"], qps=float(qps))
+    wl["arrival"] = arrival_at_rate(wl["arrival"], qps)
     wl["duration"], wl["num_requests"] = duration, num_requests
     if duration is None:
         wl.pop("duration")

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from vidur.errors import VidurError
+from vidur.workload.arrivals import arrival_at_rate
 
 #: bump when a change to the sweep's worker changes what a stored cell holds
 SWEEP_VERSION = 1
@@ -128,10 +129,8 @@ class SweepSpec:
             _switch_policy(raw, section, v.name, kind, host)
             raw[section].update(dict(v.options))
         if cell.qps is not None:
-            arrival = raw.setdefault("workload", {}).get("arrival") or {"name": "poisson"}
-            if isinstance(arrival, str):
-                arrival = {"name": arrival}
-            raw["workload"]["arrival"] = dict(arrival, qps=float(cell.qps))
+            raw.setdefault("workload", {})
+            raw["workload"]["arrival"] = arrival_at_rate(raw["workload"].get("arrival"), cell.qps)
         raw["seed"] = int(cell.seed)
         sim = dict(raw.get("simulation") or {})
         sim["progress"] = False

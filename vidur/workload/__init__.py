@@ -1,6 +1,6 @@
 """Workloads: arrival processes, length generators, trace replay, request tables."""
 
-from vidur.workload.arrivals import GammaArrivals, PoissonArrivals, StaticArrivals, TraceArrivals
+from vidur.workload.arrivals import GammaArrivals, PoissonArrivals, StaticArrivals, TraceArrivals, arrival_at_rate
 from vidur.workload.base import ArrivalProcess, LengthGenerator
 from vidur.workload.lengths import (
     BoundedLengthGenerator,
@@ -12,7 +12,7 @@ from vidur.workload.lengths import (
     ZipfLengths,
     clip_lengths,
 )
-from vidur.workload.workload import RequestTable, Workload, build_requests
+from vidur.workload.workload import RequestTable, build_requests
 
 __all__ = [
     "ArrivalProcess",
@@ -28,8 +28,8 @@ __all__ = [
     "TraceArrivals",
     "TraceLengths",
     "UniformLengths",
-    "Workload",
     "ZipfLengths",
+    "arrival_at_rate",
     "build_requests",
     "clip_lengths",
 ]

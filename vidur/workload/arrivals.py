@@ -77,8 +77,6 @@ class PoissonArrivals(ArrivalProcess):
         scale = 1.0 / self.config.qps
         return renewal_times(rng, lambda r, k: r.exponential(scale, size=k), scale, num_requests, duration)
 
-    def with_qps(self, qps: float) -> "PoissonArrivals":
-        return type(self)(attrs.evolve(self.config, qps=qps))
 
 
 class GammaArrivals(ArrivalProcess):
@@ -107,8 +105,6 @@ class GammaArrivals(ArrivalProcess):
         scale = mean_gap / shape
         return renewal_times(rng, lambda r, k: r.gamma(shape, scale, size=k), mean_gap, num_requests, duration)
 
-    def with_qps(self, qps: float) -> "GammaArrivals":
-        return type(self)(attrs.evolve(self.config, qps=qps))
 
 
 class StaticArrivals(ArrivalProcess):
@@ -123,8 +119,6 @@ class StaticArrivals(ArrivalProcess):
     def __init__(self, config: Config | None = None):
         super().__init__(config if config is not None else self.Config())
 
-    mean_qps = None
-
     def generate(self, rng, num_requests=None, duration=None) -> np.ndarray:
         ck.exactly_one(num_requests, duration)
         if num_requests is None:
@@ -134,11 +128,6 @@ class StaticArrivals(ArrivalProcess):
             )
         return np.zeros(ck.check_count(num_requests), dtype=np.float64)
 
-    def with_qps(self, qps: float):
-        raise VidurError(
-            "the static arrival process has no rate (every request arrives at t=0); "
-            "use arrival poisson, gamma or trace to vary qps"
-        )
 
 
 class TraceArrivals(ArrivalProcess):
@@ -238,5 +227,18 @@ class TraceArrivals(ArrivalProcess):
             return out[:num_requests]
         return out[: np.searchsorted(out, duration, side="left")]
 
-    def with_qps(self, qps: float) -> "TraceArrivals":
-        return type(self)(attrs.evolve(self.config, qps=qps, time_scale=1.0))
+
+def arrival_at_rate(arrival, qps: float) -> dict:
+    """The raw ``workload.arrival`` mapping ``arrival`` (a mapping or a bare
+    name; None is poisson) at mean rate ``qps``: the one way search and
+    sweep set a rate. A rate replaces a ``time_scale``; whether the process
+    accepts a ``qps`` is checked when the scenario is loaded."""
+    if arrival is None:
+        arrival = {"name": "poisson"}
+    elif isinstance(arrival, str):
+        arrival = {"name": arrival}
+    out = dict(arrival)
+    out.pop("time_scale", None)
+    out["qps"] = float(qps)
+    return out
+

@@ -27,11 +27,11 @@ class ArrivalProcess:
         with ``duration``, return every arrival in [0, duration)."""
         raise NotImplementedError
 
-    def with_qps(self, qps: float):
-        """A copy of this process at another mean rate (used by capacity search).
-
-        Raise :class:`vidur.errors.VidurError` if the process has no rate."""
-        raise NotImplementedError
+    #: The mean rate in requests/s, or None if the process has none (the run
+    #: budget uses it to size a duration). A process with a rate takes a
+    #: ``qps`` Config field: search and sweep set it in the raw scenario, the
+    #: one rate mechanism (:func:`vidur.workload.arrivals.arrival_at_rate`).
+    mean_qps: float | None = None
 
 
 class LengthGenerator:

@@ -111,21 +111,3 @@ def build_requests(
         prompt=np.asarray(prompt, dtype=np.int64),
         output=np.asarray(output, dtype=np.int64),
     )
-
-
-@attrs.frozen
-class Workload:
-    """An arrival process and a length generator, built into requests together."""
-
-    arrival: ArrivalProcess
-    lengths: LengthGenerator
-
-    def build(
-        self, rng: np.random.Generator, num_requests: int | None = None, duration: float | None = None
-    ) -> RequestTable:
-        """:func:`build_requests` with this workload's generators."""
-        return build_requests(self.arrival, self.lengths, rng, num_requests=num_requests, duration=duration)
-
-    def with_qps(self, qps: float) -> "Workload":
-        """The same workload at another mean arrival rate."""
-        return attrs.evolve(self, arrival=self.arrival.with_qps(qps))
