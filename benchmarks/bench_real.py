@@ -7,6 +7,10 @@ settings (``max_num_seqs``, ``max_num_batched_tokens``, TP, block size, KV block
 ``meta.json`` when it was saved, else vLLM's own computation) and prints TTFT, TPOT and E2E
 at mean/p50/p90/p99, real against simulated:
 
+In its prompt-free seconds the run's ``timeseries.csv`` also gives the real decode step
+(:mod:`vidur.calibration.steps`): (a) prints the default estimator's step over the real
+one there, which separates the per-iteration cost model from queueing.
+
 (a) with the simulator's defaults (no knowledge of the measurements);
 (b) calibrated leave-one-run-out: the estimator's free parameters fitted
     (:mod:`vidur.calibration`, with its prior toward the defaults) on the *other* runs of
@@ -64,6 +68,26 @@ def table(run: RealRun, sim: dict, label: str) -> list[float]:
     return errs
 
 
+def decode_steps(run: RealRun) -> None:
+    """Print the real decode step against the default estimator's in the run's prompt-free seconds."""
+    from vidur.calibration.replay import scenario_dict
+    from vidur.calibration.steps import decode_seconds
+    from vidur.engine.simulation import Simulation
+    from vidur.scenario import scenario_from_dict
+
+    est = Simulation(scenario_from_dict(scenario_dict(run)), requests=run.table).estimator
+    secs = decode_seconds(run, est)
+    if not secs:
+        print("  (a) decode-only seconds: none in timeseries.csv")
+        return
+    ratio = np.array([s.estimated / s.real for s in secs])
+    seqs = np.array([s.num_seqs for s in secs])
+    real = np.array([s.real for s in secs])
+    print(f"  (a) decode-only seconds (no prompt tokens; {len(secs)} s, {seqs.min()}-{seqs.max()} sequences): "
+          f"real step median {np.median(real) * 1e3:.1f} ms, estimated / real median {np.median(ratio):.2f} "
+          f"(p10 {np.percentile(ratio, 10):.2f}, p90 {np.percentile(ratio, 90):.2f})")
+
+
 def per_metric(errs: list[float]) -> dict[str, list[float]]:
     n = len(STATS)
     return {m: errs[i * n:(i + 1) * n] for i, m in enumerate(METRICS)}
@@ -89,6 +113,7 @@ def main(argv=None) -> int:
         sim, desc = replay(run)
         print(f"  (a) defaults: {desc} [{time.perf_counter() - t0:.1f} s]")
         default_errs[run.name] = per_metric(table(run, sim, "(a) defaults"))
+        decode_steps(run)
         if args.defaults_only or len(runs) < 2:
             continue
         others = same_device_runs([r for r in runs if r is not run], device_of(run))

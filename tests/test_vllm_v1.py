@@ -267,3 +267,30 @@ def test_calibration_prior_pulls_toward_the_defaults(tmp_path):
     assert fitted[100.0] == pytest.approx(default)
     assert 0.6 <= fitted[0.5] <= default
     assert same_device_runs([run], "h100") == [run] and same_device_runs([run], "a100") == []
+
+
+def test_decode_samples_read_prompt_free_seconds(tmp_path):
+    """A prompt-free second with n running and g tokens/s is a decode step of n/g seconds over
+    the requests decoding then, their context rebuilt from prompt + output produced so far."""
+    from vidur.calibration.steps import decode_samples, decode_seconds, step_error
+    from vidur.testing.fakes import LinearConfig, LinearEstimator
+    from vidur.validate.real_runs import RealRun
+    from vidur.workload.workload import RequestTable
+
+    # 4 requests arrive at 0, first token at 1 s, last at 11 s, 100 prompt + 1000 output tokens
+    n = 4
+    table = RequestTable(arrival=np.zeros(n), prompt=np.full(n, 100), output=np.full(n, 1000))
+    run = RealRun("x", str(tmp_path), table, np.ones(n), np.full(n, 0.01), np.full(n, 11.0), {})
+    (tmp_path / "timeseries.csv").write_text(
+        "t,prompt_throughput,gen_throughput,running,waiting,kv_cache_pct\n"
+        "1.0,400.0,4.0,4,0,1.0\n"      # prompt tokens: not a decode-only second
+        "6.0,0.0,400.0,4,0,5.0\n"      # mid-second 5.5 s: 450 of 1000 output tokens each
+        "12.0,0.0,0.0,0,0,0.0\n")
+    [(t, k, kv, real)] = decode_samples(run)
+    assert (t, k, real) == (6.0, 4, 0.01)
+    assert kv == 4 * (100 + 450) + 4
+    est = LinearEstimator(LinearConfig(base=0.01))
+    [sec] = decode_seconds(run, est)
+    assert sec.estimated == pytest.approx(est.decode_iteration_time(4, kv))
+    assert step_error([sec]) == pytest.approx(abs(np.log(sec.estimated / 0.01)))
+    assert decode_samples(RealRun("y", str(tmp_path / "none"), table, run.ttft, run.tpot, run.e2e, {})) == []

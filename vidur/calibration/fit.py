@@ -5,8 +5,11 @@ about single iterations, so the fit is done the way a user feels the result: eac
 parameter set replays every training run in the simulator (:mod:`vidur.calibration.replay`)
 and scores the mean, p50, p90 and p99 of TTFT, TPOT and E2E against the measured ones. The
 objective is the mean |log(sim / real)| over those statistics (TPOT counts twice: it is
-what the per-iteration cost model is responsible for; TTFT and E2E add queueing). It is
-minimised by coordinate descent over a grid per parameter, a few rounds.
+what the per-iteration cost model is responsible for; TTFT and E2E add queueing),
+averaged with the decode-step error of the run's prompt-free seconds when its
+``timeseries.csv`` has any (:mod:`vidur.calibration.steps`: those seconds time single
+decode iterations, which pins the bandwidth efficiencies and leaves the served statistics
+to the compute and link terms). It is minimised by coordinate descent over a grid per parameter, a few rounds.
 
 Regularisation: a handful of runs (the shared data has three, on two devices and two
 models) cannot pin down several efficiencies at once: an unpenalised fit trades one for
@@ -116,9 +119,20 @@ def abs_errors(real: dict, sim: dict) -> dict[str, list[float]]:
     return {m: [abs(sim[m][s] / real[m][s] - 1.0) for s in STATS] for m in METRICS}
 
 
-def _score(runs: Sequence[RealRun], reals: list[dict], params: dict) -> float:
+def _score(runs: Sequence[RealRun], reals: list[dict], params: dict, samples: list | None = None) -> float:
+    """Mean over runs of the run's error: :func:`stats_error`, averaged with the decode-step error
+    (:func:`vidur.calibration.steps.step_error`) when the run has prompt-free seconds."""
+    from vidur.calibration.replay import replay_with_estimator
+    from vidur.calibration.steps import decode_seconds, step_error
+
     cal = Calibration(params=dict(params))
-    errs = [stats_error(real, replay(run, calibration=cal)[0]) for run, real in zip(runs, reals)]
+    errs = []
+    for i, (run, real) in enumerate(zip(runs, reals)):
+        stats, est = replay_with_estimator(run, calibration=cal)
+        e = stats_error(real, stats)
+        if samples is not None and samples[i]:
+            e = 0.5 * (e + step_error(decode_seconds(run, est, samples=samples[i])))
+        errs.append(e)
     return float(np.mean(errs))
 
 
@@ -158,7 +172,10 @@ def fit_runs(runs: Sequence[RealRun], *, rounds: int = 3, params: Sequence[str] 
     current = {k: initial(k) for k in names}
     prior = {k: v for k, v in current.items() if k.endswith("_efficiency")}  # link and host terms: free
     reals = [run_stats(r.ttft, r.tpot, r.e2e) for r in runs]
-    before = fit_err = _score(runs, reals, current)
+    from vidur.calibration.steps import decode_samples
+
+    samples = [decode_samples(r) for r in runs]
+    before = fit_err = _score(runs, reals, current, samples)
     best = fit_err  # the prior term is 0 at the start
     for _ in range(rounds):
         changed = False
@@ -171,7 +188,7 @@ def fit_runs(runs: Sequence[RealRun], *, rounds: int = 3, params: Sequence[str] 
                 penalty = prior_penalty(trial, prior, prior_weight)
                 if penalty >= best:  # cannot win whatever the fit error
                     continue
-                e = _score(runs, reals, trial)
+                e = _score(runs, reals, trial, samples)
                 if e + penalty < best - 1e-9:
                     best, fit_err, current, changed = e + penalty, e, trial, True
         if not changed:

@@ -135,10 +135,24 @@ def simulate_run(run: RealRun, calibration=None, *, policy: str = "vllm_v1"):
 def replay(run: RealRun, calibration=None, *, policy: str = "vllm_v1") -> tuple[dict, str]:
     """Simulated statistics of ``run`` (as :func:`run_stats`) and the estimator's description."""
     res = simulate_run(run, calibration, policy=policy)
+    return result_stats(res), res.estimator
+
+
+def replay_with_estimator(run: RealRun, calibration=None, *, policy: str = "vllm_v1") -> tuple[dict, object]:
+    """Simulated statistics of ``run`` and the runtime estimator object that priced it."""
+    from vidur.engine.simulation import Simulation
+    from vidur.scenario import scenario_from_dict
+
+    sim = Simulation(scenario_from_dict(scenario_dict(run, calibration, policy=policy)), requests=run.table)
+    return result_stats(sim.run(progress=False)), sim.estimator
+
+
+def result_stats(res) -> dict:
+    """:func:`run_stats` of a simulation result, with vLLM's definitions."""
     r = res.records.requests
     ttft = r["first_token"] - r["arrival"]
     e2e = r["completion"] - r["arrival"]
     out = r["output_tokens"]
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(out > 1, (r["completion"] - r["first_token"]) / (out - 1), np.nan)
-    return run_stats(ttft, tpot, e2e), res.estimator
+    return run_stats(ttft, tpot, e2e)

@@ -199,9 +199,14 @@ NODES: tuple[NodeSpec, ...] = (
         description="8 PCIe Gen4 GPUs without NVLink (e.g. L40S, A40 servers), 100 Gb/s Ethernet between nodes",
     ),
     NodeSpec(
+        # link_bandwidth is what NCCL all-reduce reaches over PCIe Gen5 (bus bandwidth at large
+        # messages 35-45 GB/s on 8x H100 PCIe without NVLink: Alaya NeW, "NCCL-tests in practice",
+        # docs.alayanew.com tech blog 2026-05-06), not the 64 GB/s x16 line rate; smaller
+        # messages, a x8 slot or P2P disabled (NCCL_P2P_DISABLE=1 through host memory, as
+        # 2x RTX PRO 6000 workstations often need: local-inference-lab/rtx6kpro#15) reach less
         name="pcie5_8",
         num_devices=8,
-        link_bandwidth=50 * GB,
+        link_bandwidth=40 * GB,
         link_latency=8e-6,
         topology="switch",
         pcie_bandwidth=50 * GB,
