@@ -32,8 +32,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from vidur.engine import checks
+from vidur.engine.fastforward import fast_forward as run_fast_forward
+from vidur.engine.fastforward import first_finish
 from vidur.engine.log import NCOL, BatchLog, ITLLog
-from vidur.metrics.records import BATCH_COLUMNS
 from vidur.entities.batch import Batch
 from vidur.entities.request import INF, Request
 from vidur.estimate.base import RuntimeEstimator
@@ -47,11 +48,6 @@ ARRIVAL = -1  # a closed-loop request released by a completion
 WAKE = 0  # an idle replica got work: schedule once all same-time arrivals are in
 BATCH_END = 1
 STAGE0_FREE = 2
-
-# batch-log columns (as in BATCH_COLUMNS) written by the fast-forward block
-_COL = {c: i for i, c in enumerate(BATCH_COLUMNS)}
-C_REPLICA, C_START, C_END, C_NUM_SEQS = _COL["replica"], _COL["start"], _COL["end"], _COL["num_seqs"]
-C_NUM_DECODE, C_DECODE_KV, C_KV_USED = _COL["num_decode"], _COL["decode_kv"], _COL["kv_blocks_used"]
 
 
 class ReplicaState:
@@ -245,7 +241,7 @@ class EventLoop:
             self._push(end, BATCH_END, rep, batch, 1)
             return
         d0 = est.decode_iteration_time(shape.num_decode, shape.decode_kv)
-        if rep.overlap:  # the same arithmetic as _fast_forward's
+        if rep.overlap:  # the same arithmetic as fast_forward's
             cpu = est.cpu_overhead(shape.num_decode)
             d0 = max(d0 - cpu, cpu)
         end = now + d0
@@ -256,9 +252,10 @@ class EventLoop:
             and now + 4 * d0 < self.next_arrival
             and end < self.max_time
             and sched.is_steady(batch)
-            and self._first_finish(batch) > 3
+            and first_finish(batch) > 3
         ):
-            self._fast_forward(rep, batch, now)
+            end, k = run_fast_forward(self, rep, batch, now)
+            self._push(end, BATCH_END, rep, batch, k)
             return
         self._log_row(rep, batch, now, end)
         self._push(end, BATCH_END, rep, batch, 1)
@@ -271,91 +268,6 @@ class EventLoop:
                 s.prefill_work, s.num_decode, s.decode_kv, rep.scheduler.kv.used, s.prefill_kv,
             )
         )
-
-    @staticmethod
-    def _first_finish(batch: Batch) -> int:
-        """Decode steps until the first request of a decode-only batch finishes."""
-        if batch.group is not None:
-            return batch.group.steps_to_first_finish()
-        return min([r.final_kv - r.kv_len for r in batch.decodes])
-
-    def _fast_forward(self, rep: ReplicaState, batch: Batch, now: float) -> None:
-        """Run the steady decode batch ``k`` times at once, ``k`` bounded by the
-        first completion, KV capacity, the next arrival and max_time."""
-        sched, kv, est = rep.scheduler, rep.scheduler.kv, rep.estimator
-        reqs = batch.decodes
-        n = len(reqs)
-        group = batch.group
-        bs = kv.block_size
-        k = self._first_finish(batch)
-        if group is not None:
-            first = group.crossers(1)  # allocated when the batch was formed
-
-            def extra(steps: int) -> int:
-                return group.crossers(steps) - first
-
-        else:
-            ctx = np.fromiter((r.kv_len for r in reqs), dtype=np.int64, count=n)
-            held = np.fromiter((r.blocks for r in reqs), dtype=np.int64, count=n)
-
-            def extra(steps: int) -> int:
-                need = -(-(ctx + steps) // bs) - held
-                return int(need[need > 0].sum())
-
-        if k > 1:
-            free = kv.num_blocks - kv.used
-            if extra(k) > free:  # memory binds before a completion: largest k that fits
-                lo, hi = 1, k
-                while lo < hi:
-                    mid = (lo + hi + 1) // 2
-                    if extra(mid) <= free:
-                        lo = mid
-                    else:
-                        hi = mid - 1
-                k = lo
-        kv0 = batch.shape.decode_kv
-        d = est.decode_iteration_times(n, kv0 + n * np.arange(k, dtype=np.float64))
-        if rep.overlap:
-            cpu = est.cpu_overhead(n)
-            d = np.maximum(d - cpu, cpu)
-        t = np.cumsum(np.concatenate(([now], d)))
-        bound = min(self.next_arrival, self.max_time)
-        if self.followups is not None and self.heap:
-            # a completion elsewhere may release a request before the next known
-            # arrival; none happens before the next pending event
-            bound = min(bound, self.heap[0][0] + self.min_think)
-        if t[k - 1] >= bound:
-            k = max(1, int(np.searchsorted(t[:k], bound, side="left")))
-            t = t[: k + 1]
-            d = d[:k]
-        if k > 1:
-            sched.on_repeat(k - 1)
-            if group is not None:
-                c = group.crossers_per_step(k)
-                used = kv.used + (np.cumsum(c) - c[0])
-                kv.used += extra(k)
-            else:
-                steps = np.arange(1, k + 1, dtype=np.int64)
-                need = -(-(ctx[:, None] + steps[None, :]) // bs) - held[:, None]
-                used = kv.used + np.maximum(need, 0).sum(axis=0)
-                for r in reqs:
-                    kv.ensure(r, r.kv_len + k)
-        else:
-            used = np.array([kv.used], dtype=np.int64)
-        block = np.zeros((k, NCOL))  # the prefill columns stay 0
-        block[:, C_REPLICA] = rep.index
-        block[:, C_START] = t[:k]
-        block[:, C_END] = t[1:]
-        block[:, C_NUM_SEQS] = n
-        block[:, C_NUM_DECODE] = n
-        block[:, C_DECODE_KV] = kv0 + n * np.arange(k, dtype=np.int64)
-        block[:, C_KV_USED] = used
-        self.batches.blocks.append(block)
-        if k > 1:
-            self.itl.block_values.append(np.diff(t[1:]))
-            self.itl.block_counts.append(np.full(k - 1, n, dtype=np.int64))
-            batch.end = float(t[1])  # end of the first repetition, for ITL bookkeeping
-        self._push(float(t[k]), BATCH_END, rep, batch, k)
 
     def _start_pipelined(self, rep: ReplicaState, batch: Batch, now: float) -> None:
         est, shape = rep.estimator, batch.shape
