@@ -18,7 +18,7 @@ import pytest
 from vidur import hookspecs
 from vidur.errors import PluginError, VidurError
 from vidur.hookspecs import hookimpl
-from vidur.plugins import AUTOLOAD_ENV, BLOCK_ENV, PluginHost, signature_of
+from vidur.plugins import AUTOLOAD_ENV, BLOCK_ENV, PluginHost, PluginSkipped, signature_of
 from vidur.scheduler.global_base import GlobalScheduler
 
 CONTRIBUTING = Path(__file__).resolve().parents[1] / "CONTRIBUTING.md"
@@ -238,9 +238,9 @@ def vidur_register_replica_schedulers(register):
 def test_a_registrar_that_raises_names_plugin_and_distribution(vidur_distribution):
     vidur_distribution(BROKEN_REGISTRAR, name="vidur-plugin-broken", version="0.3", entry_point="broken")
     host = PluginHost(autoload=True, blocked=())
-    with pytest.raises(PluginError) as exc:
-        host.names("replica_scheduler")
-    msg = str(exc.value)
+    with pytest.warns(PluginSkipped) as rec:
+        assert "sarathi" in host.names("replica_scheduler")  # skipped, the rest still works
+    msg = str(rec[0].message)
     assert "'broken'" in msg and "vidur-plugin-broken 0.3" in msg
     assert "vidur_register_replica_schedulers" in msg and "ValueError: boom" in msg
 
@@ -281,10 +281,10 @@ def test_a_wrong_hook_signature_is_rejected_at_load(vidur_distribution):
         version="1.2",
         entry_point="badsig",
     )
-    with pytest.raises(PluginError) as exc:
-        PluginHost(autoload=True, blocked=())
-    msg = str(exc.value)
-    assert "\n" not in msg
+    with pytest.warns(PluginSkipped) as rec:
+        host = PluginHost(autoload=True, blocked=())
+    msg = str(rec[0].message)
+    assert "\n" not in msg and "badsig" in host.skipped and host.pm.get_plugin("badsig") is None
     assert msg.startswith("plugin 'badsig' (vidur-plugin-badsig 1.2) does not match the vidur hook specs")
     assert "vidur_register_replica_schedulers(register, replicas) takes 'replicas'" in msg
     assert "the spec vidur_register_replica_schedulers(register)" in msg
@@ -317,15 +317,57 @@ def test_a_hook_vidur_does_not_define_is_rejected(vidur_host, vidur_distribution
         "from vidur.hookspecs import hookimpl\n\n@hookimpl\ndef vidur_simulation_stop(sim):\n    pass\n",
         name="vidur-plugin-typo", entry_point="typo",
     )
-    with pytest.raises(PluginError, match=r"'typo' \(vidur-plugin-typo 1.0\) implements vidur_simulation_stop"):
+    with pytest.warns(PluginSkipped, match=r"'typo' \(vidur-plugin-typo 1.0\) implements vidur_simulation_stop"):
         PluginHost(autoload=True, blocked=())
 
 
-def test_an_entry_point_that_fails_to_import_is_named(vidur_distribution):
+def test_an_entry_point_that_fails_to_import_is_skipped_and_named(vidur_distribution):
     vidur_distribution("import vidur_no_such_dependency\n", name="vidur-plugin-missing", entry_point="missing")
-    with pytest.raises(PluginError, match=r"plugin 'missing' \(vidur-plugin-missing 1.0\) failed to import: "
-                                          r"ModuleNotFoundError.*VIDUR_BLOCK_PLUGINS=missing"):
-        PluginHost(autoload=True, blocked=())
+    with pytest.warns(PluginSkipped, match=r"^plugin 'missing' \(vidur-plugin-missing 1.0\) failed to import "
+                                           r"vidur_plugin_missing: ModuleNotFoundError.*skipped it.*"
+                                           r"VIDUR_BLOCK_PLUGINS=missing$"):
+        host = PluginHost(autoload=True, blocked=())
+    assert "sarathi" in host.names("replica_scheduler")  # everything else still works
+
+
+def test_an_entry_point_to_the_wrong_object_is_skipped(vidur_distribution, tmp_path):
+    vidur_distribution("handler = 42\n", name="vidur-plugin-wrong", entry_point="wrong")
+    ep = next(tmp_path.glob("vidur_plugin_wrong-*.dist-info")) / "entry_points.txt"
+    ep.write_text("[vidur]\nwrong = vidur_plugin_wrong:handler\n")
+    with pytest.warns(PluginSkipped, match=r"plugin 'wrong' \(vidur-plugin-wrong 1.0\): entry point "
+                                           r"vidur_plugin_wrong:handler is a int with no vidur_\* hooks"):
+        host = PluginHost(autoload=True, blocked=())
+    assert host.pm.get_plugin("wrong") is None and host.names("global_scheduler")
+
+
+def test_an_entry_point_whose_registrar_raises_is_skipped(vidur_distribution):
+    vidur_distribution(
+        "from vidur.hookspecs import hookimpl\n\n@hookimpl\ndef vidur_register_global_schedulers(register):\n"
+        "    raise KeyError('nope')\n",
+        name="vidur-plugin-raises", entry_point="raises",
+    )
+    host = PluginHost(autoload=True, blocked=())
+    with pytest.warns(PluginSkipped, match=r"plugin 'raises' \(vidur-plugin-raises 1.0\) failed in "
+                                           r"vidur_register_global_schedulers: KeyError.*skipped it"):
+        names = host.names("global_scheduler")
+    assert "raises" in host.skipped and names
+
+
+def test_help_survives_a_broken_entry_point(vidur_distribution, capsys):
+    """`vidur --help` (and every other command) works with a broken plugin installed: one warning line."""
+    from vidur import cli, plugins
+
+    vidur_distribution("import vidur_no_such_dependency\n", name="vidur-plugin-missing", entry_point="missing")
+    plugins.set_host(None)
+    try:
+        with pytest.raises(SystemExit) as exc, pytest.warns(PluginSkipped) as rec:
+            cli.main(["--help"])
+    finally:
+        plugins.set_host(None)
+    assert exc.value.code == 0
+    assert "COMMAND" in capsys.readouterr().out
+    line = cli._one_line_warning(rec[0].message, rec[0].category, rec[0].filename, rec[0].lineno)
+    assert line.startswith("vidur: warning: plugin 'missing' (vidur-plugin-missing 1.0)") and line.count("\n") == 1
 
 
 def test_duplicate_names_are_an_error_naming_both(vidur_register, vidur_host):

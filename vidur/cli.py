@@ -27,9 +27,11 @@ def build_parser(host=None) -> argparse.ArgumentParser:
             impl.function(cli=sub)
         except Exception as exc:
             dist = host.distribution_of(impl.plugin)
-            raise VidurError(
-                f"plugin {impl.plugin_name!r} ({dist}) failed in vidur_register_commands: {type(exc).__name__}: {exc}"
-            ) from None
+            why = f"plugin {impl.plugin_name!r} ({dist}) failed in vidur_register_commands: {type(exc).__name__}: {exc}"
+            if host.is_entry_point(impl.plugin_name):
+                host.skip_broken(impl.plugin_name, why)  # an installed plugin: warn, keep the other commands
+                continue
+            raise VidurError(why) from None
     return parser
 
 

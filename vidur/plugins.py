@@ -12,6 +12,7 @@ import difflib
 import importlib
 import inspect
 import os
+import warnings
 from typing import Any, Callable
 
 import pluggy
@@ -54,6 +55,10 @@ AUTOLOAD_ENV = "VIDUR_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "VIDUR_BLOCK_PLUGINS"
 
 
+class PluginSkipped(UserWarning):
+    """An installed plugin was skipped because its entry point is broken."""
+
+
 class Entry:
     """One registered thing: the object, and which plugin/distribution gave it."""
 
@@ -87,6 +92,8 @@ class PluginHost:
         self.pm = pluggy.PluginManager(NAME)
         self.pm.add_hookspecs(hookspecs)
         self._dists: dict[str, str] = {}  # entry-point name -> "distribution version"
+        #: entry points skipped as broken: name -> the one-line reason (also warned)
+        self.skipped: dict[str, str] = {}
         if blocked is None:
             blocked = tuple(b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip())
         for name in blocked:
@@ -103,8 +110,10 @@ class PluginHost:
         self._registries: dict[str, dict[str, Entry]] | None = None
 
     def _load_entry_points(self) -> None:
-        """Register each ``vidur`` entry point (as pluggy's loader does, but a
-        failure names the entry point and its distribution)."""
+        """Register each ``vidur`` entry point (as pluggy's loader does). A broken
+        one (it fails to import, gives an object with no vidur hooks, or its hooks
+        do not match the specs) is skipped with a one-line warning naming the
+        entry point and its distribution, so one bad install breaks no command."""
         from importlib.metadata import distributions
 
         for dist in list(distributions()):
@@ -118,12 +127,37 @@ class PluginHost:
                 try:
                     plugin = ep.load()
                 except Exception as exc:
-                    raise PluginError(
-                        f"plugin {ep.name!r} ({label}) failed to import: {type(exc).__name__}: {exc}; "
-                        f"fix or uninstall it, or block it with {BLOCK_ENV}={ep.name}"
-                    ) from None
+                    self._skip(ep.name, f"plugin {ep.name!r} ({label}) failed to import {ep.value}: "
+                                        f"{type(exc).__name__}: {exc}")
+                    continue
+                if not any(a.startswith("vidur_") for a in dir(plugin)):
+                    self._skip(ep.name, f"plugin {ep.name!r} ({label}): entry point {ep.value} is a "
+                                        f"{type(plugin).__name__} with no vidur_* hooks; point it at the module "
+                                        "(or object) holding the @hookimpl functions")
+                    continue
                 self._dists[ep.name] = label
-                self.register(plugin, name=ep.name)
+                try:
+                    self.register(plugin, name=ep.name)
+                except PluginError as exc:
+                    self._skip(ep.name, str(exc))
+
+    def is_entry_point(self, name: str | None) -> bool:
+        """Whether plugin ``name`` was loaded from an installed entry point."""
+        return name in self._dists
+
+    def skip_broken(self, name: str, why: str) -> None:
+        """Unregister the entry-point plugin ``name`` and warn, in one line, why."""
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+            self._registries = None
+        self._skip(name, why)
+
+    def _skip(self, name: str, why: str) -> None:
+        """Skip the broken entry point ``name`` with a one-line warning."""
+        self.skipped[name] = why
+        self._dists.pop(name, None)
+        warnings.warn(f"{why}; skipped it: fix or uninstall it, or block it with {BLOCK_ENV}={name}",
+                      PluginSkipped, stacklevel=3)
 
     # -- registration -------------------------------------------------
     def register(self, plugin: Any, name: str | None = None) -> None:
@@ -188,6 +222,15 @@ class PluginHost:
         return self._registries
 
     def _collect(self) -> dict[str, dict[str, Entry]]:
+        """Fill the registries; an entry-point plugin whose registrar raises is
+        skipped (with a warning) and the registries are filled again without it."""
+        while True:
+            try:
+                return self._collect_once()
+            except _BrokenEntryPoint as broken:
+                self.skip_broken(broken.name, broken.why)
+
+    def _collect_once(self) -> dict[str, dict[str, Entry]]:
         regs: dict[str, dict[str, Entry]] = {}
         for kind, hookname in KINDS.items():
             hook = getattr(self.pm.hook, hookname)
@@ -201,9 +244,10 @@ class PluginHost:
                 except VidurError:
                     raise
                 except Exception as exc:
-                    raise PluginError(
-                        f"plugin {plugin_name!r} ({dist}) failed in {hookname}: {type(exc).__name__}: {exc}"
-                    ) from None
+                    why = f"plugin {plugin_name!r} ({dist}) failed in {hookname}: {type(exc).__name__}: {exc}"
+                    if plugin_name in self._dists:
+                        raise _BrokenEntryPoint(plugin_name, why) from None
+                    raise PluginError(why) from None
         return regs
 
     @staticmethod
@@ -258,6 +302,12 @@ class PluginHost:
                 raise PluginError(
                     f"plugin {impl.plugin_name!r} ({dist}) failed in {hookname}: {type(exc).__name__}: {exc}"
                 ) from None
+
+
+class _BrokenEntryPoint(Exception):
+    def __init__(self, name: str, why: str):
+        super().__init__(why)
+        self.name, self.why = name, why
 
 
 def _mismatch(plugin: Any, exc: Exception) -> str:
