@@ -528,3 +528,39 @@ def test_disable_autoload_skips_entry_points_but_keeps_builtins(vidur_distributi
     assert "sarathi" in host.names("replica_scheduler")
     monkeypatch.delenv(AUTOLOAD_ENV)
     assert PluginHost().pm.get_plugin("broken") is not None
+
+
+def test_a_mapping_for_a_list_option_is_one_line():
+    """cattrs would turn {a: 1} into the tuple ('a',): refused, naming the key."""
+    import attrs as _attrs
+
+    from vidur.config import structure
+
+    @_attrs.frozen
+    class Config:
+        xs: tuple[int, ...] = ()
+
+    with pytest.raises(VidurError, match=r"^replica_scheduler\.xs must be a list .*got a mapping"):
+        structure({"xs": {"a": 1}}, Config, "replica_scheduler")
+    assert structure({"xs": [1, 2]}, Config, "replica_scheduler").xs == (1, 2)
+
+
+def test_a_non_attrs_config_names_the_plugin(vidur_register, vidur_host):
+    from vidur.builtin.policies.sarathi import SarathiScheduler
+    from vidur.scenario import scenario_from_dict
+
+    class Plain(SarathiScheduler):
+        name = "plain"
+
+        class Config:
+            pass
+
+    class P:
+        @hookimpl
+        def vidur_register_replica_schedulers(self, register):
+            register(Plain)
+
+    vidur_register(P(), name="plain-plugin")
+    with pytest.raises(VidurError, match=r"replica scheduler 'plain'.*not an attrs class; decorate it with @attrs.frozen"):
+        scenario_from_dict({"model": "vidur/tiny-llama", "workload": {"num_requests": 2},
+                            "replica_scheduler": {"name": "plain"}}, vidur_host)

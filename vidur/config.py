@@ -110,12 +110,38 @@ def explain(exc: BaseException, root: str = "") -> str:
     return f"invalid value for '{where or root}': {leaf}"
 
 
+_SEQUENCES = (tuple, list, set, frozenset)
+
+
+def _refuse_mapping_for_sequence(data: dict, cls: type, root: str) -> None:
+    """A YAML mapping given for a tuple/list field is an error (cattrs would keep its keys)."""
+    import collections.abc as cabc
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations: leave it to cattrs
+        return
+    for key, value in data.items():
+        if not isinstance(value, dict) or key not in hints:
+            continue
+        hint = hints[key]
+        opts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
+        for h in opts:
+            origin = typing.get_origin(h) or h
+            if origin in _SEQUENCES or origin in (cabc.Sequence, cabc.Set):
+                where = f"{root}.{key}" if root else key
+                raise VidurError(f"{where} must be a list (- item lines or [a, b]), got a mapping {value!r}")
+
+
 def structure(data: Any, cls: type, root: str = "") -> Any:
     """Structure ``data`` into ``cls``; any failure becomes a one-line VidurError."""
     if data is None:
         data = {}
     if attrs.has(cls) and not isinstance(data, dict):
         raise VidurError(f"'{root or 'scenario'}' must be a mapping of keys to values, got {type(data).__name__}")
+    if attrs.has(cls):
+        _refuse_mapping_for_sequence(data, cls, root)
     try:
         return converter.structure(data, cls)
     except VidurError as exc:

@@ -204,6 +204,11 @@ def _policy(raw: Any, kind: str, where: str, host: PluginHost, default: str | No
             )
         return Policy("auto", _AutoConfig())
     cls = host.get(kind, str(name))
+    if not attrs.has(cls.Config):
+        raise VidurError(
+            f"{kind.replace('_', ' ')} {name!r}: its Config ({getattr(cls.Config, '__qualname__', cls.Config)!r}) "
+            "is not an attrs class; decorate it with @attrs.frozen (see CONTRIBUTING, 'Plugin options')"
+        )
     return Policy(str(name), structure(raw, cls.Config, root=where))
 
 
