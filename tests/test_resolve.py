@@ -128,6 +128,21 @@ def test_engine_mode_goes_into_the_estimator_and_the_provenance(vidur_host, isol
     assert sim.provenance.engine_mode == "eager" and sim.provenance.engine_mode_reason == "cluster.engine_mode"
 
 
+def test_an_explicit_estimator_engine_mode_replaced_is_said(vidur_host, isolated):
+    from vidur.engine.simulation import Simulation
+
+    raw = _scenario("h100", engine_mode="eager")
+    raw["runtime_estimator"] = {"name": "roofline", "engine_mode": "cuda_graphs"}
+    sim = Simulation(scenario_from_dict(raw, vidur_host), vidur_host)
+    assert sim.estimator.config.engine_mode == "eager"
+    assert "replaced runtime_estimator.engine_mode cuda_graphs" not in sim.provenance.header()  # that is the default
+    raw["cluster"]["engine_mode"] = "cuda_graphs"
+    raw["runtime_estimator"]["engine_mode"] = "eager"
+    sim = Simulation(scenario_from_dict(raw, vidur_host), vidur_host)
+    assert "engine mode cuda_graphs (cluster.engine_mode; replaced runtime_estimator.engine_mode eager)" in \
+        sim.provenance.header()
+
+
 def test_engine_mode_for_an_estimator_without_one_is_refused(vidur_host, vidur_register, isolated):
     from vidur.engine.simulation import Simulation
 

@@ -167,9 +167,12 @@ def resolve_estimator(
     mode_reason = None
     if target.engine_mode is not None:
         if _has_field(cfg, "engine_mode"):
-            if cfg.engine_mode != target.engine_mode:
-                cfg = _with(cls, cfg, {"engine_mode": target.engine_mode}, "runtime_estimator")
             mode_reason = engine_mode_reason
+            if cfg.engine_mode != target.engine_mode:
+                own = attrs.fields_dict(type(cfg))["engine_mode"].default
+                if cfg.engine_mode != own:  # an explicit value replaced: said in the run header, never silent
+                    mode_reason = f"{engine_mode_reason}; replaced runtime_estimator.engine_mode {cfg.engine_mode}"
+                cfg = _with(cls, cfg, {"engine_mode": target.engine_mode}, "runtime_estimator")
         elif strict_engine_mode:
             raise VidurError(f"cluster.engine_mode is set but the {name!r} estimator has no engine mode")
     if extra:
