@@ -524,3 +524,24 @@ def test_probe_rate_replaces_a_trace_time_scale():
     raw = probe_scenario(base, 3.0, None, 10, None)
     assert raw["workload"]["arrival"] == {"name": "trace", "path": "t.csv", "qps": 3.0}
     assert base["workload"]["arrival"]["time_scale"] == 2.0
+
+
+def test_an_infeasible_configuration_says_which_slo_failed_and_its_value(tmp_path):
+    """Issue #15 item 3d: no configuration can reach TTFT p99 <= 1 us; each says so, with the value
+    reached at its lowest probe, in the reason, the results column and the report."""
+    raw = small_raw(devices=["h100"], tensor_parallel=[1], replica_schedulers=["vllm"])
+    raw["slos"]["ttft"] = {"quantile": 0.99, "max_s": 1e-6}
+    raw["search"].update(min_qps=0.5, initial_qps=1.0)
+    o = run_search(spec_from_dict(raw, path=SMALL), tmp_path / "o", executor="serial", progress=False,
+                   evidence=False, log=lambda m: None)
+    (row,) = o.rows
+    assert row["status"] == "infeasible" and o.best is None
+    res = ResultStore(tmp_path / "o" / "results.jsonl").load()[row["key"]]
+    value, bound = res["infeasible_slos"]["ttft_p99_s"]
+    assert bound == 1e-6 and value > bound
+    assert "scheduling_delay_p99_s" not in res["infeasible_slos"]  # that one holds at 0.5 QPS
+    assert "ttft p99 reached" in row["reason"] and "probe at 0.5 QPS" in row["reason"]
+    assert row["infeasible_slos"].startswith("ttft_p99_s=")
+    with (tmp_path / "o" / "results.csv").open() as f:
+        assert next(csv.DictReader(f))["infeasible_slos"] == row["infeasible_slos"]
+    assert row["reason"] in (tmp_path / "o" / "report.txt").read_text()

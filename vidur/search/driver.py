@@ -127,6 +127,11 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
     row["probe_requests"] = at.get("num_requests")
     row["unfinished_at_cap"] = at.get("unfinished")
     row["failed_slos_above"] = ",".join((res or {}).get("failed_at_hi") or [])
+    # infeasible: which SLO failed at the lowest probe and the value it reached (None: nothing finished)
+    row["infeasible_slos"] = "; ".join(
+        f"{k}={'unfinished' if v is None else f'{v:.4g}'} (max {b:g})"
+        for k, (v, b) in ((res or {}).get("infeasible_slos") or {}).items()
+    ) or None
     row["probes"] = len((res or {}).get("probes") or [])
     row["key"] = (res or {}).get("key")
     return row

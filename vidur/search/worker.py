@@ -73,6 +73,7 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
             "qps": qps, "stage": stage, "met": ev["met"], "requests": ev["num_requests"],
             "unfinished": ev["unfinished"], "wall_s": ev["wall_s"],
             "slos": {k: v["value"] for k, v in ev["slos"].items()},
+            "failed": [k for k, v in ev["slos"].items() if not v["met"]],
         })
         if stage == last_stage:
             full[qps] = ev
@@ -109,6 +110,12 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
     }[res.status]
     at_max = full.get(res.lo) if res.lo else None
     at_hi = full.get(res.hi) if res.hi is not None else None
+    if res.status == "infeasible" and at_hi is not None:
+        # which SLO failed, and the value it reached, at the lowest probe (issue #15 item 3d)
+        row["infeasible_slos"] = failed_slos(at_hi)
+        if row["infeasible_slos"]:
+            reason += f" (probe at {res.hi:.4g} QPS): " + "; ".join(
+                _miss(s, *row["infeasible_slos"][s.column]) for s in slos if s.column in row["infeasible_slos"])
     row.update(
         status=res.status,
         reason=reason,
@@ -120,6 +127,20 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
         wall_s=round(time.perf_counter() - t0, 3),
     )
     return row
+
+
+def failed_slos(ev: dict[str, Any]) -> dict[str, list]:
+    """``{slo column: [value reached, bound]}`` of the SLOs a probe missed (value None: no finished sample)."""
+    return {k: [v["value"], v["bound"]] for k, v in ev.get("slos", {}).items() if not v["met"]}
+
+
+def _miss(s: SLOTarget, value: float | None, bound: float) -> str:
+    name = f"{s.metric} p{s.quantile * 100:g}"
+    if value is None:
+        return f"{name} failed (no request finished within the time cap; bound {bound:g} s)"
+    if value <= bound:  # failed on requests still unfinished at the time cap (counted as violating)
+        return f"{name} failed: requests unfinished at the time cap (finished ones reached {value:.4g} s; bound {bound:g} s)"
+    return f"{name} reached {value:.4g} s > {bound:g} s"
 
 
 class _Skip(Exception):
