@@ -92,7 +92,8 @@ class _Rec:
     def __init__(self, arrival, first_sched, first_token, completion, output):
         f = lambda x: np.asarray(x, dtype=np.float64)
         self.requests = {"arrival": f(arrival), "first_scheduled": f(first_sched), "first_token": f(first_token),
-                         "completion": f(completion), "output_tokens": np.asarray(output, dtype=np.int64)}
+                         "completion": f(completion), "output_tokens": np.asarray(output, dtype=np.int64),
+                         "prompt_tokens": np.full(len(arrival), 100, dtype=np.int64)}
         self.itl_values = np.array([0.01])
         self.itl_counts = np.array([10])
 
@@ -545,3 +546,72 @@ def test_an_infeasible_configuration_says_which_slo_failed_and_its_value(tmp_pat
     with (tmp_path / "o" / "results.csv").open() as f:
         assert next(csv.DictReader(f))["infeasible_slos"] == row["infeasible_slos"]
     assert row["reason"] in (tmp_path / "o" / "report.txt").read_text()
+
+
+# ------------------------------------------------------------ item 3f: fleets, $ per token, routers
+
+
+@settings(max_examples=200, deadline=None)
+@given(target=st.floats(0.01, 1e4), max_qps=st.floats(0.01, 1e3), replicas=st.integers(1, 16), tp=st.sampled_from([1, 2, 4]))
+def test_fleet_is_the_fewest_replicas_that_carry_the_target(target, max_qps, replicas, tp):
+    from vidur.search.cost import fleet_fields
+
+    f = fleet_fields(target, max_qps, replicas, replicas * tp, 2.0)
+    per_replica = max_qps / replicas
+    n = f["fleet_replicas"]
+    assert n >= 1 and n * per_replica >= target * (1 - 1e-9)
+    assert n == 1 or (n - 1) * per_replica < target
+    assert f["fleet_gpus"] == n * tp and f["fleet_cost_per_hour"] == pytest.approx(n * tp * 2.0)
+
+
+def test_cost_per_million_tokens_is_per_request_cost_over_tokens():
+    c = cost_fields(10.0, 2, 3.6, tokens_per_request=500.0)
+    assert c["dollars_per_million_requests"] == pytest.approx(7.2 / 36000 * 1e6)
+    assert c["dollars_per_million_tokens"] == pytest.approx(c["dollars_per_million_requests"] / 500.0)
+    assert cost_fields(10.0, 2, 3.6)["dollars_per_million_tokens"] is None
+
+
+def test_cheapest_fleet_mode_reuses_results_and_ranks_by_fleet_cost(serial_run, tmp_path):
+    import shutil
+
+    best = serial_run.best
+    assert best["tokens_per_request"] == 512 + 64  # fixed lengths
+    assert best["dollars_per_million_tokens"] == pytest.approx(best["dollars_per_million_requests"] / 576)
+    out = tmp_path / "fleet"
+    shutil.copytree(serial_run.out_dir, out)
+    raw = small_raw()
+    raw["search"]["target_qps"] = 100.0
+    o = run_search(spec_from_dict(raw, path=SMALL), out, executor="serial", progress=False, evidence=False,
+                   log=lambda m: None)
+    assert o.ran == 0 and o.reused == len(serial_run.rows)  # target_qps changes no simulation: all reused
+    ok = [r for r in o.rows if r["slos_met"]]
+    assert ok and all(r["fleet_replicas"] * r["max_qps"] / r["replicas"] >= 100.0 for r in ok)
+    report = (out / "report.txt").read_text()
+    assert "cheapest fleet for 100 QPS" in report and "per million tokens" in report
+    section = report.split("cheapest fleet for 100 QPS")[1].split("\n\n")[0]
+    costs = [r["fleet_cost_per_hour"] for r in sorted(ok, key=lambda r: r["fleet_cost_per_hour"])]
+    order = [line.strip().split("  ")[0] for line in section.splitlines()[3:]]
+    assert order == [r["config"] for r in sorted(ok, key=lambda r: (r["fleet_cost_per_hour"], r["fleet_gpus"], r["index"]))]
+    assert costs == sorted(costs)
+
+
+def test_router_options_are_in_labels_and_a_column():
+    from vidur.search.driver import _table_row
+
+    spec = small_spec(devices=["h100"], tensor_parallel=[1], replicas=[2], replica_schedulers=["vllm"],
+                      global_schedulers=[{"name": "prefix_aware", "prefix_weight": [1.0, 3.0]}])
+    labels = [c.label for c in spec.configs]
+    assert len(set(labels)) == 2 and all("prefix_aware(prefix_weight=" in x for x in labels)
+    cols = {_table_row(spec, c, None)["router_config"] for c in spec.configs}
+    assert cols == {'{"prefix_weight": 1.0}', '{"prefix_weight": 3.0}'}
+
+
+def test_an_in_process_plugin_is_refused_for_worker_processes(tmp_path, capsys, vidur_host, vidur_register):
+    from vidur.hardware.spec import DeviceSpec
+
+    vidur_register(DeviceSpec(name="inprocgpu", memory_bytes=80 << 30, peak_flops=1e15, memory_bandwidth=3e12))
+    spec = _spec_file(tmp_path, **{"grid.devices": ["inprocgpu"], "grid.tensor_parallel": [1],
+                                   "grid.nodes": {"inprocgpu": "dgx_h100"}, "prices": {"inprocgpu": 2.0}})
+    code, _, err = _cli(capsys, "search", spec, "--out", tmp_path / "o", "-j", "2", "--no-progress")
+    assert code == 2 and err.count("\n") == 1
+    assert "device 'inprocgpu' is registered in this process only" in err and "serial" in err

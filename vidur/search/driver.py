@@ -23,8 +23,8 @@ import attrs
 
 from vidur.errors import VidurError
 from vidur.metrics.table import reported_quantiles
-from vidur.search.cost import cost_fields, pick_best
-from vidur.search.executors import run_tasks
+from vidur.search.cost import cost_fields, fleet_fields, pick_best
+from vidur.search.executors import check_plugins_reach_workers, run_tasks
 from vidur.search.probe import (
     metric_column,
     probe_scenario,
@@ -102,6 +102,7 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
         "replica_scheduler": cfg.replica_scheduler["name"],
         "scheduler_config": json.dumps({k: v for k, v in cfg.replica_scheduler.items() if k != "name"}, sort_keys=True),
         "global_scheduler": cfg.global_scheduler["name"],
+        "router_config": json.dumps({k: v for k, v in cfg.global_scheduler.items() if k != "name"}, sort_keys=True),
         "estimator": ((res or {}).get("provenance") or {}).get("estimator"),
         "estimator_source": ((res or {}).get("provenance") or {}).get("source"),
         "status": res["status"] if res else "pending",
@@ -109,8 +110,13 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
         "max_qps": float(res.get("max_qps") or 0.0) if res else None,
         "next_failing_qps": res.get("hi_qps") if res else None,
     }
-    row.update(cost_fields(row["max_qps"] or 0.0, cfg.gpus, spec.prices[cfg.device]))
     at = (res or {}).get("at_max") or {}
+    row["tokens_per_request"] = at.get("tokens_per_request")
+    row.update(cost_fields(row["max_qps"] or 0.0, cfg.gpus, spec.prices[cfg.device], row["tokens_per_request"]))
+    if spec.options.target_qps is not None:
+        row["target_qps"] = spec.options.target_qps
+        row.update(fleet_fields(spec.options.target_qps, row["max_qps"] or 0.0, cfg.replicas, cfg.gpus,
+                                spec.prices[cfg.device]))
     slos = at.get("slos", {})
     for s in spec.slos:
         row[s.column] = slos.get(s.column, {}).get("value")
@@ -236,6 +242,7 @@ def _run_search(spec, out, *, executor, jobs, address, progress, fresh, max_conf
     tasks = [make_task(spec, by_key[k], k) for k in todo]
     # most replicas first: they carry the most requests per probe (better packing at the end)
     tasks.sort(key=lambda t: -t["scenario"]["cluster"]["num_replicas"])
+    check_plugins_reach_workers([t["scenario"] for t in tasks if not t.get("skip_reason")], executor, jobs, host)
     errors: list[dict] = []
     ray_started = False
     if executor == "ray" and tasks:

@@ -10,7 +10,9 @@ turns its own failures into rows.
 
 Process-pool and Ray workers build their own plugin host (built-ins plus
 installed entry points); plugins registered only in the calling process
-(``PluginHost.register``) are seen by the ``serial`` executor alone.
+(``PluginHost.register``) are seen by the ``serial`` executor alone:
+:func:`check_plugins_reach_workers` refuses, in one line, a search that would
+send work using one to other processes.
 """
 
 from __future__ import annotations
@@ -164,6 +166,57 @@ def run_ray(tasks: list[dict], on_result: OnResult, address: str | None, jobs: i
     finally:
         if started:
             ray.shutdown()
+
+
+def leaves_process(executor: str, jobs: int | None, n_tasks: int) -> bool:
+    """Whether :func:`run_tasks` would run these tasks outside this process."""
+    if executor == "ray":
+        return n_tasks > 0
+    return executor == "process" and n_tasks > 1 and (jobs or default_jobs()) > 1
+
+
+def in_process_plugins(scenarios: Iterable[dict], host) -> list[str]:
+    """``kind name`` of every plugin the raw ``scenarios`` name that is registered in this
+    process only (``PluginHost.register``), so a worker process would not have it."""
+    found: dict[str, None] = {}
+
+    def check(kind: str, name) -> None:
+        if not isinstance(name, str):
+            return
+        try:
+            entry = host.entry(kind, name)
+        except VidurError:  # not a registered name (e.g. estimator auto): nothing to carry
+            return
+        if entry.distribution == "registered in-process":  # PluginHost's label for them
+            found[f"{kind.replace('workload.', '').replace('_', ' ')} {name!r}"] = None
+
+    def name_of(section):
+        return section.get("name") if isinstance(section, dict) else section
+
+    for sc in scenarios:
+        for kind in ("replica_scheduler", "global_scheduler", "runtime_estimator", "memory_planner"):
+            check(kind, name_of(sc.get(kind)))
+        wl = sc.get("workload") or {}
+        check("workload.arrival", name_of(wl.get("arrival")))
+        check("workload.lengths", name_of(wl.get("lengths")))
+        check("model", sc.get("model"))
+        check("device", (sc.get("cluster") or {}).get("device"))
+    return list(found)
+
+
+def check_plugins_reach_workers(scenarios: list[dict], executor: str, jobs: int | None, host=None) -> None:
+    """Refuse, in one line, to send work that needs an in-process plugin to worker processes or Ray."""
+    if not leaves_process(executor, jobs, len(scenarios)):
+        return
+    from vidur.plugins import get_host
+
+    missing = in_process_plugins(scenarios, host or get_host())
+    if missing:
+        raise VidurError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} registered in this process only and would "
+            f"not exist in {executor} workers; use executor 'serial' (or one job), or install the plugin as an "
+            "entry point"
+        )
 
 
 def run_tasks(tasks: list[dict], on_result: OnResult, *, executor: str = "process", jobs: int | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vidur.metrics import table
-from vidur.search.cost import eligible, pareto_front
+from vidur.search.cost import cheapest_fleets, eligible, pareto_front
 from vidur.search.probe import probe_scenario, probe_size
 
 
@@ -211,7 +211,9 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
             nxt = f" ({best['next_failing_qps']:.4g} failed: {best['failed_slos_above'] or '?'})"
         L.append(f"  max QPS {best['max_qps']:.4g}{nxt} | {best['gpus']} GPU{'s' if best['gpus'] != 1 else ''} x ${best['price_per_gpu_hour']:.4g}/h = "
                  f"${best['cost_per_hour']:.4g}/h | {best['qps_per_dollar']:.4g} QPS per $/h | "
-                 f"${best['dollars_per_million_requests']:.3g} per million requests")
+                 f"${best['dollars_per_million_requests']:.3g} per million requests"
+                 + (f", ${best['dollars_per_million_tokens']:.3g} per million tokens (input + output)"
+                    if best.get("dollars_per_million_tokens") else ""))
         if best.get("estimator"):
             src = f" from {best['estimator_source']}" if best.get("estimator_source") else ""
             L.append(f"  priced by the {best['estimator']} estimator{src}")
@@ -247,6 +249,8 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
             L.append(f"  {pretty_column(col)}: " + " | ".join(
                 f"{p['config']} ({_s(p['value_s'])}, {p['qps_per_dollar']:.3g})" for p in pts))
         L.append("")
+    if spec.options.target_qps is not None:
+        L.extend(_fleet_lines(spec.options.target_qps, rows))
     other = [r for r in rows if r["status"] not in ("ok",)]
     if other:
         L.append("not ranked / notes per configuration:")
@@ -257,6 +261,23 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
         L.append(f"note: {n}")
     L.append("files: " + ", ".join(files))
     return "\n".join(L) + "\n"
+
+
+def _fleet_lines(target: float, rows: list[dict[str, Any]]) -> list[str]:
+    """The "cheapest fleet for a target QPS" section (search.target_qps)."""
+    fleets = cheapest_fleets(rows)
+    if not fleets:
+        return [f"cheapest fleet for {target:g} QPS: no configuration meets the SLOs", ""]
+    headers = ["config", "replicas", "GPUs", "$/h", "per-replica max QPS", "$/M tokens"]
+    body = [[r["config"], str(r["fleet_replicas"]), str(r["fleet_gpus"]), f"{r['fleet_cost_per_hour']:.4g}",
+             f"{r['max_qps'] / r['replicas']:.4g}",
+             f"{r['dollars_per_million_tokens']:.3g}" if r.get("dollars_per_million_tokens") else "-"]
+            for r in fleets[:15]]
+    L = [f"cheapest fleet for {target:g} QPS (replicas = ceil(target / per-replica max QPS); per-replica capacity "
+         f"extrapolated linearly; top {len(body)} of {len(fleets)}):"]
+    L.extend("  " + x for x in _table(headers, body))
+    L.append("")
+    return L
 
 
 def best_scenario_yaml(spec, cfg, max_qps: float) -> str:

@@ -85,6 +85,8 @@ class Censored:
         window_end = float(comp[done].max()) if done.any() else float("nan")
         t0 = float(arr.min()) if arr.size else 0.0
         self.throughput = (done.sum() / (window_end - t0)) if done.any() and window_end > t0 else 0.0
+        tokens = np.asarray(r["prompt_tokens"], dtype=np.float64) + np.asarray(r["output_tokens"], dtype=np.float64)
+        self.tokens_per_request = float(tokens.mean()) if tokens.size else float("nan")  # input + output
 
     def quantile(self, metric: str, q: float) -> tuple[float, float]:
         """``(optimistic, pessimistic)`` quantile ``q`` of ``metric``; NaN without samples."""
@@ -154,6 +156,7 @@ def evaluate(records, cap: float, slos: tuple[SLOTarget, ...]) -> dict[str, Any]
         "num_requests": c.num_requests,
         "unfinished": c.unfinished,
         "throughput_rps": _json_float(c.throughput),
+        "tokens_per_request": _json_float(c.tokens_per_request),
     }
     from vidur.metrics.prefix import prefix_cache_summary
 

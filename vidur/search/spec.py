@@ -96,6 +96,10 @@ class SearchOptions:
       largest SLO bound)); requests unfinished at the cap count as violating.
     - ``min_requests``: at least this many requests per probe.
     - ``max_probes``: give up refining after this many probes.
+    - ``target_qps``: also size, for every configuration, the fleet of its
+      replicas that serves this QPS and rank the fleets by cost
+      (:func:`vidur.search.cost.fleet_fields`); it does not change any
+      simulation, so it is not part of the resume key.
     """
 
     tolerance: float = attrs.field(default=0.02, validator=_pos("tolerance"))
@@ -109,6 +113,7 @@ class SearchOptions:
     drain_s: float | None = attrs.field(default=None, validator=_pos("drain_s"))
     min_requests: int = attrs.field(default=100, validator=_pos("min_requests"))
     max_probes: int = attrs.field(default=40, validator=_pos("max_probes"))
+    target_qps: float | None = attrs.field(default=None, validator=_pos("target_qps"))
 
     def __attrs_post_init__(self):
         if not 0 <= self.coarse_fraction < 1:
@@ -194,9 +199,12 @@ class ConfigPoint:
 
     @property
     def scheduler_label(self) -> str:
-        knobs = {k: v for k, v in self.replica_scheduler.items() if k != "name"}
-        inner = ",".join(f"{k}={v}" for k, v in knobs.items())
-        return f"{self.replica_scheduler['name']}({inner})" if inner else self.replica_scheduler["name"]
+        return _variant_label(self.replica_scheduler)
+
+    @property
+    def router_label(self) -> str:
+        """The global scheduler with its options, e.g. ``prefix_aware(prefix_weight=1.0)``."""
+        return _variant_label(self.global_scheduler)
 
     @property
     def label(self) -> str:
@@ -206,8 +214,15 @@ class ConfigPoint:
         dt += f" kv:{self.kv_cache_dtype}" if self.kv_cache_dtype != "auto" else ""
         return (
             f"{self.device} tp{self.tensor_parallel} pp{self.pipeline_parallel}{ep}{dt} x{self.replicas} "
-            f"{self.scheduler_label} {self.global_scheduler['name']}"
+            f"{self.scheduler_label} {self.router_label}"
         )
+
+
+def _variant_label(variant: dict) -> str:
+    """``name(k=v,...)`` of a plugin variant (``name`` alone without options)."""
+    knobs = {k: v for k, v in variant.items() if k != "name"}
+    inner = ",".join(f"{k}={v}" for k, v in knobs.items())
+    return f"{variant['name']}({inner})" if inner else variant["name"]
 
 
 @attrs.frozen
@@ -554,6 +569,9 @@ def load_search_spec(path: str | Path, *, settings: list[tuple[str, Any]] = (), 
 # --------------------------------------------------------------- keys
 
 
+#: search options that only post-process results (leaving them out keeps earlier keys, and results, valid)
+_NOT_IN_KEY = ("target_qps",)
+
 _FILE_HASHES: dict[tuple[str, float, int], str] = {}
 
 
@@ -582,7 +600,7 @@ def config_key(spec: SearchSpec, scenario: dict) -> str:
         "scenario": sc,
         "probe": [spec.probe_duration, spec.probe_requests, spec.drain_s],
         "slos": [attrs.astuple(s) for s in spec.slos],
-        "options": attrs.asdict(spec.options),
+        "options": {k: v for k, v in attrs.asdict(spec.options).items() if k not in _NOT_IN_KEY},
         "version": ALGORITHM_VERSION,
     }
     text = json.dumps(payload, sort_keys=True, default=str)
