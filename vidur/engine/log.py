@@ -7,23 +7,55 @@ import numpy as np
 from vidur.metrics.records import BATCH_COLUMNS
 
 NCOL = len(BATCH_COLUMNS)
+#: values (``FLUSH_ROWS`` rows) the single-row list holds before it is packed
+#: into a float64 chunk: a Python float in a list costs ~32 bytes, in numpy 8
+FLUSH_ROWS = 16384
+FLUSH_VALUES = FLUSH_ROWS * NCOL
+
+
+def _merge_tail(arrays: list[np.ndarray], packed: int) -> int:
+    """Concatenate ``arrays[packed:]`` in place into one array (order kept:
+    many small fast-forward blocks cost ~100 bytes of header each); returns
+    the new packed count."""
+    if len(arrays) - packed > 1:
+        arrays[packed:] = [np.concatenate(arrays[packed:])]
+    return len(arrays)
 
 
 class BatchLog:
     """Per-iteration rows: single rows flattened into one list (``len(BATCH_COLUMNS)``
-    values each), fast-forwarded runs as numpy blocks."""
+    values each) and packed into float64 chunks every ``FLUSH_ROWS`` rows
+    (:meth:`flush`, called by the loop when ``len(rows) >= FLUSH_VALUES``),
+    fast-forwarded runs as numpy blocks."""
 
-    __slots__ = ("rows", "blocks", "spans")
+    __slots__ = ("rows", "chunks", "flushed", "blocks", "packed", "spans")
 
     def __init__(self):
         self.rows: list[float] = []
+        self.chunks: list[np.ndarray] = []  # (FLUSH_ROWS, NCOL) float64: packed single rows, in order
+        self.flushed = 0  # single rows packed into chunks
         self.blocks: list[np.ndarray] = []  # (k, NCOL) float64 rows
+        self.packed = 0  # blocks[:packed] are already merged (one array per flush)
         self.spans: list[tuple] = []  # (replica, stage, start, end, row number of the batch)
+
+    def flush(self) -> None:
+        """Pack the single rows logged so far into a float64 chunk."""
+        n = len(self.rows)
+        if n:
+            self.chunks.append(np.fromiter(self.rows, dtype=np.float64, count=n).reshape(-1, NCOL))
+            self.flushed += n // NCOL
+            self.rows = []
+        self.packed = _merge_tail(self.blocks, self.packed)
+
+    def single_rows(self) -> int:
+        """Single rows logged so far (the row number of the next one)."""
+        return self.flushed + len(self.rows) // NCOL
 
     def to_columns(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         """All rows as columns, sorted by (replica, start); and stage spans."""
-        ncol = NCOL
-        single = np.fromiter(self.rows, dtype=np.float64, count=len(self.rows)).reshape(-1, ncol)
+        self.flush()
+        single = np.concatenate(self.chunks) if self.chunks else np.empty((0, NCOL))
+        self.chunks = [single]
         table = np.concatenate([single] + self.blocks) if self.blocks else single
         merged = {c: table[:, i] for i, c in enumerate(BATCH_COLUMNS)}
         order = np.lexsort((merged["start"], merged["replica"]))
@@ -49,13 +81,23 @@ class BatchLog:
 class ITLLog:
     """Inter-token latencies as weighted samples (value, count)."""
 
-    __slots__ = ("values", "counts", "block_values", "block_counts")
+    __slots__ = ("values", "counts", "block_values", "block_counts", "packed")
 
     def __init__(self):
         self.values: list[float] = []
         self.counts: list[int] = []
         self.block_values: list[np.ndarray] = []
         self.block_counts: list[np.ndarray] = []
+        self.packed = 0  # block_values/block_counts[:packed] are already merged
+
+    def flush(self) -> None:
+        """Pack the single samples logged so far into numpy blocks."""
+        if self.values:
+            self.block_values.append(np.asarray(self.values, dtype=np.float64))
+            self.block_counts.append(np.asarray(self.counts, dtype=np.int64))
+            self.values, self.counts = [], []
+        _merge_tail(self.block_counts, self.packed)
+        self.packed = _merge_tail(self.block_values, self.packed)
 
     def to_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Merged (values, counts), sorted by value, equal values combined."""
