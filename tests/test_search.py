@@ -327,6 +327,7 @@ def test_cli_search_and_list(tmp_path, capsys):
         ({"slos.ttft_p99": {"max_s": 1}}, "valid metrics: ttft, tpot, e2e, normalized_e2e, scheduling_delay, itl"),
         ({"grid.tp": [1]}, "unknown key 'grid.tp'"),
         ({"search.tolerence": 0.1}, "unknown key 'search.tolerence' (did you mean 'tolerance'?)"),
+        ({"search.operating_point": 1.5}, "search.operating_point must be in (0, 1]"),
     ],
 )
 def test_bad_spec_is_one_line(tmp_path, capsys, changes, expect):
@@ -615,3 +616,33 @@ def test_an_in_process_plugin_is_refused_for_worker_processes(tmp_path, capsys, 
     code, _, err = _cli(capsys, "search", spec, "--out", tmp_path / "o", "-j", "2", "--no-progress")
     assert code == 2 and err.count("\n") == 1
     assert "device 'inprocgpu' is registered in this process only" in err and "serial" in err
+
+
+# ------------------------------------------------------------ item 3e: the operating point
+
+
+def test_pareto_latencies_are_measured_at_the_operating_point(serial_run):
+    o = serial_run
+    ok = [r for r in o.rows if r["status"] == "ok"]
+    assert ok
+    for r in ok:
+        assert r["op_qps"] == pytest.approx(0.9 * r["max_qps"])
+        assert r["op_ttft_p99_s"] is not None and r["op_scheduling_delay_p99_s"] is not None
+    with (o.out_dir / "pareto.csv").open() as f:
+        front = list(csv.DictReader(f))
+    by_index = {r["index"]: r for r in o.rows}
+    for p in front:
+        r = by_index[int(p["index"])]
+        assert float(p["value_s"]) == pytest.approx(r["op_" + p["metric"]])
+        assert float(p["operating_point"]) == 0.9 and float(p["operating_qps"]) == pytest.approx(r["op_qps"])
+    assert "latency at 90 % of max QPS" in (o.out_dir / "report.txt").read_text()
+
+
+def test_operating_point_one_is_the_max_qps_probe(tmp_path):
+    raw = small_raw(devices=["h100"], tensor_parallel=[1], replica_schedulers=["vllm"])
+    raw["search"]["operating_point"] = 1.0
+    o = run_search(spec_from_dict(raw, path=SMALL), tmp_path / "o", executor="serial", progress=False,
+                   evidence=False, log=lambda m: None)
+    (r,) = o.rows
+    assert r["status"] == "ok" and r["op_qps"] == r["max_qps"]
+    assert r["op_ttft_p99_s"] == r["ttft_p99_s"] and r["op_e2e_p99_s"] == r["e2e_p99_s"]

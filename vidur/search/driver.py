@@ -31,7 +31,7 @@ from vidur.search.probe import (
     probe_size,
     run_probe,
 )
-from vidur.search.spec import ConfigPoint, SearchSpec, config_key
+from vidur.search.spec import ConfigPoint, SearchSpec, config_key, latency_columns, op_column
 from vidur.search.store import ResultStore
 from vidur.search.worker import make_task
 
@@ -130,6 +130,13 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
     if at.get("prefix_cache"):  # only configurations with prefix caching have these columns
         row["prefix_hit_rate"] = at["prefix_cache"]["hit_rate"]
         row["prefix_evicted_blocks"] = at["prefix_cache"]["evicted_blocks"]
+    # latencies at the operating point (a fraction of max QPS): the Pareto front's axis (issue #15 item 3e)
+    op = (res or {}).get("at_operating_point") or {}
+    row["op_qps"] = op.get("qps")
+    row["op_slos_met"] = op.get("met")
+    for col in latency_columns(spec):
+        val = (op.get("slos", {}).get(col) or {}).get("value") if col in op.get("slos", {}) else op.get("stats", {}).get(col)
+        row[op_column(col)] = val
     row["probe_requests"] = at.get("num_requests")
     row["unfinished_at_cap"] = at.get("unfinished")
     row["failed_slos_above"] = ",".join((res or {}).get("failed_at_hi") or [])

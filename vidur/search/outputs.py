@@ -11,6 +11,7 @@ from typing import Any
 from vidur.metrics import table
 from vidur.search.cost import cheapest_fleets, eligible, pareto_front
 from vidur.search.probe import probe_scenario, probe_size
+from vidur.search.spec import latency_columns, op_column
 
 
 
@@ -22,10 +23,9 @@ def pretty_column(col: str) -> str:
     return f"{known.label if known else metric} p{q}" if metric else col
 
 
-def latency_columns(spec) -> list[str]:
-    """The latency columns the Pareto frontier is computed against: every SLO, then TTFT/TPOT/E2E p99."""
-    cols = [s.column for s in spec.slos] + ["ttft_p99_s", "tpot_p99_s", "e2e_p99_s"]
-    return list(dict.fromkeys(cols))
+def op_label(spec) -> str:
+    """Where the Pareto front's latencies are measured, e.g. ``at 90 % of max QPS``."""
+    return f"at {spec.options.operating_point * 100:g} % of max QPS"
 
 
 # ------------------------------------------------------------------ tables
@@ -68,16 +68,17 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> bool:
 
 
 def pareto_rows(spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (latency metric, frontier configuration)."""
+    """One row per (latency metric, frontier configuration); latencies at the operating point."""
     ok = [r for r in rows if eligible(r)]
     out = []
     for col in latency_columns(spec):
-        front = pareto_front([(r.get(col), r.get("qps_per_dollar"), r) for r in ok])
+        front = pareto_front([(r.get(op_column(col)), r.get("qps_per_dollar"), r) for r in ok])
         for rank, r in enumerate(front, 1):
             out.append({
-                "metric": col, "rank": rank, "config": r["config"], "index": r["index"], "value_s": r[col],
-                "qps_per_dollar": r["qps_per_dollar"], "max_qps": r["max_qps"], "gpus": r["gpus"],
-                "cost_per_hour": r["cost_per_hour"],
+                "metric": col, "rank": rank, "config": r["config"], "index": r["index"],
+                "value_s": r[op_column(col)], "operating_point": spec.options.operating_point,
+                "operating_qps": r["op_qps"], "qps_per_dollar": r["qps_per_dollar"], "max_qps": r["max_qps"],
+                "gpus": r["gpus"], "cost_per_hour": r["cost_per_hour"],
             })
     return out
 
@@ -102,9 +103,11 @@ def _style():
         return contextlib.nullcontext()
 
 
-def plot_pareto(path: Path, col: str, rows: list[dict[str, Any]], best: dict | None) -> None:
-    """Scatter of QPS per $/h vs ``col`` at max QPS for every configuration
+def plot_pareto(path: Path, col: str, rows: list[dict[str, Any]], best: dict | None,
+                where: str = "at 90 % of max QPS") -> None:
+    """Scatter of QPS per $/h vs ``col`` at the operating point (``where``) for every configuration
     meeting the SLOs (colour: device, marker: replica scheduler), frontier as a line."""
+    label, col = col, op_column(col)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -116,7 +119,7 @@ def plot_pareto(path: Path, col: str, rows: list[dict[str, Any]], best: dict | N
         ax = fig.add_subplot()
         if not pts:
             ax.text(0.5, 0.5, "no configuration meets the SLOs", ha="center", va="center", transform=ax.transAxes)
-            ax.set_xlabel(f"{pretty_column(col)} at max QPS")
+            ax.set_xlabel(f"{pretty_column(label)} {where}")
         else:
             vmax = max(r[col] for r in pts)
             mult, unit = (1e3, "ms") if vmax < 1.0 else (1.0, "s")
@@ -137,7 +140,7 @@ def plot_pareto(path: Path, col: str, rows: list[dict[str, Any]], best: dict | N
             lo, hi = min(r[col] for r in pts), vmax
             if lo > 0 and hi / lo > 30:
                 ax.set_xscale("log")
-            ax.set_xlabel(f"{pretty_column(col)} at max QPS ({unit})")
+            ax.set_xlabel(f"{pretty_column(label)} {where} ({unit})")
             handles = [Line2D([], [], ls="", marker="o", color=colors[d], label=d) for d in devices]
             handles += [Line2D([], [], ls="", marker=markers[s], color="0.4", label=s) for s in scheds]
             handles.append(Line2D([], [], ls="--", color="k", label="Pareto frontier"))
@@ -146,7 +149,7 @@ def plot_pareto(path: Path, col: str, rows: list[dict[str, Any]], best: dict | N
                                       label=r"best (max QPS per \$)"))
             ax.legend(handles=handles, fontsize=7, loc="best", frameon=True)
         ax.set_ylabel(r"max QPS per \$/h  ((req/s) / (\$/h))")
-        ax.set_title(f"Cost efficiency vs {pretty_column(col)}", fontsize=10)
+        ax.set_title(f"Cost efficiency vs {pretty_column(label)}", fontsize=10)
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
         fig.savefig(path)
@@ -242,12 +245,14 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
         L.append(f"configurations meeting the SLOs, by QPS per dollar (top {len(body)} of {len(ok)}):")
         L.extend("  " + x for x in _table(headers, body))
         L.append("")
-        L.append("Pareto frontier (max QPS per $/h vs latency at max QPS; lower latency, more QPS per $):")
+        L.append(f"Pareto frontier (max QPS per $/h vs latency {op_label(spec)}, measured by a probe at that "
+                 "load; lower latency, more QPS per $):")
         prs = pareto_rows(spec, rows)
         for col in latency_columns(spec):
             pts = [p for p in prs if p["metric"] == col]
             L.append(f"  {pretty_column(col)}: " + " | ".join(
-                f"{p['config']} ({_s(p['value_s'])}, {p['qps_per_dollar']:.3g})" for p in pts))
+                f"{p['config']} ({_s(p['value_s'])} at {p['operating_qps']:.4g} QPS, {p['qps_per_dollar']:.3g})"
+                for p in pts))
         L.append("")
     if spec.options.target_qps is not None:
         L.extend(_fleet_lines(spec.options.target_qps, rows))
@@ -328,7 +333,7 @@ def write_outputs(spec, outcome, log: Callable[[str], None]) -> str:
     if have_mpl:
         for col in latency_columns(spec):
             name = f"pareto_{col.removesuffix('_s')}.png"
-            plot_pareto(out / name, col, rows, outcome.best)
+            plot_pareto(out / name, col, rows, outcome.best, op_label(spec))
             files.append(name)
     if outcome.best is not None:
         cfg = spec.configs[outcome.best["index"]]

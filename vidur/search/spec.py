@@ -96,6 +96,10 @@ class SearchOptions:
       largest SLO bound)); requests unfinished at the cap count as violating.
     - ``min_requests``: at least this many requests per probe.
     - ``max_probes``: give up refining after this many probes.
+    - ``operating_point``: the fraction of its max QPS at which each
+      configuration's latencies for the Pareto front are measured, by one more
+      full-size probe at that load (default 0.9): latency where bisection
+      stopped sits on a cliff (2 % more load can double it).
     - ``target_qps``: also size, for every configuration, the fleet of its
       replicas that serves this QPS and rank the fleets by cost
       (:func:`vidur.search.cost.fleet_fields`); it does not change any
@@ -114,10 +118,13 @@ class SearchOptions:
     min_requests: int = attrs.field(default=100, validator=_pos("min_requests"))
     max_probes: int = attrs.field(default=40, validator=_pos("max_probes"))
     target_qps: float | None = attrs.field(default=None, validator=_pos("target_qps"))
+    operating_point: float = attrs.field(default=0.9, validator=_pos("operating_point"))
 
     def __attrs_post_init__(self):
         if not 0 <= self.coarse_fraction < 1:
             raise VidurError(f"search.coarse_fraction must be in [0, 1), got {self.coarse_fraction!r}")
+        if not self.operating_point <= 1:
+            raise VidurError(f"search.operating_point must be in (0, 1] (a fraction of max QPS), got {self.operating_point!r}")
         if not self.expansion > 1:
             raise VidurError(f"search.expansion must be > 1, got {self.expansion!r}")
         if self.min_qps >= self.max_qps:
@@ -279,6 +286,17 @@ class SearchSpec:
         for k, v in self.extra_sections.items():
             raw[k] = copy.deepcopy(v)
         return raw
+
+
+def latency_columns(spec: SearchSpec) -> list[str]:
+    """The latency columns the Pareto frontier is computed against: every SLO, then TTFT/TPOT/E2E p99."""
+    cols = [s.column for s in spec.slos] + ["ttft_p99_s", "tpot_p99_s", "e2e_p99_s"]
+    return list(dict.fromkeys(cols))
+
+
+def op_column(col: str) -> str:
+    """The results column of latency ``col`` measured at the operating point (``search.operating_point``)."""
+    return f"op_{col}"
 
 
 # --------------------------------------------------------------- loading

@@ -43,6 +43,7 @@ def make_task(spec: SearchSpec, cfg: ConfigPoint, key: str) -> dict[str, Any]:
         "max_qps": o.max_qps,
         "max_probes": o.max_probes,
         "min_requests": o.min_requests,
+        "operating_point": o.operating_point,
     }
 
 
@@ -116,6 +117,11 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
         if row["infeasible_slos"]:
             reason += f" (probe at {res.hi:.4g} QPS): " + "; ".join(
                 _miss(s, *row["infeasible_slos"][s.column]) for s in slos if s.column in row["infeasible_slos"])
+    if res.lo and res.status in ("ok", "capped"):
+        if task.get("operating_point", 0.9) >= 1.0 and at_max is not None:  # the max-QPS probe itself
+            row["at_operating_point"] = {k: v for k, v in at_max.items() if k != "provenance"} | {"fraction": 1.0}
+        else:
+            row["at_operating_point"] = _operating_point(task, res.lo, slos, host)
     row.update(
         status=res.status,
         reason=reason,
@@ -127,6 +133,21 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
         wall_s=round(time.perf_counter() - t0, 3),
     )
     return row
+
+
+def _operating_point(task: dict[str, Any], max_qps: float, slos, host) -> dict[str, Any] | None:
+    """One full-size probe at ``operating_point`` × max QPS: the latencies the Pareto front compares
+    (issue #15 item 3e); None when it cannot run."""
+    frac = task.get("operating_point", 0.9)
+    qps = max_qps * frac
+    duration, n = probe_size(task["duration"], task["requests"], 1.0, qps, task["min_requests"])
+    try:
+        ev = run_probe(task["scenario"], qps, duration=duration, num_requests=n, drain=task["drain"], slos=slos, host=host)
+    except VidurError:
+        return None
+    ev.pop("provenance", None)
+    ev["fraction"] = frac
+    return ev
 
 
 def failed_slos(ev: dict[str, Any]) -> dict[str, list]:
