@@ -35,8 +35,10 @@ and batch caps make preemption and queueing common):
 Global-scheduler properties: the class declares ``name``/``Config``; every
 route is a valid replica index (a Python int in range); every request
 completes exactly once on the replica it was routed to; same seed, same
-routes and timings; and fast-forward equals stepping, which checks the
-``needs_live_state`` declaration.
+routes and timings; fast-forward equals stepping, which checks the
+``needs_live_state`` declaration; and routes over replicas that decode in a
+lazy group equal routes over eager replicas, which catches a router that
+reads ``kv_len``/``blocks``/``last_token`` without ``replica.sync_decoding()``.
 
 Class attributes tune each suite; see the attribute comments below.
 """
@@ -503,9 +505,15 @@ class GlobalSchedulerConformance:
         cap = self.num_blocks * self.block_size
         return traces(max_size=self.max_requests, max_prompt=int(cap * 0.4), max_output=int(cap * 0.3), max_gap=0.02)
 
-    def run_trace(self, trace: Trace, *, fast_forward: bool = False, seed: int = 0) -> ClusterHarness:
-        """Route and run ``trace`` over ``num_replicas`` replicas."""
+    def run_trace(
+        self, trace: Trace, *, fast_forward: bool = False, seed: int = 0, eager: bool = False
+    ) -> ClusterHarness:
+        """Route and run ``trace`` over ``num_replicas`` replicas. ``eager=True``
+        turns the replica policy's ``lazy_decode`` off, so every decoding
+        request's fields are current whenever ``route()`` runs."""
         cls, cfg = self._replica()
+        if eager and cls.lazy_decode:
+            cls = type(cls.__name__, (cls,), {"lazy_decode": False, "__module__": cls.__module__})
         h = ClusterHarness(
             self._cls(),
             self.make_config(),
@@ -580,5 +588,24 @@ class GlobalSchedulerConformance:
                 "set needs_live_state = True"
             )
             _assert_same_run(a, b, "set needs_live_state = True if route() reads token-level progress")
+
+        _run_property(self, self.trace_strategy(), check)
+
+    def test_routes_read_synced_state(self):
+        """Requests decoding in a replica's lazy decode group when a request
+        arrives have stale ``kv_len``/``blocks``/``last_token``: a router that
+        reads them without ``replica.sync_decoding()`` routes differently than
+        over replicas that update every request eagerly."""
+        if not self._replica()[0].lazy_decode:
+            pytest.skip("the replica policy does not set lazy_decode")
+
+        def check(trace):
+            a = self.run_trace(trace)
+            b = self.run_trace(trace, eager=True)
+            assert a.routes == b.routes, (
+                f"{self._cls().__name__}: routes differ when replicas decode in a lazy group: route() reads "
+                "kv_len/blocks/last_token of decoding requests without calling replica.sync_decoding() first"
+            )
+            _assert_same_run(a, b, "route() must call replica.sync_decoding() before reading per-request progress")
 
         _run_property(self, self.trace_strategy(), check)
