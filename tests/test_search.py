@@ -646,3 +646,52 @@ def test_operating_point_one_is_the_max_qps_probe(tmp_path):
     (r,) = o.rows
     assert r["status"] == "ok" and r["op_qps"] == r["max_qps"]
     assert r["op_ttft_p99_s"] == r["ttft_p99_s"] and r["op_e2e_p99_s"] == r["e2e_p99_s"]
+
+
+# ------------------------------------------------------------ item 3c: seeds and thin tails
+
+
+def test_seeds_give_max_qps_with_an_interval_and_resume_per_seed(tmp_path):
+    from vidur.metrics.intervals import mean_interval
+
+    raw = small_raw(devices=["h100"], tensor_parallel=[1], replica_schedulers=["vllm"])
+    raw["seeds"] = [0]
+    del raw["seed"]
+    run = lambda r: run_search(spec_from_dict(r, path=SMALL), tmp_path / "o", executor="serial", progress=False,
+                               evidence=False, log=lambda m: None)
+    one = run(raw)
+    raw["seeds"] = [0, 1, 2]
+    o = run(raw)
+    assert o.reused == 1 and o.ran == 2  # seed 0's search is reused; seeds 1 and 2 are new
+    (row,) = o.rows
+    assert row["max_qps"] == one.rows[0]["max_qps"]  # the row's answer is the first seed's
+    per_seed = sorted(r["max_qps"] for r in ResultStore(tmp_path / "o" / "results.jsonl").load().values())
+    iv = mean_interval(per_seed)
+    assert row["max_qps_mean"] == pytest.approx(iv.mean) and row["seeds_ok"] == 3
+    assert row["max_qps_ci_low"] == pytest.approx(iv.low) and row["max_qps_ci_high"] == pytest.approx(iv.high)
+    assert "max QPS over seeds 0, 1, 2: mean" in (tmp_path / "o" / "report.txt").read_text()
+
+
+@pytest.mark.parametrize("change, expect", [
+    ({"seeds": [0, 1]}, "set seed or seeds, not both"),
+    ({"seeds": [1, 1], "seed": None}, "seeds lists a seed twice"),
+    ({"seeds": [], "seed": None}, "seeds is empty"),
+])
+def test_bad_seeds_are_one_line(change, expect):
+    raw = small_raw()
+    raw.update(change)
+    if raw.get("seed") is None:
+        raw.pop("seed", None)
+    with pytest.raises(VidurError, match=expect):
+        spec_from_dict(raw, path=SMALL)
+
+
+def test_a_tail_slo_on_too_few_requests_is_warned_with_the_count_and_the_fix():
+    from vidur.search.outputs import thin_tail_warning
+
+    spec = small_spec()  # p99 SLOs
+    row = lambda n, status="ok": {"status": status, "probe_requests": n, "config": f"cfg{n}"}
+    assert thin_tail_warning(spec, [row(1000), row(5000), row(10, "skipped")]) is None
+    msg = thin_tail_warning(spec, [row(1000), row(137), row(400)])
+    assert "as few as 137 requests" in msg and "cfg137" in msg and "needs about 1,000" in msg
+    assert "lengthen the probes" in msg and "\n" not in msg

@@ -54,13 +54,13 @@ class SearchOutcome:
     report: str = ""
 
 
-def canonical_key(spec: SearchSpec, cfg: ConfigPoint, host=None) -> str:
+def canonical_key(spec: SearchSpec, cfg: ConfigPoint, host=None, seed: int | None = None) -> str:
     """``config_key`` of ``cfg`` computed on its fully-structured scenario, so
     spelling a default explicitly (or not) gives the same key, plus what prices it
     (:func:`vidur.search.fingerprint.pricing_fingerprint`: the resolved estimator, the
     bytes of its profile or calibration, the code version), so a resumed search never
     reuses a result that a changed profile or simulator would not give again."""
-    raw = spec.base_scenario(cfg)
+    raw = spec.base_scenario(cfg, seed)
     if cfg.skip_reason:
         return config_key(spec, raw)
     from vidur.scenario import scenario_from_dict
@@ -148,6 +148,22 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
     row["probes"] = len((res or {}).get("probes") or [])
     row["key"] = (res or {}).get("key")
     return row
+
+
+def seed_fields(results: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Max QPS over seeds (``seeds:``): mean and 95 % Student-t interval of the seeds' searches that
+    bracketed an answer (status ok); None while a seed is still pending."""
+    from vidur.metrics.intervals import mean_interval
+
+    if any(r is None for r in results):
+        return {"max_qps_mean": None, "max_qps_ci_low": None, "max_qps_ci_high": None, "max_qps_seeds": None,
+                "seeds_ok": None}
+    vals = [float(r.get("max_qps") or 0.0) if r["status"] == "ok" else None for r in results]
+    iv = mean_interval(vals)
+    return {
+        "max_qps_mean": iv.mean, "max_qps_ci_low": iv.low, "max_qps_ci_high": iv.high,
+        "max_qps_seeds": json.dumps(vals), "seeds_ok": iv.n,
+    }
 
 
 def evidence_for(spec: SearchSpec, cfg: ConfigPoint, max_qps: float, host=None, factor: float = EVIDENCE_FACTOR) -> dict[str, Any]:
@@ -239,14 +255,18 @@ def _run_search(spec, out, *, executor, jobs, address, progress, fresh, max_conf
     if fresh:
         store.clear()
     done = store.load()
-    keys = [canonical_key(spec, cfg, host) for cfg in spec.configs]
-    by_key: dict[str, ConfigPoint] = {}
-    for k, cfg in zip(keys, spec.configs):
-        by_key.setdefault(k, cfg)
-    pending_keys = [k for k in dict.fromkeys(keys) if k not in done]
-    reused = len(set(keys)) - len(pending_keys)
+    # one search per (configuration, seed); the first seed's is the configuration's row
+    seed_keys = {seed: [canonical_key(spec, cfg, host, seed) for cfg in spec.configs] for seed in spec.seeds}
+    keys = seed_keys[spec.seed]
+    by_key: dict[str, tuple[ConfigPoint, int]] = {}
+    for seed, ks in seed_keys.items():
+        for k, cfg in zip(ks, spec.configs):
+            if seed == spec.seed or not cfg.skip_reason:  # a skipped configuration is skipped once
+                by_key.setdefault(k, (cfg, seed))
+    pending_keys = [k for k in by_key if k not in done]
+    reused = len(by_key) - len(pending_keys)
     todo = pending_keys if max_configs is None else pending_keys[: max(0, max_configs)]
-    tasks = [make_task(spec, by_key[k], k) for k in todo]
+    tasks = [make_task(spec, by_key[k][0], k, by_key[k][1]) for k in todo]
     # most replicas first: they carry the most requests per probe (better packing at the end)
     tasks.sort(key=lambda t: -t["scenario"]["cluster"]["num_replicas"])
     check_plugins_reach_workers([t["scenario"] for t in tasks if not t.get("skip_reason")], executor, jobs, host)
@@ -287,6 +307,9 @@ def _run_search(spec, out, *, executor, jobs, address, progress, fresh, max_conf
             ray.shutdown()
 
     rows = [_table_row(spec, cfg, done.get(k)) for k, cfg in zip(keys, spec.configs)]
+    if len(spec.seeds) > 1:
+        for i, row in enumerate(rows):
+            row.update(seed_fields([done.get(seed_keys[s][i]) for s in spec.seeds]))
     best = pick_best(rows)
     ev = None
     if best is not None and evidence:

@@ -217,6 +217,11 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
                  f"${best['dollars_per_million_requests']:.3g} per million requests"
                  + (f", ${best['dollars_per_million_tokens']:.3g} per million tokens (input + output)"
                     if best.get("dollars_per_million_tokens") else ""))
+        if best.get("max_qps_mean") is not None:
+            hw = (f" ± {best['max_qps_ci_high'] - best['max_qps_mean']:.3g} (95 % CI)"
+                  if best.get("max_qps_ci_high") is not None else " (one seed bracketed: no interval)")
+            L.append(f"  max QPS over seeds {', '.join(map(str, spec.seeds))}: mean {best['max_qps_mean']:.4g}{hw}; "
+                     f"the line above is seed {spec.seed}'s")
         if best.get("estimator"):
             src = f" from {best['estimator_source']}" if best.get("estimator_source") else ""
             L.append(f"  priced by the {best['estimator']} estimator{src}")
@@ -304,6 +309,29 @@ def best_scenario_yaml(spec, cfg, max_qps: float) -> str:
     return head + yaml.safe_dump(raw, sort_keys=False)
 
 
+#: a tail quantile q is taken to need at least this many requests beyond it (10 for p99: 1,000 requests)
+TAIL_SAMPLES = 10
+
+
+def thin_tail_warning(spec, rows: list[dict[str, Any]]) -> str | None:
+    """One line when a tail SLO at some configuration's max QPS rests on too few requests
+    (fewer than ``TAIL_SAMPLES / (1 - q)``), saying the count and the fix; else None."""
+    worst = None
+    for s in spec.slos:
+        if s.quantile >= 1:
+            continue
+        need = math.ceil(TAIL_SAMPLES / (1 - s.quantile) - 1e-9)
+        for r in rows:
+            n = r.get("probe_requests")
+            if r["status"] in ("ok", "capped") and n and n < need and (worst is None or n / need < worst[0]):
+                worst = (n / need, s, n, need, r["config"])
+    if worst is None:
+        return None
+    _, s, n, need, cfg = worst
+    return (f"{pretty_column(s.column)} rests on as few as {n:,} requests per probe ({cfg}); a p{s.quantile * 100:g} "
+            f"needs about {need:,} (10 beyond it): lengthen the probes (workload.duration)")
+
+
 def write_outputs(spec, outcome, log: Callable[[str], None]) -> str:
     """Write every output file into ``outcome.out_dir``; returns the report text."""
     out: Path = outcome.out_dir
@@ -347,6 +375,10 @@ def write_outputs(spec, outcome, log: Callable[[str], None]) -> str:
     if unf:
         notes.append(f"{len(unf)} configuration(s) had requests unfinished at the simulated-time cap at their max QPS "
                      "(counted as violating; raise search.drain_s to resolve them)")
+    thin = thin_tail_warning(spec, rows)
+    if thin:
+        log(f"warning: {thin}")
+        notes.append(thin)
     if spec.probe_requests is not None:
         notes.append("probes are sized by request count: at high QPS they span less time and may not expose a "
                      "slow overload; prefer workload.duration")

@@ -179,6 +179,7 @@ class _SpecRaw:
     prices: dict[str, float] = attrs.Factory(dict)
     search: SearchOptions = SearchOptions()
     seed: int = 0
+    seeds: list[int] | None = None
     runtime_estimator: Any = None
     memory_planner: Any = None
 
@@ -249,6 +250,7 @@ class SearchSpec:
     options: SearchOptions
     extra_sections: dict  # runtime_estimator / memory_planner passthrough
     device_files: dict = attrs.Factory(dict)  # device name -> the device file it came from (grid.devices paths)
+    seeds: tuple[int, ...] = ()  # every seed searched (``seeds:``); the first is ``seed``, the one reported in full
 
     @property
     def drain_s(self) -> float:
@@ -256,11 +258,12 @@ class SearchSpec:
             return float(self.options.drain_s)
         return max(60.0, 2.0 * max((s.max_s for s in self.slos), default=0.0))
 
-    def base_scenario(self, cfg: ConfigPoint) -> dict:
-        """The raw scenario mapping of ``cfg`` (qps and probe size are set per probe)."""
+    def base_scenario(self, cfg: ConfigPoint, seed: int | None = None) -> dict:
+        """The raw scenario mapping of ``cfg`` (qps and probe size are set per probe); ``seed``
+        replaces the spec's seed (another of ``seeds``)."""
         raw: dict[str, Any] = {
             "model": self.model,
-            "seed": self.seed,
+            "seed": self.seed if seed is None else seed,
             "cluster": {
                 "device": cfg.device,
                 "num_replicas": cfg.replicas,
@@ -539,10 +542,12 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
         val = getattr(parsed, key)
         if val is not None:
             extra[key] = val
+    seeds = _parse_seeds(parsed.seeds, parsed.seed, "seed" in raw)
     spec = SearchSpec(
         path=str(path) if path is not None else None,
         model=parsed.model,
-        seed=parsed.seed,
+        seed=seeds[0],
+        seeds=seeds,
         workload=wl,
         probe_duration=float(d) if d is not None else None,
         probe_requests=n,
@@ -556,6 +561,20 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
     )
     _validate_scenarios(spec, host)
     return spec
+
+
+def _parse_seeds(seeds: list[int] | None, seed: int, seed_given: bool) -> tuple[int, ...]:
+    """``seeds: [...]`` (each configuration searched once per seed; max QPS as a mean with an
+    interval), or the one ``seed``."""
+    if seeds is None:
+        return (seed,)
+    if seed_given:
+        raise VidurError("set seed or seeds, not both (seeds: [0, 1, 2] searches every configuration once per seed)")
+    if not seeds:
+        raise VidurError("seeds is empty: give at least one seed, e.g. seeds: [0, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise VidurError(f"seeds lists a seed twice: {seeds}")
+    return tuple(int(x) for x in seeds)
 
 
 def _validate_scenarios(spec: SearchSpec, host: PluginHost) -> None:

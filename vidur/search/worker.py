@@ -20,8 +20,8 @@ from vidur.search.spec import ConfigPoint, SearchSpec, SLOTarget
 CAPACITY_HEADROOM = 1.1
 
 
-def make_task(spec: SearchSpec, cfg: ConfigPoint, key: str) -> dict[str, Any]:
-    """The task of ``cfg``: everything a worker needs, nothing it must look up."""
+def make_task(spec: SearchSpec, cfg: ConfigPoint, key: str, seed: int | None = None) -> dict[str, Any]:
+    """The task of ``cfg`` (with ``seed`` in place of the spec's): everything a worker needs, nothing it must look up."""
     o = spec.options
     fractions, tolerances = stage_tolerances(o.tolerance, o.coarse_fraction, o.coarse_tolerance)
     return {
@@ -29,7 +29,7 @@ def make_task(spec: SearchSpec, cfg: ConfigPoint, key: str) -> dict[str, Any]:
         "index": cfg.index,
         "label": cfg.label,
         "skip_reason": cfg.skip_reason,
-        "scenario": spec.base_scenario(cfg),
+        "scenario": spec.base_scenario(cfg, seed),
         "duration": spec.probe_duration,
         "requests": spec.probe_requests,
         "drain": spec.drain_s,
