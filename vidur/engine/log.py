@@ -52,11 +52,18 @@ class BatchLog:
         return self.flushed + len(self.rows) // NCOL
 
     def to_columns(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-        """All rows as columns, sorted by (replica, start); and stage spans."""
+        """All rows as columns, sorted by (replica, start); and stage spans.
+
+        Called once the run is over: the log is packed into one table, so rows
+        logged after it would sort after the fast-forward blocks on ties."""
         self.flush()
-        single = np.concatenate(self.chunks) if self.chunks else np.empty((0, NCOL))
-        self.chunks = [single]
-        table = np.concatenate([single] + self.blocks) if self.blocks else single
+        parts = self.chunks + self.blocks  # single rows first, then fast-forward blocks
+        table = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.empty((0, NCOL)))
+        # the log is now that one table (single rows stay first, so span row numbers hold):
+        # the chunks are freed before the sorted columns are made (peak ~2x the log, not 4x)
+        self.chunks, self.flushed = [table], len(table)
+        self.blocks, self.packed = [], 0
+        del parts
         merged = {c: table[:, i] for i, c in enumerate(BATCH_COLUMNS)}
         order = np.lexsort((merged["start"], merged["replica"]))
         out = {}
