@@ -160,6 +160,8 @@ class Simulation:
         sizes = getattr(schedulers[0], "cuda_graph_sizes", None)
         if sizes:
             self.estimator.use_cuda_graphs(sizes)
+        if pp == 1 and sc.simulation.fast_forward:
+            self._check_decode_pricing(getattr(schedulers[0], "config", None))
         self._check_requests_fit(schedulers[0])
         router_cls = host.get("global_scheduler", sc.global_scheduler.name)
         with self._setting_up("global scheduler", "global_scheduler", sc.global_scheduler.name):
@@ -180,6 +182,23 @@ class Simulation:
             raise PluginError(
                 f"{' / '.join(who)} failed while setting up the {label}: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def _check_decode_pricing(self, sched_config) -> None:
+        """Fast-forward prices decode runs with the estimator's vectorised method, stepping with the
+        scalar one: they must agree (checked once, on a sample) or the run stops naming the plugin."""
+        from vidur.estimate.wrap import decode_pricing_mismatch
+
+        name = self.estimator_name
+        cap = getattr(sched_config, "max_batch_size", None)
+        cap = int(min(cap, 64)) if isinstance(cap, (int, float)) and cap >= 1 else 64
+        with self._setting_up("runtime estimator", "runtime_estimator", name):
+            wrong = decode_pricing_mismatch(self.estimator, cap)
+        if wrong is not None:
+            entry = self.host.entry("runtime_estimator", name)
+            raise PluginError(
+                f"runtime estimator {name!r} from plugin {entry.plugin!r} ({entry.distribution}): {wrong} "
+                "(fast-forward and stepping would price decode batches differently)"
+            )
 
     def _check_requests_fit(self, sched) -> None:
         t = self.table

@@ -16,7 +16,10 @@
   (:mod:`vidur.store.calibrations`, e.g. values fitted from real vLLM runs) is applied on top of
   its configuration;
 - the run's engine mode (``cluster.engine_mode``, or the reference executor's in ``vidur
-  validate``) is set on estimators whose ``Config`` has an ``engine_mode`` field.
+  validate``) is set on estimators whose ``Config`` has an ``engine_mode`` field;
+- a :class:`~vidur.estimate.wrap.WrappingEstimator` gets its ``inner`` (``auto`` or a name)
+  resolved the same way (engine mode, profile, calibration go to the inner one); the record
+  names the wrapper as the estimator and the inner one as ``wraps``.
 
 The result carries a :class:`~vidur.resolve.provenance.Provenance` record.
 """
@@ -30,6 +33,7 @@ import attrs
 from vidur.config import structure, unstructure
 from vidur.errors import PluginError, VidurError
 from vidur.estimate.base import Offer, PricingTarget
+from vidur.estimate.wrap import WrappingEstimator
 from vidur.resolve.provenance import Provenance
 from vidur.store.calibrations import find_calibration, read_calibration
 from vidur.store.profiles import root_label
@@ -42,14 +46,19 @@ class ResolvedEstimator:
     cls: type
     config: Any
     provenance: Provenance
+    #: what a :class:`~vidur.estimate.wrap.WrappingEstimator` wraps, resolved
+    inner: "ResolvedEstimator | None" = None
 
     @property
     def name(self) -> str:
         return self.provenance.estimator
 
     def build(self, target: PricingTarget):
-        """Construct the estimator for ``target``."""
-        return self.cls(self.config, target.model, target.device, target.node, target.tp, target.pp)
+        """Construct the estimator for ``target`` (a wrapper with its inner estimator set)."""
+        est = self.cls(self.config, target.model, target.device, target.node, target.tp, target.pp)
+        if self.inner is not None:
+            est.inner = self.inner.build(target)
+        return est
 
     def completed(self, estimator) -> Provenance:
         """The provenance with the source the built estimator reports (:meth:`~vidur.estimate.base.
@@ -126,6 +135,13 @@ def resolve_estimator(
     ``engine_mode`` field; with ``strict_engine_mode`` an estimator without one is an error.
     ``extra``: further Config fields to set when the estimator has them (validate's
     ``cuda_graph_max_batch``)."""
+    if requested != "auto":
+        cls = host.get("runtime_estimator", requested)
+        if isinstance(cls, type) and issubclass(cls, WrappingEstimator):
+            return _resolve_wrapper(
+                requested, cls, config, target, host, profile=profile, engine_mode_reason=engine_mode_reason,
+                strict_engine_mode=strict_engine_mode, extra=extra, device_source=device_source,
+            )
     skipped: list[str] = []
     calibration = None
     if requested == "auto":
@@ -192,3 +208,23 @@ def resolve_estimator(
         engine_mode_reason=mode_reason,
     )
     return ResolvedEstimator(cls, cfg, prov)
+
+
+def _resolve_wrapper(name: str, cls: type, config: Any, target: PricingTarget, host, **kw):
+    """Resolve a wrapping estimator: its ``inner`` as if the scenario had named it."""
+    if config is None:
+        config = cls.Config()
+    inner_name = getattr(config, "inner", None)
+    if not isinstance(inner_name, str) or not inner_name:
+        raise VidurError(f"runtime_estimator {name!r} wraps another estimator: its Config needs an "
+                         f"'inner' field naming it (auto or a registered name), got {inner_name!r}")
+    if inner_name == name:
+        raise VidurError(f"runtime_estimator {name!r} cannot wrap itself; set inner: auto or another estimator")
+    inner_cfg = None if inner_name == "auto" else host.get("runtime_estimator", inner_name).Config()
+    inner = resolve_estimator(inner_name, inner_cfg, target, host, **kw)
+    p = inner.provenance
+    prov = attrs.evolve(
+        p, estimator=name, requested=name, wraps=p.estimator,
+        reason=f"wraps {inner_name}" + (f" -> {p.estimator}" if inner_name == "auto" else "") + f": {p.reason}",
+    )
+    return ResolvedEstimator(cls, config, prov, inner)

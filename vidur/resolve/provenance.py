@@ -25,7 +25,9 @@ class Provenance:
     - ``calibration``: a calibration file applied on top (found by ``auto``, or named by the estimator's ``calibration`` option), with ``fitted_from``;
     - ``skipped``: what ``auto`` passed over, each with why;
     - ``device`` and ``device_source`` (catalog, a plugin, a device file, a profile);
-      ``engine_mode`` and ``engine_mode_reason`` when the run set one.
+      ``engine_mode`` and ``engine_mode_reason`` when the run set one;
+    - ``wraps``: for a wrapping estimator (``estimator``), the estimator it wraps; the other
+      fields then describe that inner one.
     """
 
     estimator: str
@@ -40,6 +42,7 @@ class Provenance:
     device_source: str = ""
     engine_mode: str | None = None
     engine_mode_reason: str | None = None
+    wraps: str | None = None
 
     def header(self) -> str:
         """One line for a run's header: ``estimator profile (auto: ...) from <path> [shipped with vidur]``."""
