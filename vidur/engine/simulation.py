@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import attrs
 import numpy as np
@@ -108,6 +109,7 @@ class Simulation:
         planner_cls = host.get("memory_planner", sc.memory_planner.name)
         with self._setting_up("memory planner", "memory_planner", sc.memory_planner.name):
             self.memory = planner_cls(sc.memory_planner.config).plan(self.model, self.device, tp, pp)
+        self._check_plan(sc.memory_planner.name)
 
         target = PricingTarget(self.model, self.device, self.node, tp, pp, engine_mode=cl.engine_mode)
         resolved = resolve_estimator(
@@ -150,11 +152,14 @@ class Simulation:
         for i in range(cl.num_replicas):
             bs = sched_cls.kv_block_size or self.memory.block_size
             num_blocks = self.memory.num_blocks * self.memory.block_size // bs
+            reserved = {k: v * self.memory.block_size // bs for k, v in self.memory.reservations.items()}
             kv = make_kv_manager(self.prefix_caching, num_blocks, bs, tree_lists)
             with self._setting_up("replica scheduler", "replica_scheduler", sc.replica_scheduler.name):
                 sched = sched_cls(
                     sc.replica_scheduler.config, kv, i, pp, estimator=self.estimator, slos=sc.metrics.slos,
                 )
+            if reserved:  # set after construction: a plugin __init__ with its own signature keeps working
+                sched._reservations = MappingProxyType(reserved)
             schedulers.append(sched)
             self.replica_states.append(ReplicaState(i, sched, self.estimator, self.model.num_layers, pp))
         sizes = getattr(schedulers[0], "cuda_graph_sizes", None)
@@ -182,6 +187,29 @@ class Simulation:
             raise PluginError(
                 f"{' / '.join(who)} failed while setting up the {label}: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def _check_plan(self, name: str) -> None:
+        """A memory plan the engine can use: whole positive block counts, named non-negative
+        reservations, and KV plus weights that fit in the device (one line naming the planner)."""
+        from vidur.memory.base import MemoryPlan, physical_shortfall
+
+        plan = self.memory
+
+        def whole(v, low):
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low
+
+        if not isinstance(plan, MemoryPlan):
+            wrong = f"plan() returned {type(plan).__name__}; return a vidur.memory.MemoryPlan"
+        elif not (whole(plan.num_blocks, 1) and whole(plan.block_size, 1)):
+            wrong = f"plan() returned num_blocks {plan.num_blocks!r}, block_size {plan.block_size!r}; both must be integers >= 1"
+        elif not (isinstance(plan.reservations, Mapping)
+                  and all(isinstance(k, str) and k and whole(v, 0) for k, v in plan.reservations.items())):
+            wrong = f"plan() returned reservations {plan.reservations!r}; give a mapping of names to block counts >= 0"
+        else:
+            wrong = physical_shortfall(plan, self.device)
+        if wrong is not None:
+            entry = self.host.entry("memory_planner", name)
+            raise PluginError(f"memory planner {name!r} from plugin {entry.plugin!r} ({entry.distribution}): {wrong}")
 
     def _check_decode_pricing(self, sched_config) -> None:
         """Fast-forward prices decode runs with the estimator's vectorised method, stepping with the

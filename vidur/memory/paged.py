@@ -48,7 +48,7 @@ from typing import ClassVar
 import attrs
 
 from vidur.errors import VidurError
-from vidur.memory.base import MemoryPlan, MemoryPlanner
+from vidur.memory.base import MemoryPlan, MemoryPlanner, physical_shortfall
 from vidur.hardware.spec import DeviceSpec
 from vidur.model.catalog import check_parallelism
 from vidur.model.cost import kv_bytes_split, max_stage_weights_bytes, rank_shape
@@ -78,7 +78,9 @@ class PagedConfig:
       and adds ``overhead_gb``.
     - ``num_gpu_blocks_override``: use exactly this many KV blocks (vLLM's
       ``--num-gpu-blocks-override``), e.g. the count a measured server logged
-      (``# GPU blocks: N``); the memory arithmetic above is then only reported.
+      (``# GPU blocks: N``), more or fewer than the arithmetic above gives, which
+      is then only reported; a count whose KV and the weights exceed the
+      device's whole memory is an error.
     """
 
     gpu_memory_utilization: float = 0.9
@@ -176,7 +178,7 @@ class PagedMemoryPlanner(MemoryPlanner):
             per_token = full + window
         kv = usable - weights - act - reserve
         num_blocks = kv // (per_token * c.block_size) if kv > 0 else 0
-        if c.num_gpu_blocks_override is not None:
+        if c.num_gpu_blocks_override is not None:  # more or fewer than the arithmetic: only physics binds
             num_blocks = c.num_gpu_blocks_override
         if num_blocks < 1:
             raise VidurError(
@@ -187,7 +189,7 @@ class PagedMemoryPlanner(MemoryPlanner):
                 f"({per_token * c.block_size / 1e6:.1f} MB) in the {usable / GB:.1f} GB usable; raise "
                 f"tensor_parallel or pipeline_parallel, or lower max_batch_tokens / activation_reserve_gb"
             )
-        return MemoryPlan(
+        plan = MemoryPlan(
             num_blocks=int(num_blocks),
             block_size=c.block_size,
             kv_bytes_per_token=per_token,
@@ -197,3 +199,8 @@ class PagedMemoryPlanner(MemoryPlanner):
             usable_bytes=usable,
             window_kv_bytes=int(reserve),
         )
+        if c.num_gpu_blocks_override is not None:
+            short = physical_shortfall(plan, device)
+            if short is not None:
+                raise VidurError(f"paged num_gpu_blocks_override {num_blocks} is impossible {where}: {short}")
+        return plan

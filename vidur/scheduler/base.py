@@ -16,6 +16,7 @@ when it finishes.
 from __future__ import annotations
 
 from collections import deque
+from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Mapping
 
 import attrs
@@ -92,6 +93,7 @@ class ReplicaScheduler:
         *,
         estimator: RuntimeEstimator | None = None,
         slos: Mapping[str, SLO] | None = None,
+        reservations: Mapping[str, int] | None = None,
     ):
         self.config = config
         self.kv = kv
@@ -100,6 +102,7 @@ class ReplicaScheduler:
         #: the scenario's latency targets, ``{"ttft": SLO(quantile, max_s), ...}``
         self.slos: Mapping[str, SLO] = dict(slos or {})
         self.now = 0.0  # set by the engine before each schedule() call
+        self._reservations = MappingProxyType(dict(reservations or {}))
         self._estimator = estimator
         self._book = ReplicaBook(kv, self.lazy_decode and num_stages == 1)
 
@@ -114,6 +117,12 @@ class ReplicaScheduler:
     def running(self) -> list[Request]:
         """Admitted requests, ordered by id (arrival order)."""
         return self._book.running
+
+    @property
+    def reservations(self) -> Mapping[str, int]:
+        """KV blocks (of ``kv.block_size`` tokens) the memory planner set aside outside
+        ``kv.num_blocks``, by name (``{"adapters": 64}``; empty by default), read-only."""
+        return self._reservations
 
     @property
     def prefilling(self) -> list[Request]:
