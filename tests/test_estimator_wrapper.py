@@ -91,3 +91,20 @@ def test_a_wrapper_cannot_wrap_itself(vidur_register, tiny_cluster):
     vidur_register(Scaled)
     with pytest.raises(VidurError, match="cannot wrap itself"):
         tiny_cluster(settings={"runtime_estimator": {"name": "scaled", "inner": "scaled"}}, **_BURST)
+
+
+def test_two_wrappers_wrapping_each_other_are_one_line(vidur_register, tiny_cluster):
+    from vidur.errors import VidurError
+
+    @attrs.frozen(kw_only=True)
+    class OtherConfig(WrapperConfig):
+        inner: str = "scaled"
+
+    class Other(WrappingEstimator):
+        name = "other"
+        Config = OtherConfig
+
+    vidur_register(Scaled)
+    vidur_register(Other)
+    with pytest.raises(VidurError, match="wraps itself through scaled -> other -> scaled"):
+        tiny_cluster(settings={"runtime_estimator": {"name": "scaled", "inner": "other"}}, **_BURST)

@@ -128,6 +128,7 @@ def resolve_estimator(
     strict_engine_mode: bool = True,
     extra: Mapping[str, Any] | None = None,
     device_source: str = "",
+    _wrapping: tuple[str, ...] = (),
 ) -> ResolvedEstimator:
     """Resolve ``requested`` (``auto`` or a registered name, with its structured ``config``) for
     ``target``. ``profile``: a profile directory the user named (``target.profile`` under
@@ -138,9 +139,13 @@ def resolve_estimator(
     if requested != "auto":
         cls = host.get("runtime_estimator", requested)
         if isinstance(cls, type) and issubclass(cls, WrappingEstimator):
+            if requested in _wrapping:
+                raise VidurError(f"runtime_estimator {_wrapping[0]!r} wraps itself through "
+                                 f"{' -> '.join(_wrapping + (requested,))}; set inner: auto or another estimator")
             return _resolve_wrapper(
                 requested, cls, config, target, host, profile=profile, engine_mode_reason=engine_mode_reason,
                 strict_engine_mode=strict_engine_mode, extra=extra, device_source=device_source,
+                _wrapping=_wrapping + (requested,),
             )
     skipped: list[str] = []
     calibration = None
