@@ -62,3 +62,14 @@ def test_to_columns_twice_gives_the_same():
     for k in a:
         assert np.array_equal(a[k], b[k])
     assert len(a["start"]) > 0
+
+
+def test_itl_merge_twice_gives_the_same():
+    h = ReplicaHarness(SarathiScheduler, SarathiScheduler.Config(chunk_size=16, max_batch_size=6),
+                       num_blocks=512, block_size=4)
+    h.add_many([(30, 10), (12, 5), (7, 9)])
+    h.run()
+    a = h.loop.itl.to_arrays()
+    b = h.loop.itl.to_arrays()
+    assert len(a[0]) > 0
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])

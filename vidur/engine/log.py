@@ -112,7 +112,11 @@ class ITLLog:
         c = np.concatenate([np.asarray(self.counts, dtype=np.int64)] + self.block_counts)
         keep = c > 0
         v, c = v[keep], c[keep]
-        if not len(v):
-            return v, c
-        uniq, inv = np.unique(v, return_inverse=True)
-        return uniq, np.bincount(inv, weights=c, minlength=len(uniq)).astype(np.int64)
+        if len(v):
+            uniq, inv = np.unique(v, return_inverse=True)
+            del v
+            v, c = uniq, np.bincount(inv, weights=c, minlength=len(uniq)).astype(np.int64)
+        # the log is now its merged samples (the raw ones are freed; a second call gives the same)
+        self.values, self.counts = [], []
+        self.block_values, self.block_counts, self.packed = [v], [c], 1
+        return v, c

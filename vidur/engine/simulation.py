@@ -422,8 +422,8 @@ class Simulation:
             requests["cached_tokens"] = col("cached", np.int64)
         if self.table.content is not None and self.table.content.session is not None:
             requests["session"] = np.array([r.content[3] for r in reqs], dtype=np.int64)
+        itl_v, itl_c = loop.itl.to_arrays()  # first: its merge's peak is not stacked on the batch log's
         batches, spans = loop.batches.to_columns()
-        itl_v, itl_c = loop.itl.to_arrays()
         cl = self.scenario.cluster
         infos = [
             ReplicaInfo(
