@@ -695,3 +695,64 @@ def test_a_tail_slo_on_too_few_requests_is_warned_with_the_count_and_the_fix():
     msg = thin_tail_warning(spec, [row(1000), row(137), row(400)])
     assert "as few as 137 requests" in msg and "cfg137" in msg and "needs about 1,000" in msg
     assert "lengthen the probes" in msg and "\n" not in msg
+
+
+# ------------------------------------------------------------ item 3b: steady state
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(20, 200), base=st.floats(0.0, 2.0), growth=st.floats(0.0, 1.0))
+def test_a_probe_whose_later_arrivals_wait_longer_is_not_steady(n, base, growth):
+    """Scheduling delay base + growth x arrival time (a queue growing by `growth` s per s):
+    steady exactly when the second half's mean exceeds the first half's by no more than the tolerance."""
+    from vidur.search.probe import STEADY_FLOOR, STEADY_TOLERANCE
+
+    arrival = np.linspace(0.0, 10.0, n)
+    delay = base + growth * arrival
+    rec = _Rec(arrival, arrival + delay, arrival + delay + 0.01, arrival + delay + 1.0, [4] * n)
+    st_ = evaluate(rec, 1e6, (SLOTarget("scheduling_delay", 0.99, 5.0),))["steady"]
+    mid = 5.0
+    first, second = delay[arrival <= mid].mean(), delay[arrival > mid].mean()
+    assert st_["first_half_s"] == pytest.approx(first) and st_["second_half_s"] == pytest.approx(second)
+    assert st_["ok"] == (second - first <= max(STEADY_TOLERANCE * first, STEADY_FLOOR * 5.0))
+    if growth == 0:
+        assert st_["ok"]
+
+
+@pytest.mark.parametrize("later, expect", [
+    ([{"met": True, "steady": {"ok": True}}], {"ok": True, "doublings": 1, "failed_longer": False}),
+    ([{"met": False, "steady": {"ok": True}}], {"ok": False, "doublings": 1, "failed_longer": True}),
+    ([{"met": True, "steady": {"ok": False}}] * 2, {"ok": False, "doublings": 2, "failed_longer": False}),
+])
+def test_an_unsteady_max_qps_probe_is_lengthened_at_most_twice(monkeypatch, later, expect):
+    from vidur.search import worker
+
+    calls = []
+
+    def fake_probe(base, qps, *, duration, num_requests, drain, slos, host=None):
+        calls.append(duration)
+        return dict(later[len(calls) - 1], slos={}, qps=qps)
+
+    monkeypatch.setattr(worker, "run_probe", fake_probe)
+    task = {"scenario": {}, "duration": 20.0, "requests": None, "min_requests": 1, "drain": 60.0}
+    verdict, longer = worker._steady_guard(task, 10.0, {"steady": {"ok": False}}, (), None)
+    assert {k: verdict[k] for k in expect} == expect
+    assert calls == [40.0, 80.0][: len(later)]  # 2x, then 4x the window, never more
+    assert (longer is not None) == expect["ok"]
+    # a steady probe is not lengthened
+    assert worker._steady_guard(task, 10.0, {"steady": {"ok": True}}, (), None) == (
+        {"ok": True, "doublings": 0, "first_half_s": None, "second_half_s": None, "failed_longer": False}, None)
+
+
+def test_the_report_says_not_steady_instead_of_confirmed(tmp_path, monkeypatch):
+    from vidur.search import probe
+
+    monkeypatch.setattr(probe, "STEADY_TOLERANCE", -1.0)  # every probe looks unsteady
+    monkeypatch.setattr(probe, "STEADY_FLOOR", -1.0)
+    raw = small_raw(devices=["h100"], tensor_parallel=[1], replica_schedulers=["vllm"])
+    o = run_search(spec_from_dict(raw, path=SMALL), tmp_path / "o", executor="serial", progress=False,
+                   log=lambda m: None)
+    (row,) = o.rows
+    assert row["steady"] is False and row["steady_doublings"] in (1, 2)
+    report = (tmp_path / "o" / "report.txt").read_text()
+    assert "not steady" in report and "confirmed" not in report

@@ -137,6 +137,9 @@ def _table_row(spec: SearchSpec, cfg: ConfigPoint, res: dict[str, Any] | None) -
     for col in latency_columns(spec):
         val = (op.get("slos", {}).get(col) or {}).get("value") if col in op.get("slos", {}) else op.get("stats", {}).get(col)
         row[op_column(col)] = val
+    steady = (res or {}).get("steady") or {}
+    row["steady"] = steady.get("ok")  # None: not checked (no answer); False: flagged (issue #15 item 3b)
+    row["steady_doublings"] = steady.get("doublings")
     row["probe_requests"] = at.get("num_requests")
     row["unfinished_at_cap"] = at.get("unfinished")
     row["failed_slos_above"] = ",".join((res or {}).get("failed_at_hi") or [])

@@ -235,9 +235,12 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
                      f"{'every SLO met' if a['met'] else 'NOT all SLOs met'}")
             L.append(f"    at {b['qps']:.4g} QPS ({ev['factor']:g}x): {_slo_line(b['slos'])} -> "
                      f"{'at least one SLO fails' if not b['met'] else 'all SLOs still met'}")
-            L.append(f"    {'confirmed' if ev['confirmed'] else 'NOT confirmed'}: max QPS is within "
-                     f"{(ev['factor'] - 1):.0%} of the SLO limit" if ev["confirmed"] else
-                     "    NOT confirmed: see the lines above")
+            if best.get("steady") is False:
+                L.append(f"    not steady: {best['reason']}")
+            else:
+                L.append(f"    {'confirmed' if ev['confirmed'] else 'NOT confirmed'}: max QPS is within "
+                         f"{(ev['factor'] - 1):.0%} of the SLO limit" if ev["confirmed"] else
+                         "    NOT confirmed: see the lines above")
     L.append("")
     ok = sorted((r for r in rows if r["qps_per_dollar"] and r["slos_met"]), key=lambda r: -r["qps_per_dollar"])
     if ok:
@@ -261,11 +264,12 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
         L.append("")
     if spec.options.target_qps is not None:
         L.extend(_fleet_lines(spec.options.target_qps, rows))
-    other = [r for r in rows if r["status"] not in ("ok",)]
+    other = [r for r in rows if r["status"] not in ("ok",) or r.get("steady") is False]
     if other:
         L.append("not ranked / notes per configuration:")
         for r in other:
-            L.append(f"  {r['status']:<10} {r['config']}: {r['reason'] or '-'}")
+            status = "not steady" if r["status"] == "ok" else r["status"]
+            L.append(f"  {status:<10} {r['config']}: {r['reason'] or '-'}")
         L.append("")
     for n in notes:
         L.append(f"note: {n}")

@@ -88,6 +88,19 @@ class Censored:
         tokens = np.asarray(r["prompt_tokens"], dtype=np.float64) + np.asarray(r["output_tokens"], dtype=np.float64)
         self.tokens_per_request = float(tokens.mean()) if tokens.size else float("nan")  # input + output
 
+    def halves(self, metric: str, arrival: np.ndarray) -> tuple[float, float]:
+        """Mean of ``metric`` (optimistic: unfinished requests at their lower bound) over the
+        requests arriving in the first and in the second half of the arrival window."""
+        opt, _ = self._pairs[metric]
+        if opt.shape != arrival.shape or arrival.size < 4:
+            return float("nan"), float("nan")
+        mid = 0.5 * (float(arrival.min()) + float(arrival.max()))
+        first, second = opt[arrival <= mid], opt[arrival > mid]
+        first, second = first[np.isfinite(first)], second[np.isfinite(second)]
+        if not first.size or not second.size:
+            return float("nan"), float("nan")
+        return float(first.mean()), float(second.mean())
+
     def quantile(self, metric: str, q: float) -> tuple[float, float]:
         """``(optimistic, pessimistic)`` quantile ``q`` of ``metric``; NaN without samples."""
         if metric == "itl":
@@ -158,12 +171,30 @@ def evaluate(records, cap: float, slos: tuple[SLOTarget, ...]) -> dict[str, Any]
         "throughput_rps": _json_float(c.throughput),
         "tokens_per_request": _json_float(c.tokens_per_request),
     }
+    out["steady"] = steadiness(c, np.asarray(records.requests["arrival"], dtype=np.float64), slos)
     from vidur.metrics.prefix import prefix_cache_summary
 
     cache = prefix_cache_summary(records)
     if cache is not None:  # configurations with prefix caching: hit rate and evictions at this load
         out["prefix_cache"] = cache["cluster"]
     return out
+
+
+#: a probe is not steady when its second half's mean scheduling delay exceeds its first half's by more
+#: than this fraction of the first half's and more than STEADY_FLOOR of the smallest SLO bound
+STEADY_TOLERANCE = 0.5
+STEADY_FLOOR = 0.05
+
+
+def steadiness(c: Censored, arrival: np.ndarray, slos) -> dict[str, Any]:
+    """Whether a probe looks like steady state (issue #15 item 3b): the mean scheduling delay of
+    the requests arriving in the second half of the window against the first half's. A queue
+    still growing at the end of a probe shows as a later half that waits longer; such a probe
+    would fail with a longer window."""
+    first, second = c.halves("scheduling_delay", arrival) if "scheduling_delay" in c._pairs else (math.nan, math.nan)
+    floor = STEADY_FLOOR * min((s.max_s for s in slos), default=1.0)
+    ok = not (math.isfinite(first) and math.isfinite(second)) or second - first <= max(STEADY_TOLERANCE * first, floor)
+    return {"ok": bool(ok), "first_half_s": _json_float(first), "second_half_s": _json_float(second)}
 
 
 def run_probe(base: dict, qps: float, *, duration, num_requests, drain: float, slos, host=None) -> dict[str, Any]:

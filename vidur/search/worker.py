@@ -117,6 +117,16 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
         if row["infeasible_slos"]:
             reason += f" (probe at {res.hi:.4g} QPS): " + "; ".join(
                 _miss(s, *row["infeasible_slos"][s.column]) for s in slos if s.column in row["infeasible_slos"])
+    if at_max is not None and res.status in ("ok", "capped"):
+        row["steady"], longer = _steady_guard(task, res.lo, at_max, slos, host)
+        if longer is not None:  # met and steady with a longer probe: the more trustworthy evaluation
+            at_max = longer
+        v = row["steady"]
+        if not v["ok"]:
+            reason = (f"not steady: fails its SLOs at {res.lo:.4g} QPS with a {2 ** v['doublings']}x longer probe "
+                      "(max QPS overstated; lengthen workload.duration)") if v["failed_longer"] else (
+                f"not steady at {res.lo:.4g} QPS after {v['doublings']} doubling(s) of the probe: later arrivals "
+                f"wait {_fmt_s(v['second_half_s'])} on average vs {_fmt_s(v['first_half_s'])} (a queue still growing)")
     if res.lo and res.status in ("ok", "capped"):
         if task.get("operating_point", 0.9) >= 1.0 and at_max is not None:  # the max-QPS probe itself
             row["at_operating_point"] = {k: v for k, v in at_max.items() if k != "provenance"} | {"fraction": 1.0}
@@ -133,6 +143,47 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
         wall_s=round(time.perf_counter() - t0, 3),
     )
     return row
+
+
+#: a probe at max QPS that is not steady is lengthened (doubled) at most this many times
+STEADY_DOUBLINGS = 2
+
+
+def _steady_guard(task, max_qps: float, at_max: dict, slos, host) -> tuple[dict[str, Any], dict | None]:
+    """Issue #15 item 3b: when the probe at max QPS is not steady (its later arrivals wait longer,
+    :func:`vidur.search.probe.steadiness`), probe the same QPS with 2x, then 4x the window until it
+    is steady. Returns ``(verdict, evaluation)``: ``verdict["ok"]`` False when it stays unsteady or
+    fails its SLOs with a longer window (the max QPS is then overstated); the evaluation of a longer
+    probe that met the SLOs steadily, else None."""
+    first = at_max.get("steady") or {"ok": True}
+    verdict = {"ok": bool(first["ok"]), "doublings": 0, "first_half_s": first.get("first_half_s"),
+               "second_half_s": first.get("second_half_s"), "failed_longer": False}
+    if verdict["ok"]:
+        return verdict, None
+    for k in range(1, STEADY_DOUBLINGS + 1):
+        m = 2 ** k
+        duration, n = probe_size(task["duration"] * m if task["duration"] is not None else None,
+                                 task["requests"] * m if task["requests"] is not None else None,
+                                 1.0, max_qps, task["min_requests"])
+        try:
+            ev = run_probe(task["scenario"], max_qps, duration=duration, num_requests=n, drain=task["drain"],
+                           slos=slos, host=host)
+        except VidurError:
+            break
+        st = ev.get("steady") or {"ok": True}
+        verdict.update(doublings=k, first_half_s=st.get("first_half_s"), second_half_s=st.get("second_half_s"))
+        if not ev["met"]:
+            verdict.update(ok=False, failed_longer=True)
+            return verdict, None
+        if st["ok"]:
+            verdict["ok"] = True
+            ev.pop("provenance", None)
+            return verdict, ev
+    return verdict, None
+
+
+def _fmt_s(v: float | None) -> str:
+    return "?" if v is None else f"{v:.3g} s"
 
 
 def _operating_point(task: dict[str, Any], max_qps: float, slos, host) -> dict[str, Any] | None:
