@@ -756,3 +756,18 @@ def test_the_report_says_not_steady_instead_of_confirmed(tmp_path, monkeypatch):
     assert row["steady"] is False and row["steady_doublings"] in (1, 2)
     report = (tmp_path / "o" / "report.txt").read_text()
     assert "not steady" in report and "confirmed" not in report
+
+
+def test_the_cheapest_fleet_is_simulated_at_the_target(serial_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "fleet"
+    shutil.copytree(serial_run.out_dir, out)
+    raw = small_raw()
+    raw["search"]["target_qps"] = 60.0
+    o = run_search(spec_from_dict(raw, path=SMALL), out, executor="serial", progress=False, log=lambda m: None)
+    chk = o.fleet_check
+    cheapest = min((r for r in o.rows if r["slos_met"]), key=lambda r: (r["fleet_cost_per_hour"], r["fleet_gpus"], r["index"]))
+    assert chk["qps"] == 60.0 and f"x{cheapest['fleet_replicas']} " in chk["config"]
+    assert chk["requests"] > 0 and set(chk["slos"]) == {"scheduling_delay_p99_s", "ttft_p99_s"}
+    assert f"checked: {chk['config']} simulated at 60 QPS" in (out / "report.txt").read_text()

@@ -52,6 +52,7 @@ class SearchOutcome:
     pending: int  # configurations still not done (max_configs or errors)
     errors: list[dict[str, Any]]
     report: str = ""
+    fleet_check: dict[str, Any] | None = None  # the cheapest fleet simulated at search.target_qps
 
 
 def canonical_key(spec: SearchSpec, cfg: ConfigPoint, host=None, seed: int | None = None) -> str:
@@ -167,6 +168,20 @@ def seed_fields(results: list[dict[str, Any] | None]) -> dict[str, Any]:
         "max_qps_mean": iv.mean, "max_qps_ci_low": iv.low, "max_qps_ci_high": iv.high,
         "max_qps_seeds": json.dumps(vals), "seeds_ok": iv.n,
     }
+
+
+def fleet_check(spec: SearchSpec, row: dict[str, Any], host=None) -> dict[str, Any]:
+    """Simulate the cheapest fleet (``row``'s configuration with ``fleet_replicas`` replicas) at
+    ``search.target_qps`` with a full-size probe: the linear extrapolation checked directly."""
+    cfg = attrs.evolve(spec.configs[row["index"]], replicas=row["fleet_replicas"])
+    q = spec.options.target_qps
+    d, n = probe_size(spec.probe_duration, spec.probe_requests, 1.0, q, spec.options.min_requests)
+    try:
+        ev = run_probe(spec.base_scenario(cfg), q, duration=d, num_requests=n, drain=spec.drain_s, slos=spec.slos,
+                       host=host)
+    except VidurError as exc:
+        return {"config": cfg.label, "qps": q, "met": False, "error": str(exc), "slos": {}}
+    return {"config": cfg.label, "qps": q, "met": ev["met"], "slos": ev["slos"], "requests": ev["num_requests"]}
 
 
 def evidence_for(spec: SearchSpec, cfg: ConfigPoint, max_qps: float, host=None, factor: float = EVIDENCE_FACTOR) -> dict[str, Any]:
@@ -322,5 +337,11 @@ def _run_search(spec, out, *, executor, jobs, address, progress, fresh, max_conf
         rows=rows, best=best, evidence=ev, out_dir=out, ran=len(tasks) - len(errors), reused=reused,
         pending=len(pending_keys) - (len(tasks) - len(errors)), errors=errors,
     )
+    if spec.options.target_qps is not None and evidence:
+        from vidur.search.cost import cheapest_fleets
+
+        fleets = cheapest_fleets(rows)
+        if fleets:
+            outcome.fleet_check = fleet_check(spec, fleets[0], host=host)
     outcome.report = write_outputs(spec, outcome, log=log)
     return outcome

@@ -263,7 +263,7 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
                 for p in pts))
         L.append("")
     if spec.options.target_qps is not None:
-        L.extend(_fleet_lines(spec.options.target_qps, rows))
+        L.extend(_fleet_lines(spec.options.target_qps, rows, getattr(outcome, "fleet_check", None)))
     other = [r for r in rows if r["status"] not in ("ok",) or r.get("steady") is False]
     if other:
         L.append("not ranked / notes per configuration:")
@@ -277,7 +277,7 @@ def format_report(spec, outcome, files: list[str], notes: list[str]) -> str:
     return "\n".join(L) + "\n"
 
 
-def _fleet_lines(target: float, rows: list[dict[str, Any]]) -> list[str]:
+def _fleet_lines(target: float, rows: list[dict[str, Any]], check: dict | None = None) -> list[str]:
     """The "cheapest fleet for a target QPS" section (search.target_qps)."""
     fleets = cheapest_fleets(rows)
     if not fleets:
@@ -290,6 +290,13 @@ def _fleet_lines(target: float, rows: list[dict[str, Any]]) -> list[str]:
     L = [f"cheapest fleet for {target:g} QPS (replicas = ceil(target / per-replica max QPS); per-replica capacity "
          f"extrapolated linearly; top {len(body)} of {len(fleets)}):"]
     L.extend("  " + x for x in _table(headers, body))
+    if check is not None:
+        if check.get("error"):
+            L.append(f"  checked: {check['config']} at {target:g} QPS could not run: {check['error']}")
+        else:
+            L.append(f"  checked: {check['config']} simulated at {target:g} QPS ({check['requests']:,} requests): "
+                     f"{_slo_line(check['slos'])} -> "
+                     f"{'every SLO met' if check['met'] else 'NOT all SLOs met: the extrapolation is optimistic here'}")
     L.append("")
     return L
 

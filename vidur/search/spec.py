@@ -3,7 +3,7 @@
 A search spec is a YAML mapping::
 
     model: meta-llama/Meta-Llama-3-8B
-    seed: 0
+    seed: 0                         # or seeds: [0, 1, 2] (max QPS as a mean with a 95 % interval)
     workload:                       # lengths fixed by the workload; arrivals swept
       lengths: {name: trace, path: ../traces/conv.csv, max_tokens: 8192}
       arrival: poisson              # its qps is set by the search (default poisson)
@@ -25,7 +25,7 @@ A search spec is a YAML mapping::
       global_schedulers: [round_robin]
       nodes: {a100: dgx_a100}       # optional: the node type per device (default: its usual node)
     prices: {a100: 2.5}             # $/GPU-hour, overriding the device catalog
-    search: {tolerance: 0.02}       # see SearchOptions
+    search: {tolerance: 0.02}       # see SearchOptions (operating_point, target_qps, ...)
     runtime_estimator: auto         # passed through to every scenario
     memory_planner: paged
 
