@@ -673,7 +673,7 @@ def test_seeds_give_max_qps_with_an_interval_and_resume_per_seed(tmp_path):
 
 
 @pytest.mark.parametrize("change, expect", [
-    ({"seeds": [0, 1]}, "set seed or seeds, not both"),
+    ({"seeds": [1, 2]}, "seed 0 is not the first of seeds"),
     ({"seeds": [1, 1], "seed": None}, "seeds lists a seed twice"),
     ({"seeds": [], "seed": None}, "seeds is empty"),
 ])

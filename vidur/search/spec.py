@@ -568,10 +568,11 @@ def _parse_seeds(seeds: list[int] | None, seed: int, seed_given: bool) -> tuple[
     interval), or the one ``seed``."""
     if seeds is None:
         return (seed,)
-    if seed_given:
-        raise VidurError("set seed or seeds, not both (seeds: [0, 1, 2] searches every configuration once per seed)")
     if not seeds:
         raise VidurError("seeds is empty: give at least one seed, e.g. seeds: [0, 1, 2]")
+    if seed_given and seed != seeds[0]:
+        raise VidurError(f"seed {seed} is not the first of seeds {seeds} (the seed reported in full); "
+                         "drop seed or make it the first of seeds")
     if len(set(seeds)) != len(seeds):
         raise VidurError(f"seeds lists a seed twice: {seeds}")
     return tuple(int(x) for x in seeds)
