@@ -123,9 +123,9 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
             at_max = longer
         v = row["steady"]
         if not v["ok"]:
-            reason = (f"not steady: fails its SLOs at {res.lo:.4g} QPS with a {2 ** v['doublings']}x longer probe "
+            reason = (f"fails its SLOs at {res.lo:.4g} QPS with a {2 ** v['doublings']}x longer probe "
                       "(max QPS overstated; lengthen workload.duration)") if v["failed_longer"] else (
-                f"not steady at {res.lo:.4g} QPS after {v['doublings']} doubling(s) of the probe: later arrivals "
+                f"still unsteady at {res.lo:.4g} QPS after {v['doublings']} doubling(s) of the probe: later arrivals "
                 f"wait {_fmt_s(v['second_half_s'])} on average vs {_fmt_s(v['first_half_s'])} (a queue still growing)")
     if res.lo and res.status in ("ok", "capped"):
         if task.get("operating_point", 0.9) >= 1.0 and at_max is not None:  # the max-QPS probe itself
