@@ -28,7 +28,7 @@ class BatchLog:
     (:meth:`flush`, called by the loop when ``len(rows) >= FLUSH_VALUES``),
     fast-forwarded runs as numpy blocks."""
 
-    __slots__ = ("rows", "chunks", "flushed", "blocks", "packed", "spans")
+    __slots__ = ("rows", "chunks", "flushed", "blocks", "packed", "spans", "done")
 
     def __init__(self):
         self.rows: list[float] = []
@@ -37,6 +37,7 @@ class BatchLog:
         self.blocks: list[np.ndarray] = []  # (k, NCOL) float64 rows
         self.packed = 0  # blocks[:packed] are already merged (one array per flush)
         self.spans: list[tuple] = []  # (replica, stage, start, end, row number of the batch)
+        self.done: tuple | None = None  # to_columns' answer, once asked
 
     def flush(self) -> None:
         """Pack the single rows logged so far into a float64 chunk."""
@@ -54,22 +55,34 @@ class BatchLog:
     def to_columns(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         """All rows as columns, sorted by (replica, start); and stage spans.
 
-        Called once the run is over: the log is packed into one table, so rows
-        logged after it would sort after the fast-forward blocks on ties."""
+        Called once the run is over: it empties the log as it builds the
+        columns (peak about the log plus two columns, not twice the log) and
+        a second call returns the same columns."""
+        if self.done is not None:
+            return self.done
         self.flush()
         parts = self.chunks + self.blocks  # single rows first, then fast-forward blocks
-        table = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.empty((0, NCOL)))
-        # the log is now that one table (single rows stay first, so span row numbers hold):
-        # the chunks are freed before the sorted columns are made (peak ~2x the log, not 4x)
-        self.chunks, self.flushed = [table], len(table)
-        self.blocks, self.packed = [], 0
-        del parts
-        merged = {c: table[:, i] for i, c in enumerate(BATCH_COLUMNS)}
-        order = np.lexsort((merged["start"], merged["replica"]))
+        self.chunks, self.blocks, self.packed = [], [], 0
+        cols: list[list] = []  # per part, its columns (contiguous), freed one by one below
+        while parts:
+            part = parts.pop(0)
+            cols.append([part[:, i].copy() for i in range(NCOL)])
+            del part
+        rep_i, start_i = BATCH_COLUMNS.index("replica"), BATCH_COLUMNS.index("start")
+
+        def column(i: int) -> np.ndarray:
+            pieces = [pc[i] for pc in cols]
+            return np.concatenate(pieces) if pieces else np.empty(0)
+
+        order = np.lexsort((column(start_i), column(rep_i)))
         out = {}
-        for c in BATCH_COLUMNS:
-            v = merged[c][order]
+        for i, c in enumerate(BATCH_COLUMNS):
+            v = column(i)
+            for pc in cols:
+                pc[i] = None
+            v = v[order]
             out[c] = v if c in ("start", "end", "prefill_work") else v.astype(np.int64)
+            del v
         spans = None
         if self.spans:
             sp = np.array(self.spans, dtype=np.float64)
@@ -82,7 +95,8 @@ class BatchLog:
                 "end": sp[:, 3],
                 "batch": rank[sp[:, 4].astype(np.int64)],
             }
-        return out, spans
+        self.done = (out, spans)
+        return self.done
 
 
 class ITLLog:
@@ -110,8 +124,11 @@ class ITLLog:
         """Merged (values, counts), sorted by value, equal values combined."""
         v = np.concatenate([np.asarray(self.values, dtype=np.float64)] + self.block_values)
         c = np.concatenate([np.asarray(self.counts, dtype=np.int64)] + self.block_counts)
+        self.values, self.counts, self.block_values, self.block_counts = [], [], [], []  # free the raw samples
         keep = c > 0
-        v, c = v[keep], c[keep]
+        if not keep.all():
+            v, c = v[keep], c[keep]
+        del keep
         if len(v):
             uniq, inv = np.unique(v, return_inverse=True)
             del v
