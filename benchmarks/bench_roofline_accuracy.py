@@ -145,7 +145,7 @@ def main(argv=None) -> int:
 
     default = RooflineConfig()
     print(
-        f"default config: compute {default.compute_efficiency}, memory {default.memory_efficiency}, "
+        f"default config: compute {default.compute_efficiency}, memory {default.memory_efficiency or 0.85} (HBM default), "
         f"elementwise {default.elementwise_efficiency}, launch {default.resolved('launch_overhead_s') * 1e6:.1f} us"
     )
     report("default efficiencies", *evaluate(profiles, {d: default for d in devices}, args.min_tokens), devices)

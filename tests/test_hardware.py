@@ -166,3 +166,24 @@ def test_collectives_monotone_in_bytes(node, world, a, b):
     assert all_gather_time(node, world, lo) <= all_gather_time(node, world, hi)
     assert send_recv_time(node, lo) <= send_recv_time(node, hi)
     assert all_gather_time(node, world, hi) <= all_reduce_time(node, world, hi)
+
+
+def test_device_memory_efficiency_is_the_roofline_default_unless_the_scenario_sets_one():
+    """A device's published bandwidth figure (GDDR parts) replaces the generic memory efficiency
+    only when the config leaves it unset; an explicit value always wins, other devices keep 0.85."""
+    from vidur.estimate.roofline import DEFAULT_MEMORY_EFFICIENCY, RooflineConfig, RooflineEstimator
+    from vidur.model.catalog import load_model
+
+    g = get_device("rtx4090")
+    assert g.memory_efficiency is not None and DEFAULT_MEMORY_EFFICIENCY < g.memory_efficiency <= 1.0
+    assert get_device("h100").memory_efficiency is None
+    assert RooflineConfig().memory_efficiency is None
+    assert RooflineConfig().for_device(g).memory_efficiency == g.memory_efficiency
+    assert RooflineConfig().for_device(get_device("h100")).memory_efficiency == DEFAULT_MEMORY_EFFICIENCY
+    assert RooflineConfig(memory_efficiency=0.6).for_device(g).memory_efficiency == 0.6
+    model = load_model("meta-llama/Meta-Llama-3-8B")
+    est = RooflineEstimator(RooflineConfig(), model, g, default_node("rtx4090"), 1, 1)
+    assert est.config.memory_efficiency == g.memory_efficiency and "memory 97%" in est.describe()
+    slower = RooflineEstimator(RooflineConfig(memory_efficiency=DEFAULT_MEMORY_EFFICIENCY), model, g,
+                               default_node("rtx4090"), 1, 1)
+    assert slower.decode_iteration_times(4, [2048.0])[0] > est.decode_iteration_times(4, [2048.0])[0]

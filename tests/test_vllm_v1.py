@@ -252,10 +252,10 @@ def test_calibration_prior_pulls_toward_the_defaults(tmp_path):
     """The prior keeps an efficiency at its default unless the data pays for the move: with no
     pull the fit recovers the truth, with a strong one it stays put, in between it lies between."""
     from vidur.calibration.fit import fit_runs, prior_penalty, same_device_runs
-    from vidur.estimate.roofline import RooflineConfig
+    from vidur.estimate.roofline import DEFAULT_MEMORY_EFFICIENCY
     from vidur.validate.real_runs import load_real_run
 
-    default = RooflineConfig().memory_efficiency
+    default = DEFAULT_MEMORY_EFFICIENCY  # the synthetic run is on an H100 (no device figure)
     assert prior_penalty({"memory_efficiency": default}, {"memory_efficiency": default}) == 0.0
     assert 0 < prior_penalty({"memory_efficiency": 0.7}, {"memory_efficiency": default}) < prior_penalty(
         {"memory_efficiency": 0.6}, {"memory_efficiency": default})

@@ -141,7 +141,7 @@ def same_device_runs(runs: Sequence[RealRun], device: str) -> list[RealRun]:
 
     Efficiencies are fractions of a datasheet peak, and how close a kernel gets to the peak
     differs between GPUs (GDDR6X against GDDR7, cache sizes, clocks under load): on the shared
-    runs the defaults are 10 % slow on the RTX 4090 and 7 % fast on the RTX PRO 6000 at once,
+    runs one generic bandwidth efficiency was 10 % slow on the RTX 4090 and 7 % fast on the RTX PRO 6000 at once,
     so efficiencies fitted on one device moved the other the wrong way (leave-one-out worse
     than the defaults). A calibration is therefore per device, as ``vidur calibrate`` writes it.
     """
@@ -161,6 +161,14 @@ def fit_runs(runs: Sequence[RealRun], *, rounds: int = 3, params: Sequence[str] 
     if params is None and any(engine_settings(r)["tensor_parallel_size"] > 1 for r in runs):
         names.insert(0, "comm_bandwidth")  # first: a missing link cost would bend every efficiency
     base = RooflineConfig()
+    devices = {device_of(r) for r in runs}
+    from vidur.estimate.roofline import DEFAULT_MEMORY_EFFICIENCY, device_memory_efficiency
+    from vidur.hardware.catalog import DEVICES
+
+    known = {d.name: d for d in DEVICES}
+    one = known.get(next(iter(devices))) if len(devices) == 1 else None
+    # the prior starts from the device's own default (its published bandwidth figure) when the runs share one
+    base = attrs.evolve(base, memory_efficiency=device_memory_efficiency(one) if one else DEFAULT_MEMORY_EFFICIENCY)
 
     def initial(k):
         if k in (start or {}):

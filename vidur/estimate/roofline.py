@@ -12,7 +12,9 @@ against Vidur's measured token-level operator times on A100, A40 and H100
 (``benchmarks/bench_roofline_accuracy.py``); the bandwidth and attention
 efficiencies follow what current kernels are published to reach:
 ``memory_efficiency`` 0.85 (weight streaming at small batch; sustained DRAM
-bandwidth of STREAM-like copies is about 90 % of the datasheet figure),
+bandwidth of STREAM-like copies is about 90 % of the datasheet figure on HBM
+parts; a device may carry its own published figure, e.g. 0.97 on the GDDR6X
+RTX 4090, see :mod:`vidur.hardware.catalog`),
 ``decode_attention_efficiency`` 0.80 (paged decode attention: FlashInfer
 reports its paged "vector-sparse" kernels at 90 % of the bandwidth of its
 dense ones, which themselves run near the bandwidth roofline),
@@ -89,6 +91,16 @@ def _non_negative(instance, attribute, value):
         raise VidurError(f"roofline {attribute.name} must be a non-negative number of seconds, got {value!r}")
 
 
+def _unit_or_none(name: str):
+    unit = _unit(name)
+
+    def check(instance, attribute, value):
+        if value is not None:
+            unit(instance, attribute, value)
+
+    return check
+
+
 def _positive_or_none(instance, attribute, value):
     if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
         raise VidurError(f"roofline {attribute.name} must be a positive number or null, got {value!r}")
@@ -109,12 +121,23 @@ def _engine_mode(instance, attribute, value):
         raise VidurError(f"roofline engine_mode must be one of {', '.join(ENGINE_MODES)}, got {value!r}")
 
 
+#: weight-read bandwidth efficiency of a device without its own figure (HBM-class parts)
+DEFAULT_MEMORY_EFFICIENCY = 0.85
+
+
+def device_memory_efficiency(device: DeviceSpec) -> float:
+    """The default ``memory_efficiency`` on ``device``: its own published figure, else the generic one."""
+    return DEFAULT_MEMORY_EFFICIENCY if device.memory_efficiency is None else float(device.memory_efficiency)
+
+
 @attrs.frozen
 class RooflineConfig:
     """Efficiencies and overheads of the roofline estimator.
 
     - ``compute_efficiency``: achieved / peak FLOP/s of GEMMs.
-    - ``memory_efficiency``: achieved / peak HBM bandwidth of GEMMs (weight reads).
+    - ``memory_efficiency``: achieved / peak HBM bandwidth of GEMMs (weight reads); None
+      (the default) takes the device's published figure when it has one
+      (:attr:`DeviceSpec.memory_efficiency`, e.g. GDDR parts) else 0.85.
     - ``elementwise_efficiency``: achieved / peak bandwidth of norms,
       activations, rotary, residual adds, embedding, KV-cache writes.
     - ``prefill_attention_efficiency``: FLOP/s efficiency of prefill attention.
@@ -143,7 +166,7 @@ class RooflineConfig:
 
     engine_mode: str = attrs.field(default="cuda_graphs", validator=_engine_mode)
     compute_efficiency: float = attrs.field(default=0.70, validator=_unit("compute_efficiency"))
-    memory_efficiency: float = attrs.field(default=0.85, validator=_unit("memory_efficiency"))
+    memory_efficiency: float | None = attrs.field(default=None, validator=_unit_or_none("memory_efficiency"))
     elementwise_efficiency: float = attrs.field(default=0.5, validator=_unit("elementwise_efficiency"))
     prefill_attention_efficiency: float = attrs.field(default=0.65, validator=_unit("prefill_attention_efficiency"))
     decode_attention_efficiency: float = attrs.field(default=0.80, validator=_unit("decode_attention_efficiency"))
@@ -158,6 +181,13 @@ class RooflineConfig:
     expert_imbalance: float = attrs.field(default=1.0, validator=_at_least_one)
     calibrate_from: str | None = attrs.field(default=None, validator=_path_or_none)
     calibration: str | None = attrs.field(default=None, validator=_path_or_none)
+
+    def for_device(self, device: DeviceSpec) -> "RooflineConfig":
+        """This config with ``memory_efficiency`` filled in when None: the device's published
+        figure (:attr:`DeviceSpec.memory_efficiency`) or :data:`DEFAULT_MEMORY_EFFICIENCY`."""
+        if self.memory_efficiency is not None:
+            return self
+        return attrs.evolve(self, memory_efficiency=device_memory_efficiency(device))
 
     def resolved(self, field: str) -> float:
         """A field's value, or its ``engine_mode`` default when None."""
@@ -188,6 +218,7 @@ class RooflineEstimator(RuntimeEstimator):
         check_parallelism(model, tp, pp, node)
         #: the calibration's report (MAPE before/after on its profile) when ``calibrate_from`` is set
         self.calibration: dict | None = None
+        config = self.config = config.for_device(device)
         if config.calibrate_from:
             fitted, self.calibration = calibrated_config(config.calibrate_from, device, node, config, type(self))
             config = self.config = attrs.evolve(fitted, calibrate_from=config.calibrate_from)
@@ -592,4 +623,4 @@ class RooflineEstimator(RuntimeEstimator):
     ) -> RooflineConfig:
         """``base`` with compute, memory and elementwise efficiencies and the launch overhead fitted to
         measured token-level operator times (:func:`vidur.fit.roofline.fit_token_efficiencies`)."""
-        return fit_token_efficiencies(measurements, model, device, base or RooflineConfig(), rounds, per_op_weight)
+        return fit_token_efficiencies(measurements, model, device, (base or RooflineConfig()).for_device(device), rounds, per_op_weight)

@@ -302,7 +302,7 @@ def calibrated_config(path: str | Path, device: DeviceSpec, node: NodeSpec, base
     p = Path(path).expanduser().resolve()
     if not p.is_dir():
         raise VidurError(f"roofline calibrate_from: {path} is not a profile directory")
-    return _calibrated(str(p), _stamp(p), device, node, attrs.evolve(base, calibrate_from=None), cls)
+    return _calibrated(str(p), _stamp(p), device, node, attrs.evolve(base.for_device(device), calibrate_from=None), cls)
 
 
 def same_device_profile(device: str, model: str) -> str | None:

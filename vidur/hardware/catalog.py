@@ -93,6 +93,12 @@ DEVICES: tuple[DeviceSpec, ...] = (
         price_per_hour=0.69,
         price_source="RunPod community-cloud list price for one RTX 4090, 2025 (approx.)",
         description="NVIDIA GeForce RTX 4090 24GB (GDDR6X), PCIe Gen4, no NVLink",
+        # GDDR parts sustain nearly their datasheet bandwidth, HBM parts much less: the
+        # gpu-stream read kernel of te42kyfo/gpu-benches (gpu-stream/l40.txt, h200.txt)
+        # reaches 844 of 864 GB/s (97.7 %) on the L40, the AD102 die of the RTX 4090 with
+        # GDDR6, against 2,756 (read) / 3,534 (triad) of 4,800 GB/s on the H200. The
+        # generic 0.85 is an HBM figure; weight streaming on the AD102 is taken at 0.97.
+        memory_efficiency=0.97,
     ),
     DeviceSpec(
         # NVIDIA RTX Blackwell GPU architecture whitepaper (2025), RTX PRO 6000 Blackwell

@@ -12,6 +12,10 @@ class DeviceSpec:
     ``peak_flops`` is dense bf16 FLOP/s, ``memory_bandwidth`` HBM bytes/s,
     ``memory_bytes`` usable HBM. ``price_per_hour`` is US$ per GPU-hour and
     ``price_source`` says where that figure comes from.
+    ``memory_efficiency``, when set, is the roofline's default weight-read
+    bandwidth efficiency on this device (a published sustained-bandwidth
+    measurement of the part or its die over the datasheet figure); None
+    leaves the estimator's generic default. A scenario's value wins.
     """
 
     name: str
@@ -21,6 +25,7 @@ class DeviceSpec:
     price_per_hour: float | None = None
     price_source: str = ""
     description: str = ""
+    memory_efficiency: float | None = None
 
 
 @attrs.frozen
