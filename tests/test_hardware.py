@@ -177,6 +177,7 @@ def test_device_memory_efficiency_is_the_roofline_default_unless_the_scenario_se
     g = get_device("rtx4090")
     assert g.memory_efficiency is not None and DEFAULT_MEMORY_EFFICIENCY < g.memory_efficiency <= 1.0
     assert get_device("h100").memory_efficiency is None
+    assert get_device("l40s").memory_efficiency == g.memory_efficiency  # the same AD102 GDDR6(X) memory system
     assert RooflineConfig().memory_efficiency is None
     assert RooflineConfig().for_device(g).memory_efficiency == g.memory_efficiency
     assert RooflineConfig().for_device(get_device("h100")).memory_efficiency == DEFAULT_MEMORY_EFFICIENCY

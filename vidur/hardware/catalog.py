@@ -53,6 +53,9 @@ DEVICES: tuple[DeviceSpec, ...] = (
         price_per_hour=2.25,
         price_source="CoreWeave on-demand list price for an 8x L40S node ($18.00/h) / 8, 2024 (approx.)",
         description="NVIDIA L40S 48GB (GDDR6), PCIe Gen4, no NVLink",
+        # the L40's memory system (AD102, 384-bit GDDR6, 864 GB/s): te42kyfo/gpu-benches
+        # gpu-stream/l40.txt reads 844 GB/s (97.7 %); see the RTX 4090 below
+        memory_efficiency=0.97,
     ),
     DeviceSpec(
         name="h100",
