@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import vidur.engine.loop as loop_mod
 from vidur.builtin.policies.sarathi import SarathiScheduler
-from vidur.engine.log import NCOL
+from vidur.engine.log import NCOL, merge_samples
 from vidur.testing.harness import ReplicaHarness
 
 
@@ -73,3 +73,16 @@ def test_itl_merge_twice_gives_the_same():
     b = h.loop.itl.to_arrays()
     assert len(a[0]) > 0
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@settings(max_examples=100, deadline=None)
+@given(samples=st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0, 1e-3, 2.5, 7.0, 1e9]) | st.floats(0, 10),
+                                  st.integers(1, 10**6)), min_size=1, max_size=60))
+def test_merge_samples_matches_unique_and_bincount(samples):
+    v = np.array([s[0] for s in samples], dtype=np.float64)
+    c = np.array([s[1] for s in samples], dtype=np.int64)
+    uniq, inv = np.unique(v, return_inverse=True)
+    want = np.bincount(inv.ravel(), weights=c, minlength=len(uniq)).astype(np.int64)
+    got_v, got_c = merge_samples(v.copy(), c.copy())
+    assert got_v.tobytes() == uniq.tobytes()
+    assert np.array_equal(got_c, want) and got_c.dtype == np.int64

@@ -99,6 +99,22 @@ class BatchLog:
         return self.done
 
 
+def merge_samples(v: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted samples sorted by value, equal values combined (counts summed
+    exactly): the same answer as ``np.unique`` + ``np.bincount`` with about
+    half the temporary memory (one permutation and the sorted copies)."""
+    perm = np.argsort(v, kind="stable")
+    vs = v[perm]
+    if len(vs) and np.isnan(vs[-1]):  # NaNs: let np.unique collapse them as it always has
+        uniq, inv = np.unique(v, return_inverse=True)
+        return uniq, np.bincount(inv.ravel(), weights=c, minlength=len(uniq)).astype(np.int64)
+    del v
+    cs = c[perm]
+    del c, perm
+    starts = np.flatnonzero(np.concatenate(([True], vs[1:] != vs[:-1])))
+    return vs[starts], np.add.reduceat(cs, starts)
+
+
 class ITLLog:
     """Inter-token latencies as weighted samples (value, count)."""
 
@@ -130,9 +146,7 @@ class ITLLog:
             v, c = v[keep], c[keep]
         del keep
         if len(v):
-            uniq, inv = np.unique(v, return_inverse=True)
-            del v
-            v, c = uniq, np.bincount(inv, weights=c, minlength=len(uniq)).astype(np.int64)
+            v, c = merge_samples(v, c)
         # the log is now its merged samples (the raw ones are freed; a second call gives the same)
         self.values, self.counts = [], []
         self.block_values, self.block_counts, self.packed = [v], [c], 1
