@@ -125,3 +125,16 @@ def test_search_grid_takes_device_files(tmp_path):
     assert spec.prices["mi300x_test"] == 3.0
     cfg = next(c for c in spec.configs if c.device == "mi300x_test")
     assert spec.base_scenario(cfg)["cluster"]["device_file"] == str((tmp_path / "gpu.yaml").resolve())
+
+
+def test_a_device_file_may_carry_its_memory_efficiency(tmp_path):
+    from vidur.estimate.roofline import DEFAULT_MEMORY_EFFICIENCY, RooflineConfig
+
+    gddr = load_device_file(write(tmp_path / "g.yaml", {**MI300X, "memory_efficiency": 0.95}))
+    plain = load_device_file(write(tmp_path / "p.yaml", MI300X))
+    assert RooflineConfig().for_device(gddr).memory_efficiency == 0.95
+    assert RooflineConfig().for_device(plain).memory_efficiency == DEFAULT_MEMORY_EFFICIENCY
+    assert RooflineConfig(memory_efficiency=0.6).for_device(gddr).memory_efficiency == 0.6  # the scenario wins
+    for bad in (0, 1.5, "high", True):
+        with pytest.raises(VidurError, match="memory_efficiency must be a fraction in"):
+            load_device_file(write(tmp_path / "b.yaml", {**MI300X, "memory_efficiency": bad}))

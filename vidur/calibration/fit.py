@@ -42,6 +42,7 @@ import attrs
 import numpy as np
 
 from vidur.calibration.replay import METRICS, STATS, device_of, replay, run_stats
+from vidur.errors import VidurError
 from vidur.validate.real_runs import RealRun
 
 #: parameter -> grid searched (roofline config fields)
@@ -148,6 +149,21 @@ def same_device_runs(runs: Sequence[RealRun], device: str) -> list[RealRun]:
     return [r for r in runs if device_of(r) == device]
 
 
+def _shared_memory_efficiency(runs: Sequence[RealRun]) -> float:
+    """The default ``memory_efficiency`` of the one device ``runs`` share (catalog, plugin or
+    device file, as a scenario resolves it), else the generic default."""
+    from vidur.estimate.roofline import DEFAULT_MEMORY_EFFICIENCY, device_memory_efficiency
+    from vidur.resolve.device import resolve_device
+
+    devices = {device_of(r) for r in runs}
+    if len(devices) != 1:
+        return DEFAULT_MEMORY_EFFICIENCY
+    try:
+        return device_memory_efficiency(resolve_device(devices.pop()).spec)
+    except VidurError:  # a device the simulator does not know: replaying the runs says so
+        return DEFAULT_MEMORY_EFFICIENCY
+
+
 def fit_runs(runs: Sequence[RealRun], *, rounds: int = 3, params: Sequence[str] | None = None,
              start: dict | None = None, prior_weight: float = PRIOR_WEIGHT) -> Calibration:
     """Fit the parameters to ``runs`` (all of them: hold out what you score on), pulled toward the
@@ -160,15 +176,8 @@ def fit_runs(runs: Sequence[RealRun], *, rounds: int = 3, params: Sequence[str] 
     names = list(params or DEFAULT_PARAMS)
     if params is None and any(engine_settings(r)["tensor_parallel_size"] > 1 for r in runs):
         names.insert(0, "comm_bandwidth")  # first: a missing link cost would bend every efficiency
-    base = RooflineConfig()
-    devices = {device_of(r) for r in runs}
-    from vidur.estimate.roofline import DEFAULT_MEMORY_EFFICIENCY, device_memory_efficiency
-    from vidur.hardware.catalog import DEVICES
-
-    known = {d.name: d for d in DEVICES}
-    one = known.get(next(iter(devices))) if len(devices) == 1 else None
     # the prior starts from the device's own default (its published bandwidth figure) when the runs share one
-    base = attrs.evolve(base, memory_efficiency=device_memory_efficiency(one) if one else DEFAULT_MEMORY_EFFICIENCY)
+    base = RooflineConfig(memory_efficiency=_shared_memory_efficiency(runs))
 
     def initial(k):
         if k in (start or {}):

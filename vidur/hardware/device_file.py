@@ -30,7 +30,7 @@ from vidur.hardware.spec import DeviceSpec
 
 SUFFIXES = (".yaml", ".yml", ".json")
 REQUIRED = ("name", "memory_gb", "peak_tflops", "memory_bandwidth_gbps")
-OPTIONAL = ("price_per_hour", "price_source", "description", "node")
+OPTIONAL = ("price_per_hour", "price_source", "description", "node", "memory_efficiency")
 
 def is_device_file(text: object) -> bool:
     """Does this device argument name a file (by its suffix) rather than a registered device?"""
@@ -65,6 +65,10 @@ def read_device_file(path: str | Path) -> tuple[DeviceSpec, str | None]:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise VidurError(f"{p}: {key} must be a positive number, got {v!r}")
         nums[key] = float(v)
+    eff = raw.get("memory_efficiency")
+    if eff is not None and (not isinstance(eff, (int, float)) or isinstance(eff, bool) or not 0 < eff <= 1):
+        raise VidurError(f"{p}: memory_efficiency must be a fraction in (0, 1] (sustained / datasheet "
+                         f"bandwidth, the roofline's default on this device), got {eff!r}")
     for key in ("price_source", "description", "node"):
         if key in raw and not isinstance(raw[key], str):
             raise VidurError(f"{p}: {key} must be a string, got {raw[key]!r}")
@@ -80,12 +84,13 @@ def read_device_file(path: str | Path) -> tuple[DeviceSpec, str | None]:
         price_per_hour=nums.get("price_per_hour"),
         price_source=raw.get("price_source", f"device file {p}" if "price_per_hour" in raw else ""),
         description=raw.get("description", f"from {p}"),
+        memory_efficiency=None if eff is None else float(eff),
     )
     return spec, raw.get("node")
 
 
 def same_figures(a: DeviceSpec, b: DeviceSpec) -> bool:
-    """Do two specs describe the same device (memory, peak, bandwidth, price)?"""
-    return (a.memory_bytes, a.peak_flops, a.memory_bandwidth, a.price_per_hour) == (
-        b.memory_bytes, b.peak_flops, b.memory_bandwidth, b.price_per_hour
+    """Do two specs describe the same device (memory, peak, bandwidth, price, bandwidth efficiency)?"""
+    return (a.memory_bytes, a.peak_flops, a.memory_bandwidth, a.price_per_hour, a.memory_efficiency) == (
+        b.memory_bytes, b.peak_flops, b.memory_bandwidth, b.price_per_hour, b.memory_efficiency
     )

@@ -138,7 +138,7 @@ def search_config(task: dict[str, Any], host=None) -> dict[str, Any]:
         max_qps=res.lo,
         hi_qps=res.hi,
         at_max=at_max,
-        failed_at_hi=[k for k, v in (at_hi or {}).get("slos", {}).items() if not v["met"]],
+        failed_at_hi=list(failed_slos(at_hi or {})),
         probes=probes,
         wall_s=round(time.perf_counter() - t0, 3),
     )
