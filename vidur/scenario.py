@@ -76,6 +76,10 @@ class SLO:
             raise VidurError(f"SLO max_s must be > 0 seconds, got {self.max_s}")
 
 
+#: ``metrics.batch_log`` values (vidur.metrics.batch_summary decides ``auto``)
+BATCH_LOG_MODES = ("auto", "full", "summary")
+
+
 @attrs.frozen
 class MetricsConfig:
     """What to measure and write."""
@@ -84,6 +88,16 @@ class MetricsConfig:
     chrome_trace: bool = False
     plots: bool = False
     tables: bool = True
+    #: ``full``: one row per iteration (batches table); ``summary``: per-replica
+    #: aggregates, histograms and time series, memory flat in the iterations;
+    #: ``auto``: full up to 100,000 requests (see vidur.metrics.batch_summary)
+    batch_log: str = "auto"
+
+    def __attrs_post_init__(self):
+        if self.batch_log not in BATCH_LOG_MODES:
+            raise VidurError(
+                f"metrics.batch_log must be one of {', '.join(BATCH_LOG_MODES)}, got {self.batch_log!r}"
+            )
 
 
 @attrs.frozen

@@ -106,7 +106,7 @@ def fast_forward(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float) -
     block[:, C_NUM_DECODE] = n
     block[:, C_DECODE_KV] = kv0 + n * np.arange(k, dtype=np.int64)
     block[:, C_KV_USED] = used
-    loop.batches.blocks.append(block)
+    loop.batches.add_block(block)
     if k > 1:
         loop.itl.block_values.append(np.diff(t[1:]))
         loop.itl.block_counts.append(np.full(k - 1, n, dtype=np.int64))

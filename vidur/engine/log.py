@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vidur.errors import VidurError
+from vidur.metrics.batch_summary import BatchSummary
 from vidur.metrics.records import BATCH_COLUMNS
 
 NCOL = len(BATCH_COLUMNS)
@@ -26,11 +28,19 @@ class BatchLog:
     """Per-iteration rows: single rows flattened into one list (``len(BATCH_COLUMNS)``
     values each) and packed into float64 chunks every ``FLUSH_ROWS`` rows
     (:meth:`flush`, called by the loop when ``len(rows) >= FLUSH_VALUES``),
-    fast-forwarded runs as numpy blocks."""
+    fast-forwarded runs as numpy blocks (:meth:`add_block`).
 
-    __slots__ = ("rows", "chunks", "flushed", "blocks", "packed", "spans", "done")
+    With a :class:`~vidur.metrics.batch_summary.BatchSummary` (``metrics.batch_log:
+    summary``) every packed chunk and block is folded into it and dropped:
+    memory does not grow with the iterations, and :meth:`to_columns` is refused.
+    The loop sets the summary's ``done_until`` (latest completion) as requests
+    complete."""
 
-    def __init__(self):
+    __slots__ = ("rows", "chunks", "flushed", "blocks", "packed", "spans", "done", "summary", "block_rows")
+
+    def __init__(self, summary: BatchSummary | None = None):
+        self.summary = summary
+        self.block_rows = 0  # rows in blocks not yet folded (summary mode)
         self.rows: list[float] = []
         self.chunks: list[np.ndarray] = []  # (FLUSH_ROWS, NCOL) float64: packed single rows, in order
         self.flushed = 0  # single rows packed into chunks
@@ -40,13 +50,34 @@ class BatchLog:
         self.done: tuple | None = None  # to_columns' answer, once asked
 
     def flush(self) -> None:
-        """Pack the single rows logged so far into a float64 chunk."""
+        """Pack the single rows logged so far into a float64 chunk (summary mode:
+        fold it and the blocks into the summary)."""
         n = len(self.rows)
         if n:
             self.chunks.append(np.fromiter(self.rows, dtype=np.float64, count=n).reshape(-1, NCOL))
             self.flushed += n // NCOL
             self.rows = []
+        summary = self.summary
+        if summary is not None:
+            for part in self.chunks + self.blocks:
+                summary.fold(part)
+            self.chunks, self.blocks, self.block_rows = [], [], 0
+            summary.commit()
+            return
         self.packed = _merge_tail(self.blocks, self.packed)
+
+    def add_block(self, block: np.ndarray) -> None:
+        """Log a fast-forwarded run of rows (``(k, NCOL)`` float64)."""
+        self.blocks.append(block)
+        if self.summary is not None:
+            self.block_rows += len(block)
+            if self.block_rows >= FLUSH_ROWS:
+                self.flush()
+
+    def finish_summary(self) -> BatchSummary:
+        """Summary mode, once the run is over: fold what is left and return the summary."""
+        self.flush()
+        return self.summary
 
     def single_rows(self) -> int:
         """Single rows logged so far (the row number of the next one)."""
@@ -60,6 +91,10 @@ class BatchLog:
         a second call returns the same columns."""
         if self.done is not None:
             return self.done
+        if self.summary is not None:
+            raise VidurError(
+                "the batch rows were not kept (metrics.batch_log: summary); run with metrics.batch_log: full"
+            )
         self.flush()
         parts = self.chunks + self.blocks  # single rows first, then fast-forward blocks
         self.chunks, self.blocks, self.packed = [], [], 0

@@ -92,6 +92,7 @@ class EventLoop:
         on_complete: Callable[[int], None] | None = None,
         executor: Callable[[int, Batch], float] | None = None,
         followups: dict[int, tuple[Request, float]] | None = None,
+        batch_log: BatchLog | None = None,
     ):
         self.requests = requests
         self.replicas = replicas
@@ -101,7 +102,8 @@ class EventLoop:
         self.max_time = math.inf if max_time is None else max_time
         self.record_spans = record_spans or any(r.pp > 1 for r in replicas)
         self.on_complete = on_complete
-        self.batches = BatchLog()
+        self.batches = BatchLog() if batch_log is None else batch_log
+        self.summary = self.batches.summary  # metrics.batch_log: summary (told the latest completion)
         self.itl = ITLLog()
         self.heap: list[tuple] = []
         self.seq = 0
@@ -370,6 +372,8 @@ class EventLoop:
                 book.prefill_done(req)
         if done is not None:
             self.completed += len(done)
+            if self.summary is not None:
+                self.summary.done_until = now
             if self.on_complete is not None:
                 self.on_complete(len(done))
             if self.followups is not None:

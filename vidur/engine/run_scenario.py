@@ -53,12 +53,27 @@ def operator_shares(sim: Simulation, batches: dict, sample: int = 2000) -> dict[
 
 def summarize_result(sim: Simulation, result: SimulationResult) -> dict:
     """The summary dict of a finished run (metrics plus run facts)."""
+    from vidur.metrics.batch_summary import SAMPLE_PER_REPLICA
     from vidur.metrics.summary import model_cost_fns, summarize
 
     model, tp = sim.model, sim.scenario.cluster.tensor_parallel
-    flops_fn, bytes_fn = model_cost_fns(model)
-    summary = summarize(result.records, slo_dict(sim.scenario), flops_fn=flops_fn, bytes_fn=bytes_fn)
-    summary["operator_time_share"] = operator_shares(sim, result.records.batches)
+    rec = result.records
+    folded = rec.batch_summary
+    # summary mode: FLOPs and bytes were priced during the run with the same cost functions
+    flops_fn, bytes_fn = model_cost_fns(model) if folded is None else (None, None)
+    summary = summarize(rec, slo_dict(sim.scenario), flops_fn=flops_fn, bytes_fn=bytes_fn)
+    if folded is None:
+        summary["operator_time_share"] = operator_shares(sim, rec.batches)
+        how = "an evenly spaced sample of at most 2000 batches"
+    else:
+        summary["operator_time_share"] = operator_shares(sim, folded.sample_columns())
+        how = (
+            "an evenly spaced sample of at most 2000 rows of the summarised log's sample "
+            f"(at most {SAMPLE_PER_REPLICA} batches per replica, chosen by a hash of their start): a sample of a sample"
+        )
+    summary["definitions"]["operator_time_share"] = (
+        f"share of estimated device + CPU time per operator over {how}"
+    )
     summary["run"] = {
         "model": model.name,
         "device": sim.device.name,
@@ -77,6 +92,7 @@ def summarize_result(sim: Simulation, result: SimulationResult) -> dict:
         "block_size": sim.memory.block_size,
         "num_requests": len(result.requests),
         "clipped_requests": sim.clipped,
+        "batch_log": {"mode": sim.batch_log, "why": sim.batch_log_reason},
     }
     summary["provenance"] = sim.provenance.to_dict()
     return summary

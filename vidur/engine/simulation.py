@@ -11,10 +11,11 @@ from typing import Any, Mapping
 import attrs
 import numpy as np
 
+from vidur.engine.log import BatchLog
 from vidur.engine.loop import EventLoop, ReplicaState
 from vidur.entities.request import INF, Request
 from vidur.errors import PluginError, PolicyOutputError, VidurError
-from vidur.metrics.records import REQUEST_COLUMNS, ReplicaInfo, RunRecords
+from vidur.metrics.records import REQUEST_COLUMNS, BatchRowsNotKept, ReplicaInfo, RunRecords
 from vidur.plugins import PluginHost, get_host
 from vidur.scenario import Scenario
 from vidur.scheduler.prefix_cache import caching_enabled, make_kv_manager
@@ -140,6 +141,12 @@ class Simulation:
         if len(requests) == 0:
             raise VidurError("the workload produced no requests; raise workload.duration or set num_requests")
         self.table = requests
+        from vidur.metrics.batch_summary import choose_batch_log
+
+        #: "full" or "summary" (metrics.batch_log, auto decided on the request count) and why
+        self.batch_log, self.batch_log_reason = choose_batch_log(
+            sc.metrics.batch_log, len(requests), pp=pp, chrome_trace=sc.metrics.chrome_trace
+        )
 
         sched_cls = host.get("replica_scheduler", sc.replica_scheduler.name)
         self.prefix_caching = caching_enabled(sched_cls, sc.replica_scheduler.config)
@@ -300,6 +307,7 @@ class Simulation:
             record_spans=sc.metrics.chrome_trace,
             on_complete=on_complete,
             followups=follow,
+            batch_log=self._batch_log(),
         )
         self.host.call_observer("vidur_simulation_start", sim=self)
         t0 = time.perf_counter()
@@ -321,6 +329,33 @@ class Simulation:
         result = SimulationResult(sc, records, self.estimator.describe(), reqs, self.provenance)
         self.host.call_observer("vidur_simulation_end", sim=self, result=result)
         return result
+
+    def _batch_log(self) -> BatchLog:
+        """The loop's batch log: every row, or folded into per-replica aggregates
+        (summary mode; FLOPs and bytes priced per chunk with the model's cost functions)."""
+        if self.batch_log == "full":
+            return BatchLog()
+        from vidur.metrics.batch_summary import BatchSummary
+        from vidur.metrics.summary import model_cost_fns
+
+        flops_fn, bytes_fn = model_cost_fns(self.model)
+        info = self._replica_info(self.replica_states[0])  # replicas are alike: tp, pp, device
+        return BatchLog(BatchSummary(lambda cols: (flops_fn(cols, info), bytes_fn(cols, info))))
+
+    def _replica_info(self, r: ReplicaState) -> ReplicaInfo:
+        cl = self.scenario.cluster
+        return ReplicaInfo(
+            replica=r.index,
+            device=self.device.name,
+            num_gpus=cl.tensor_parallel * cl.pipeline_parallel,
+            tp=cl.tensor_parallel,
+            pp=cl.pipeline_parallel,
+            kv_blocks=r.scheduler.kv.num_blocks,
+            block_size=r.scheduler.kv.block_size,
+            peak_flops=self.device.peak_flops,
+            memory_bandwidth=self.device.memory_bandwidth,
+            prefix_cache=prefix_cache_stats(r.scheduler.kv),
+        )
 
     @staticmethod
     def number_unarrived(reqs: list[Request], loop: EventLoop, follow: dict | None) -> None:
@@ -423,23 +458,13 @@ class Simulation:
         if self.table.content is not None and self.table.content.session is not None:
             requests["session"] = np.array([r.content[3] for r in reqs], dtype=np.int64)
         itl_v, itl_c = loop.itl.to_arrays()  # first: its merge's peak is not stacked on the batch log's
-        batches, spans = loop.batches.to_columns()
-        cl = self.scenario.cluster
-        infos = [
-            ReplicaInfo(
-                replica=r.index,
-                device=self.device.name,
-                num_gpus=cl.tensor_parallel * cl.pipeline_parallel,
-                tp=cl.tensor_parallel,
-                pp=cl.pipeline_parallel,
-                kv_blocks=r.scheduler.kv.num_blocks,
-                block_size=r.scheduler.kv.block_size,
-                peak_flops=self.device.peak_flops,
-                memory_bandwidth=self.device.memory_bandwidth,
-                prefix_cache=prefix_cache_stats(r.scheduler.kv),
-            )
-            for r in self.replica_states
-        ]
+        summary = None
+        if loop.batches.summary is not None:
+            summary = loop.batches.finish_summary()
+            batches, spans = BatchRowsNotKept(), None
+        else:
+            batches, spans = loop.batches.to_columns()
+        infos = [self._replica_info(r) for r in self.replica_states]
         return RunRecords(
             requests=requests,
             batches=batches,
@@ -449,6 +474,7 @@ class Simulation:
             makespan=makespan,
             wall_seconds=wall,
             stage_spans=spans,
+            batch_summary=summary,
         )
 
 

@@ -9,6 +9,10 @@ half-written)::
     requests.csv      one row per request: raw columns + ttft, tpot, e2e,
                       normalized_e2e, scheduling_delay (seconds; empty = undefined)
     batches.csv       one row per batch: index, raw columns, num_tokens, duration
+                      (metrics.batch_log: full; in summary mode instead:)
+    batch_timeseries.csv  per replica and time bucket: busy fraction, batches,
+                      mean batch size, tokens, tokens/s, mean and max KV blocks
+    batch_histograms.csv  per replica: exact histograms of batch size and tokens per batch
     trace.json        (chrome_trace) Trace Event Format for chrome://tracing / Perfetto
     plots/*.png       (plots, needs matplotlib) CDFs, batch size and KV use over time
 
@@ -132,6 +136,45 @@ def write_batches_csv(path: str | os.PathLike, records: RunRecords) -> None:
     if "start" in b and "end" in b:
         cols.append(("duration", np.asarray(b["end"], np.float64) - np.asarray(b["start"], np.float64)))
     _write_table(Path(path), cols, n)
+
+
+def timeseries_columns(records: RunRecords) -> list[tuple[str, np.ndarray]]:
+    """The summarised log's per-replica time series as table columns (summary mode).
+
+    Buckets of ``width`` seconds from ``t_start``; ``busy_fraction`` = batch time
+    in the bucket / width; the other columns count the batches that started in
+    the bucket: ``batches``, ``mean_batch_size``, ``prefill_tokens``,
+    ``decode_tokens``, ``tokens_per_s`` (their sum / width), ``mean_kv_blocks``
+    (per batch) and ``max_kv_blocks``. Undefined means (no batch) are empty."""
+    ts = records.batch_summary.series
+    c = ts.columns(len(records.replicas) or None)
+    w = ts.width_s()
+    n = len(c["replica"])
+    batches = c["batches"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_batch = lambda x: np.where(batches > 0, x / batches, np.nan)  # noqa: E731
+        return [
+            ("replica", c["replica"]),
+            ("t_start", c["t_start"]),
+            ("width", np.full(n, w)),
+            ("busy_fraction", c["busy_ns"] / (w * 1e9)),
+            ("batches", batches),
+            ("mean_batch_size", per_batch(c["seqs"])),
+            ("prefill_tokens", c["prefill_tokens"]),
+            ("decode_tokens", c["decode_tokens"]),
+            ("tokens_per_s", (c["prefill_tokens"] + c["decode_tokens"]) / w),
+            ("mean_kv_blocks", per_batch(c["kv_sum"])),
+            ("max_kv_blocks", c["kv_max"]),
+        ]
+
+
+def write_batch_summary_csv(out_dir: str | os.PathLike, records: RunRecords) -> None:
+    """Summary mode: ``batch_timeseries.csv`` and ``batch_histograms.csv`` instead of ``batches.csv``."""
+    out = Path(out_dir)
+    cols = timeseries_columns(records)
+    _write_table(out / "batch_timeseries.csv", cols, len(cols[0][1]))
+    h = records.batch_summary.histogram_columns()
+    _write_table(out / "batch_histograms.csv", list(h.items()), len(h["replica"]))
 
 
 # ---------------------------------------------------------------- Chrome trace
@@ -344,18 +387,30 @@ def _binned(t: np.ndarray, y: np.ndarray, w: np.ndarray, t0: float, t1: float, b
 
 
 def _time_plot(path: Path, records: RunRecords, ylabel: str, title: str, value_fn, bins: int = 600) -> None:
-    b = records.batches
-    n = len(b["start"]) if "start" in b else 0
+    folded = records.batch_summary
+    if folded is not None:  # summary mode: the time series' buckets, weighted by their batches
+        c = dict(timeseries_columns(records))
+        keep = c["batches"] > 0
+        n = int(keep.sum())
+        b = {"num_seqs": c["mean_batch_size"][keep], "kv_blocks_used": c["mean_kv_blocks"][keep]}
+        start = c["t_start"][keep]
+        end = start + c["width"][keep]
+        w = c["batches"][keep].astype(np.float64)
+        title = title.replace("duration-weighted mean", f"mean over the batches of {folded.series.width_s():g}-s buckets, binned")
+    else:
+        b = records.batches
+        n = len(b["start"]) if "start" in b else 0
+        if n:
+            start = np.asarray(b["start"], np.float64)
+            end = np.asarray(b["end"], np.float64)
+            w = np.maximum(end - start, 0.0)
+            if not w.any():
+                w = np.ones(n)
     fig = _new_figure((8.0, 4.0))
     ax = fig.add_subplot()
     if n:
-        start = np.asarray(b["start"], np.float64)
-        end = np.asarray(b["end"], np.float64)
-        rep = np.asarray(b["replica"], np.int64)
+        rep = np.asarray(c["replica"][keep] if folded is not None else b["replica"], np.int64)
         t0, t1 = float(start.min()), float(end.max())
-        w = np.maximum(end - start, 0.0)
-        if not w.any():
-            w = np.ones(n)
         y = value_fn(b, rep)
         reps = np.unique(rep)
         if len(reps) <= 8:
@@ -414,7 +469,7 @@ def write_plots(plot_dir: str | os.PathLike, records: RunRecords) -> list[str]:
         cap = np.where(cap > 0, cap, np.nan)
         return 100.0 * np.asarray(b["kv_blocks_used"], np.float64) / cap[rep]
 
-    if "kv_blocks_used" in records.batches:
+    if records.batch_summary is not None or "kv_blocks_used" in records.batches:
         _time_plot(
             d / "kv_utilization.png",
             records,
@@ -469,7 +524,10 @@ def write_run_dir(
         write_summary_json(tmp / "summary.json", summary)
         if tables:
             write_requests_csv(tmp / "requests.csv", records)
-            write_batches_csv(tmp / "batches.csv", records)
+            if records.batch_summary is not None:
+                write_batch_summary_csv(tmp, records)
+            else:
+                write_batches_csv(tmp / "batches.csv", records)
         if chrome_trace:
             write_chrome_trace(tmp / "trace.json", records, max_events=trace_max_events)
         if plots:
@@ -496,7 +554,10 @@ def write_run_dir(
 
 
 #: what :func:`write_run_dir` may write into a run directory
-RUN_FILES = ("scenario.yaml", "summary.json", "requests.csv", "batches.csv", "trace.json", "plots")
+RUN_FILES = (
+    "scenario.yaml", "summary.json", "requests.csv", "batches.csv", "batch_timeseries.csv",
+    "batch_histograms.csv", "trace.json", "plots",
+)
 
 
 def run_files_in(out_dir: str | os.PathLike) -> list[str]:

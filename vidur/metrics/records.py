@@ -5,8 +5,16 @@ Everything is columnar numpy (no Python object per token or per batch).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import attrs
 import numpy as np
+
+from vidur.errors import VidurError
+
+if TYPE_CHECKING:
+    from vidur.metrics.batch_summary import BatchSummary
 
 REQUEST_COLUMNS = (
     "request_id",  # int64, 0..n-1 in arrival order
@@ -57,6 +65,29 @@ class ReplicaInfo:
     prefix_cache: dict | None = None
 
 
+class BatchRowsNotKept(Mapping):
+    """``RunRecords.batches`` of a run with ``metrics.batch_log: summary``: the rows
+    were folded into ``RunRecords.batch_summary`` and dropped, so any read of a
+    batch column is refused in one line (never an empty, silently wrong table)."""
+
+    MESSAGE = (
+        "this run kept no per-batch rows (metrics.batch_log: summary, the default above "
+        "100,000 requests); rerun with -s metrics.batch_log full"
+    )
+
+    def __getitem__(self, key):
+        raise VidurError(self.MESSAGE)
+
+    def __iter__(self):
+        raise VidurError(self.MESSAGE)
+
+    def __len__(self):
+        raise VidurError(self.MESSAGE)
+
+    def __repr__(self) -> str:
+        return "BatchRowsNotKept()"
+
+
 @attrs.define
 class RunRecords:
     """Everything a run measured.
@@ -66,6 +97,10 @@ class RunRecords:
     weighted samples: value ``itl_values[i]`` seconds occurred
     ``itl_counts[i]`` times. ``stage_spans`` (optional, PP/chrome trace) maps
     to arrays ``replica, stage, start, end, batch`` (batch = row in batches).
+
+    With ``metrics.batch_log: summary`` the rows are not kept: ``batches`` is
+    :class:`BatchRowsNotKept` and ``batch_summary`` holds the per-replica
+    aggregates (:class:`vidur.metrics.batch_summary.BatchSummary`).
     """
 
     requests: dict[str, np.ndarray]
@@ -76,3 +111,11 @@ class RunRecords:
     makespan: float  # time of the last event
     wall_seconds: float = 0.0
     stage_spans: dict[str, np.ndarray] | None = None
+    batch_summary: "BatchSummary | None" = None
+
+    @property
+    def num_batches(self) -> int:
+        """Batches the run formed (either log mode)."""
+        if self.batch_summary is not None:
+            return self.batch_summary.num_batches
+        return len(self.batches["start"]) if "start" in self.batches else 0

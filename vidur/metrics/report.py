@@ -106,6 +106,9 @@ def format_summary_table(summary: Mapping) -> str:
         f"preemptions {pre.get('total', 0):,} ({pre.get('requests_preempted', 0):,} requests, "
         f"{pre.get('recomputed_tokens', 0):,} tokens recomputed)"
     )
+    bl = (summary.get("run") or {}).get("batch_log")
+    if bl:
+        lines.append(f"batch log   {bl['mode']} ({bl['why']})")
     gp = summary.get("goodput")
     if gp:
         lines.append(

@@ -36,6 +36,10 @@ the number left unfinished is reported.
   working. ``mfu_window`` divides instead by window × num_gpus × peak (it
   counts idle time). **MBU** and ``mbu_window`` are the same with bytes
   moved and memory bandwidth. They need ``flops_fn``/``bytes_fn``.
+- With ``metrics.batch_log: summary`` the batch rows were folded during the
+  run into per-replica aggregates (``RunRecords.batch_summary``): the same
+  numbers, float sums added in another order (to ~1e-15 relative), FLOPs and
+  bytes priced then with the model's cost functions.
 """
 
 from __future__ import annotations
@@ -426,6 +430,79 @@ def _replica_summary(
     return out
 
 
+def _replica_summary_folded(
+    rid: int,
+    info: ReplicaInfo | None,
+    agg,
+    req_replica_stats: dict[str, int],
+    t0: float,
+    t1: float,
+) -> dict[str, Any]:
+    """:func:`_replica_summary` from a :class:`~vidur.metrics.batch_summary.BatchSummary`
+    (``metrics.batch_log: summary``): the same keys and numbers."""
+    from vidur.metrics.batch_summary import hist_percentile
+
+    window = t1 - t0
+    n = int(agg.n[rid]) if rid < agg.n.size else 0
+    out: dict[str, Any] = {"replica": int(rid)}
+    if info is not None:
+        out.update(
+            {
+                "device": info.device,
+                "num_gpus": int(info.num_gpus),
+                "tp": int(info.tp),
+                "pp": int(info.pp),
+                "kv_blocks": int(info.kv_blocks),
+                "block_size": int(info.block_size),
+            }
+        )
+    out["requests"] = req_replica_stats.get("requests", 0)
+    out["preemptions"] = req_replica_stats.get("preemptions", 0)
+    out["num_batches"] = n
+    for key, hist, total in (("batch_size", agg.seqs_hist, agg.seqs_sum), ("tokens_per_batch", agg.tok_hist, agg.tok_sum)):
+        if n:
+            v, c = hist.of(rid)
+            p = hist_percentile(v, c, (50, 99))
+            out[key] = {"mean": _f(float(total[rid]) / n), "p50": _f(p[0]), "p99": _f(p[1]), "max": _f(v[-1])}
+        else:
+            out[key] = {"mean": None, "p50": None, "p99": None, "max": None}
+    out["prefill_tokens"] = int(agg.prefill_sum[rid]) if n else 0
+    out["decode_tokens"] = int(agg.decode_sum[rid]) if n else 0
+
+    num_gpus = info.num_gpus if info is not None else 1
+    busy = agg.busy_seconds(rid, t0, t1) if n else 0.0
+    gpu_busy = busy * num_gpus
+    out["busy_seconds"] = _f(busy)
+    out["busy_fraction"] = _f(busy / window) if window > 0 else None
+    out["busy_source"] = "batches"
+    out["gpu_busy_seconds"] = _f(gpu_busy)
+
+    if info is not None and info.kv_blocks > 0 and n:
+        kvb = float(info.kv_blocks)
+        wsum = float(agg.w_sum[rid])
+        mean = float(agg.kv_w[rid]) / kvb / wsum if wsum > 0 else float(agg.kv_sum[rid]) / kvb / n
+        out["kv_utilization"] = {"mean": _f(mean), "max": _f(float(agg.kv_max[rid]) / kvb)}
+    else:
+        out["kv_utilization"] = {"mean": None, "max": None}
+
+    priced = agg.cost is not None and info is not None
+    flops = (float(agg.flops[rid]) if n else 0.0) if priced else None
+    nbytes = (float(agg.nbytes[rid]) if n else 0.0) if priced else None
+    for key, total, peak in (
+        ("mfu", flops, info.peak_flops if info else None),
+        ("mbu", nbytes, info.memory_bandwidth if info else None),
+    ):
+        if total is None or not peak:
+            out[key] = None
+            out[key + "_window"] = None
+            continue
+        out[key] = _f(total / (gpu_busy * peak)) if gpu_busy > 0 else None
+        out[key + "_window"] = _f(total / (window * num_gpus * peak)) if window > 0 else None
+    out["total_flops"] = _f(flops)
+    out["total_bytes"] = _f(nbytes)
+    return out
+
+
 def model_cost_fns(model, *, kv_dtype_bytes: int | None = None) -> tuple[BatchCostFn, BatchCostFn]:
     """``(flops_fn, bytes_fn)`` for :func:`summarize` from :mod:`vidur.model.cost`.
 
@@ -517,15 +594,29 @@ def summarize(
     else:
         thr = {k: None for k in ("requests_per_s", "output_tokens_per_s", "prompt_tokens_per_s", "total_tokens_per_s")}
 
-    b = records.batches
-    n_batch = len(b["start"]) if "start" in b else 0
+    agg = records.batch_summary
+    if agg is not None:
+        if flops_fn is not None or bytes_fn is not None:
+            raise VidurError(
+                "this run's batches were summarised during the run (metrics.batch_log: summary), "
+                "FLOPs and bytes priced then with the model's cost functions: pass no flops_fn/bytes_fn, "
+                "or rerun with metrics.batch_log: full"
+            )
+        b = {}
+        n_batch = agg.num_batches
+        prefill_sum, decode_sum = int(agg.prefill_sum.sum()), int(agg.decode_sum.sum())
+    else:
+        b = records.batches
+        n_batch = len(b["start"]) if "start" in b else 0
+        prefill_sum = int(np.sum(b["prefill_tokens"])) if n_batch else 0
+        decode_sum = int(np.sum(b["num_decode"])) if n_batch else 0
     tokens = {
         "prompt_tokens": int(prompt.sum()),
         "output_tokens": int(output.sum()),
         "completed_prompt_tokens": done_prompt,
         "completed_output_tokens": done_output,
-        "prefill_tokens": int(np.sum(b["prefill_tokens"])) if n_batch else 0,
-        "decode_tokens": int(np.sum(b["num_decode"])) if n_batch else 0,
+        "prefill_tokens": prefill_sum,
+        "decode_tokens": decode_sum,
         "recomputed_tokens": int(recomputed.sum()),
     }
 
@@ -552,7 +643,7 @@ def summarize(
         slo = None
 
     # per replica
-    rep_col = np.asarray(b["replica"], dtype=np.int64) if n_batch else np.empty(0, dtype=np.int64)
+    rep_col = np.asarray(b["replica"], dtype=np.int64) if n_batch and agg is None else np.empty(0, dtype=np.int64)
     rkeys, rorder, rbounds = _group_slices(rep_col)
     batch_groups = {int(k): (int(rbounds[i]), int(rbounds[i + 1])) for i, k in enumerate(rkeys)}
     span_groups = {}
@@ -574,18 +665,21 @@ def summarize(
     else:
         per_rep_requests = per_rep_preempt = np.zeros(0)
     infos = {int(r.replica): r for r in records.replicas}
-    all_ids = sorted(set(infos) | set(batch_groups))
+    all_ids = sorted(set(infos) | set(batch_groups) | set(agg.replicas() if agg is not None else ()))
     replicas = []
     for rid in all_ids:
+        rs = {
+            "requests": int(per_rep_requests[rid]) if rid < len(per_rep_requests) else 0,
+            "preemptions": int(per_rep_preempt[rid]) if rid < len(per_rep_preempt) else 0,
+        }
+        if agg is not None:
+            replicas.append(_replica_summary_folded(rid, infos.get(rid), agg, rs, t0, t1))
+            continue
         if rid in batch_groups:
             lo, hi = batch_groups[rid]
             cols = {c: _take(np.asarray(v), rorder, lo, hi) for c, v in b.items()}
         else:
             cols = {c: np.asarray(v)[:0] for c, v in b.items()}
-        rs = {
-            "requests": int(per_rep_requests[rid]) if rid < len(per_rep_requests) else 0,
-            "preemptions": int(per_rep_preempt[rid]) if rid < len(per_rep_preempt) else 0,
-        }
         replicas.append(
             _replica_summary(rid, infos.get(rid), cols, span_groups.get(rid), rs, t0, t1, flops_fn, bytes_fn)
         )
