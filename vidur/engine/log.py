@@ -59,8 +59,9 @@ class BatchLog:
             self.rows = []
         summary = self.summary
         if summary is not None:
-            for part in self.chunks + self.blocks:
-                summary.fold(part)
+            parts = self.chunks + self.blocks
+            if parts:
+                summary.fold(np.concatenate(parts) if len(parts) > 1 else parts[0])
             self.chunks, self.blocks, self.block_rows = [], [], 0
             summary.commit()
             return
