@@ -374,7 +374,7 @@ def validate_scenario(
             "replicas": scenario.cluster.num_replicas,
             "num_requests": len(table),
             "iterations_real": len(it["kind"]),
-            "iterations_sim": len(sim_result.records.batches.get("start", [])),
+            "iterations_sim": sim_result.records.num_batches,
             "real_wall_s": round(real_wall, 3),
             "sim_wall_s": round(sim_wall, 3),
             "host_pace": host_pace,
