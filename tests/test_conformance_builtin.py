@@ -7,6 +7,7 @@ from vidur.builtin.policies.lightllm import LightLLMScheduler
 from vidur.builtin.policies.orca import OrcaScheduler
 from vidur.builtin.policies.routing import LeastOutstanding, PrefixAware, RandomRouting, RoundRobin, SessionAffinity
 from vidur.builtin.policies.sarathi import SarathiScheduler
+from vidur.builtin.policies.sglang import SGLangScheduler
 from vidur.builtin.policies.vllm import VLLMScheduler
 from vidur.builtin.policies.vllm_v1 import VLLMV1Scheduler
 from vidur.plugins import PluginHost
@@ -91,6 +92,22 @@ class TestVLLMV1(ReplicaSchedulerConformance):
     strict_token_budget = True  # chunked: no batch ever exceeds it
 
 
+class TestSGLang(ReplicaSchedulerConformance):
+    scheduler = SGLangScheduler
+    config = {"chunked_prefill_size": 16, "prefix_caching": False}
+    token_budget = "chunked_prefill_size"
+    strict_token_budget = True  # chunked: no prefill batch exceeds it; decode batches hold <= max_batch_size (4)
+
+
+class TestSGLangLPM(TestSGLang):
+    config = {"chunked_prefill_size": 16, "schedule_policy": "lpm", "max_prefill_tokens": 24}
+
+
+class TestSGLangMixed(TestSGLang):
+    config = {"chunked_prefill_size": 16, "enable_mixed_chunk": True, "schedule_conservativeness": 0.3,
+              "prefix_caching": False}
+
+
 # -- every policy again with automatic prefix caching on (shared prefixes, LRU
 # eviction and re-hits after preemption under a small KV cache)
 
@@ -116,4 +133,9 @@ class TestLightLLMCaching(TestLightLLM):
 
 
 class TestVLLMV1Caching(TestVLLMV1):
+    prefix_caching = True
+
+
+class TestSGLangCaching(TestSGLang):
+    config = {"chunked_prefill_size": 16}
     prefix_caching = True

@@ -169,6 +169,10 @@ class Simulation:
                 sched._reservations = MappingProxyType(reserved)
             schedulers.append(sched)
             self.replica_states.append(ReplicaState(i, sched, self.estimator, self.model.num_layers, pp))
+        check = getattr(schedulers[0], "check_memory_planner", None)
+        wrong = check(sc.memory_planner.name, sc.memory_planner.config) if check is not None else None
+        if wrong:
+            raise VidurError(wrong)
         sizes = getattr(schedulers[0], "cuda_graph_sizes", None)
         if sizes:
             self.estimator.use_cuda_graphs(sizes)

@@ -156,6 +156,12 @@ class ReplicaScheduler:
     def on_repeat(self, times: int) -> None:
         """The engine repeated the last (steady) batch ``times`` more times."""
 
+    def check_memory_planner(self, name: str, config) -> str | None:
+        """Why this policy cannot run beside memory planner ``name`` with ``config`` (one line),
+        or None. Called once at setup; engine models whose arguments also enter the planner's
+        arithmetic (SGLang's ``mem_fraction_static`` heuristic) check that both sections agree."""
+        return None
+
     def reserved_tokens(self, req: Request) -> int:
         """KV tokens ``req`` needs at its peak under this policy (for fit checks)."""
         return req.prompt + req.output - 1

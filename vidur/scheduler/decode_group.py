@@ -140,9 +140,13 @@ class DecodeGroup:
         self.synced = self.size
         done = []
         heap, step = self.finish, self.step
+        last = None
         while heap and heap[0][0] <= step:
             fs, _, r = heapq.heappop(heap)
-            if r.group_base is None or fs != r.final_kv - r.group_base:
-                continue  # stale entry of a member that left
+            if r.group_base is None or fs != r.final_kv - r.group_base or r is last:
+                # stale entry of a member that left; or a copy of the live one, left by a member
+                # that left and rejoined at the same base (no group step while it re-prefilled)
+                continue
+            last = r
             done.append(r)
         return done
