@@ -9,7 +9,10 @@ summary, run directory with tables) in a subprocess: wall time, requests per
 wall second and peak RSS. Then checks on a smaller run that the fast-forward
 mode writes exactly the files that stepping every iteration writes.
 
-    python benchmarks/bench_sim.py [--requests N] [--check-requests M]
+    python benchmarks/bench_sim.py [--requests N] [--check-requests M] [--scheduler NAME] [-s KEY VALUE ...]
+
+``--scheduler`` switches the replica scheduler (options it does not take are dropped, as
+``vidur run --scheduler`` does), ``-s`` overrides scenario keys (e.g. ``-s memory_planner sglang``).
 """
 
 from __future__ import annotations
@@ -43,14 +46,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--check-requests", type=int, default=5_000)
+    ap.add_argument("--scheduler", default=None, help="replica scheduler instead of the scenario's sarathi")
+    ap.add_argument("-s", "--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     args = ap.parse_args()
+    extra = (["--scheduler", args.scheduler] if args.scheduler else []) + [x for kv in args.set for x in ("-s", *kv)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        wall, rss = run(tmp / "full", args.requests)
+        wall, rss = run(tmp / "full", args.requests, *extra)
         print(f"whole process: {args.requests:,} requests in {wall:.2f} s = {args.requests / wall:,.0f} requests/s; "
               f"peak RSS {rss:,.0f} MB")
-        wall_f, _ = run(tmp / "fast", args.check_requests)
-        wall_s, _ = run(tmp / "step", args.check_requests, "--step")
+        wall_f, _ = run(tmp / "fast", args.check_requests, *extra)
+        wall_s, _ = run(tmp / "step", args.check_requests, "--step", *extra)
         same = all(filecmp.cmp(tmp / "fast" / f, tmp / "step" / f, shallow=False)
                    for f in ("summary.json", "requests.csv", "batches.csv"))
         print(f"check ({args.check_requests:,} requests): fast-forward {wall_f:.2f} s, step-by-step {wall_s:.2f} s, "

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from vidur.builtin.policies.faster_transformer import FasterTransformerScheduler
 from vidur.builtin.policies.lightllm import LightLLMScheduler
+from vidur.builtin.policies.sglang import SGLangScheduler
 from vidur.builtin.policies.orca import OrcaScheduler
 from vidur.builtin.policies.sarathi import SarathiScheduler
 from vidur.builtin.policies.vllm import VLLMScheduler
@@ -20,6 +21,7 @@ SCHEDULERS = {
     "orca": (OrcaScheduler, {}),
     "faster_transformer": (FasterTransformerScheduler, {}),
     "lightllm": (LightLLMScheduler, {"max_waiting_iters": 3}),
+    "sglang": (SGLangScheduler, {"chunked_prefill_size": 16}),
 }
 
 workloads = st.lists(
