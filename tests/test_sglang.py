@@ -299,3 +299,23 @@ def test_simulation_runs_and_refuses_settings_the_memory_planner_disagrees_with(
     assert res is not None
     with pytest.raises(VidurError, match="chunked_prefill_size is 4096 but memory_planner chunked_prefill_size is 8192"):
         Simulation(_scenario(chunked_prefill_size=4096))
+
+
+def test_decode_group_member_that_leaves_and_rejoins_at_the_same_base_finishes_once():
+    """Retracted during decode and re-prefilled while no decode step ran (SGLang runs prefill
+    batches alone), a request rejoins the lazy decode group at its old base: its stale heap
+    entry equals the live one and must not finish it twice."""
+    from vidur.entities.request import Request
+    from vidur.engine.log import ITLLog
+    from vidur.scheduler.decode_group import DecodeGroup
+    from vidur.scheduler.kv import KVBlockManager
+
+    g = DecodeGroup(KVBlockManager(1000, 1))
+    r = Request(0, 0.0, 10, 5)
+    r.kv_len = r.blocks = 10
+    r.last_token = 0.0
+    assert g.join(r)
+    g.leave(r)
+    assert g.join(r)  # same step, same kv_len: same base
+    done = g.advance(4, 0.0, 0.1, 0.4, ITLLog())
+    assert done == [r]
