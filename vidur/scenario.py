@@ -104,13 +104,22 @@ class MetricsConfig:
 class SimulationConfig:
     """Engine knobs. ``fast_forward`` skips runs of identical decode iterations
     exactly (results equal stepping every iteration); ``max_time`` caps
-    simulated seconds."""
+    simulated seconds. ``workers`` (``auto`` or a whole number >= 1) splits
+    the replicas over that many processes when the router decides without
+    live state (:mod:`vidur.engine.parallel`; identical results); ``auto``
+    is one per CPU, and one process below 20,000 requests."""
 
     fast_forward: bool = True
     max_time: float | None = None
     progress: bool = True
+    workers: Any = "auto"
 
     def __attrs_post_init__(self):
+        w = self.workers
+        if isinstance(w, float) and w.is_integer():
+            object.__setattr__(self, "workers", w := int(w))
+        if w != "auto" and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
+            raise VidurError(f"simulation.workers must be auto or a whole number >= 1, got {w!r}")
         if self.max_time is not None and not self.max_time > 0:
             raise VidurError(
                 f"simulation.max_time must be > 0 simulated seconds (or null for no cap), got {self.max_time!r}"

@@ -75,6 +75,8 @@ def _run(args) -> int:
     if prov is not None:
         for line in [prov.header()] + prov.notes():
             print(f"  {line}")
+    if result.execution:
+        print(f"  simulated: {result.execution}")
     print(format_summary_table(summary))
     if out is not None:
         print(f"run directory: {out}")

@@ -85,7 +85,8 @@ class BatchLog:
         return self.flushed + len(self.rows) // NCOL
 
     def to_columns(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-        """All rows as columns, sorted by (replica, start); and stage spans.
+        """All rows as columns, sorted by (replica, start); and stage spans,
+        sorted by (batch row, stage).
 
         Called once the run is over: it empties the log as it builds the
         columns (peak about the log plus two columns, not twice the log) and
@@ -124,12 +125,16 @@ class BatchLog:
             sp = np.array(self.spans, dtype=np.float64)
             rank = np.empty(len(order), dtype=np.int64)
             rank[order] = np.arange(len(order))
+            batch = rank[sp[:, 4].astype(np.int64)]
+            # in batch-row order, then stage: an order that does not depend on how events of
+            # different replicas interleave (the same whether replicas run in one process or many)
+            by = np.lexsort((sp[:, 1], batch))
             spans = {
-                "replica": sp[:, 0].astype(np.int64),
-                "stage": sp[:, 1].astype(np.int64),
-                "start": sp[:, 2],
-                "end": sp[:, 3],
-                "batch": rank[sp[:, 4].astype(np.int64)],
+                "replica": sp[by, 0].astype(np.int64),
+                "stage": sp[by, 1].astype(np.int64),
+                "start": sp[by, 2],
+                "end": sp[by, 3],
+                "batch": batch[by],
             }
         self.done = (out, spans)
         return self.done

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import attrs
 import numpy as np
 
+from vidur.engine import parallel
 from vidur.engine.log import BatchLog
 from vidur.engine.loop import EventLoop, ReplicaState
 from vidur.entities.request import INF, Request
@@ -49,6 +50,8 @@ class SimulationResult:
     estimator: str
     requests: list[Request]
     provenance: Any = None  # vidur.resolve.provenance.Provenance: which estimator, from which data, why
+    #: how the run executed: "N worker processes, ..." or "sequential: <why>" (vidur.engine.parallel.plan)
+    execution: str = ""
 
 
 def _base_files() -> dict[str, str]:
@@ -258,17 +261,20 @@ class Simulation:
                 f"set workload.lengths.max_tokens: {max_pos}"
             )
 
-    def make_requests(self) -> list[Request]:
-        """One :class:`Request` per table row, carrying its content when the workload has one."""
+    def make_requests(self, rows: np.ndarray | None = None) -> list[Request]:
+        """One :class:`Request` per table row (or per row of ``rows``, id = row), carrying its
+        content when the workload has one."""
         t = self.table
+        sel = slice(None) if rows is None else rows
+        ids = range(len(t)) if rows is None else rows.tolist()
         reqs = [
             Request(i, a, p, o)
-            for i, (a, p, o) in enumerate(zip(t.arrival.tolist(), t.prompt.tolist(), t.output.tolist()))
+            for i, a, p, o in zip(ids, t.arrival[sel].tolist(), t.prompt[sel].tolist(), t.output[sel].tolist())
         ]
         c = t.content
         if c is not None:
-            session = c.session.tolist() if c.session is not None else [-1] * len(reqs)
-            for r, leaf, out, s in zip(reqs, c.leaf.tolist(), c.out.tolist(), session):
+            session = c.session[sel].tolist() if c.session is not None else [-1] * len(reqs)
+            for r, leaf, out, s in zip(reqs, c.leaf[sel].tolist(), c.out[sel].tolist(), session):
                 r.content = (leaf, out, r.id, s)
         return reqs
 
@@ -290,12 +296,23 @@ class Simulation:
         return static, follow
 
     def run(self, *, step_mode: bool = False, progress: bool | None = None) -> SimulationResult:
-        """Run the event loop to completion; ``step_mode`` disables fast-forward."""
+        """Run the event loop to completion; ``step_mode`` disables fast-forward.
+
+        Replicas run in several processes when ``simulation.workers`` and the router allow it
+        (:mod:`vidur.engine.parallel`: the same records); ``execution`` on the result says how it ran."""
         sc = self.scenario
+        show = sc.simulation.progress if progress is None else progress
+        how = parallel.plan(self)
+        if how.workers > 1:
+            self.host.call_observer("vidur_simulation_start", sim=self)
+            records = parallel.run_parallel(self, how.workers, step_mode=step_mode, show=show)
+            reqs = parallel.RecordRequests(records.requests)
+            result = SimulationResult(sc, records, self.estimator.describe(), reqs, self.provenance, how.note)
+            self.host.call_observer("vidur_simulation_end", sim=self, result=result)
+            return result
         reqs = self.make_requests()
         arriving, follow = self.followups(reqs)
         bar = None
-        show = sc.simulation.progress if progress is None else progress
         on_complete = None
         if show:
             from tqdm import tqdm
@@ -330,7 +347,7 @@ class Simulation:
         wall = time.perf_counter() - t0
         self.number_unarrived(reqs, loop, follow)
         records = self._records(reqs, loop, makespan, wall)
-        result = SimulationResult(sc, records, self.estimator.describe(), reqs, self.provenance)
+        result = SimulationResult(sc, records, self.estimator.describe(), reqs, self.provenance, how.note)
         self.host.call_observer("vidur_simulation_end", sim=self, result=result)
         return result
 

@@ -24,6 +24,7 @@ class RoundRobin(GlobalScheduler):
     """Replica i, i+1, ... in turn."""
 
     name = "round_robin"
+    decides_upfront = True  # a counter: no replica state
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -39,6 +40,7 @@ class RandomRouting(GlobalScheduler):
     """A uniformly random replica (from the run's seeded generator)."""
 
     name = "random"
+    decides_upfront = True  # the run's generator only: no replica state
 
     def route(self, req: Request) -> int:
         return int(self.rng.integers(len(self.replicas)))

@@ -1,0 +1,413 @@
+"""Parallel replicas: groups of replicas simulated in separate processes when routing allows it.
+
+A router that sets ``decides_upfront`` (round robin, random) picks each
+request's replica from the request and its own state alone. Its choices are
+then made up front, in this process, by calling ``route`` on every request in
+arrival order: the calls a sequential run makes, in the same order, so the
+same answers and the same random draws. The replicas split into ``W``
+contiguous groups, one forked process each, and each process runs the
+ordinary event loop over its replicas and the requests routed to them.
+Replicas share no state, so every replica goes through exactly the events of
+a sequential run, and the merged records are the ones a sequential run
+writes:
+
+* request columns put back in request-id order;
+* batch rows concatenated in group order (each group's rows are sorted by
+  (replica, start) and the groups are ascending ranges of replicas, so the
+  whole is sorted as one log would be);
+* stage spans (sorted by batch row, then stage) with their batch rows offset;
+* inter-token latency samples merged again (equal values' counts summed exactly);
+* replica facts in replica order; the makespan the latest group's.
+
+A group's fast-forward is bounded by the group's own next arrival, so it
+may skip further ahead than one process would; fast-forward equals stepping
+exactly, so the records do not change (``tests/test_parallel.py`` checks
+the files byte for byte).
+
+Workers hand their columns back through ``.npy`` files in a temporary
+directory (read back memory-mapped: the parent holds the merged records,
+not a pickled copy of each group's). Workers show no progress bar: the
+parent shows one, fed by a shared counter.
+
+The run stays in one process (:func:`plan` says why) with one replica,
+``simulation.workers: 1``, a router that reads replica state (``lor``,
+``prefix_aware``, ``session_affinity``, and plugins unless they set
+``decides_upfront``), closed-loop sessions (a completion releases the next
+turn), where ``fork`` is unavailable, inside a daemonic process (a search or
+sweep worker), and, for ``workers: auto``, with one CPU or fewer than
+:data:`AUTO_MIN_REQUESTS` requests (process start-up would cost more than it
+saves).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import tempfile
+import time
+import traceback
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import attrs
+import numpy as np
+
+from vidur.engine import checks
+from vidur.engine.log import merge_samples
+from vidur.entities.request import INF, Request
+from vidur.errors import VidurError
+from vidur.metrics.records import RunRecords
+from vidur.scheduler.global_base import GlobalScheduler
+
+if TYPE_CHECKING:
+    from vidur.engine.simulation import Simulation
+
+#: ``workers: auto`` runs in one process below this many requests: forking and
+#: merging cost a few hundred milliseconds, more than they save on small runs
+AUTO_MIN_REQUESTS = 20_000
+#: requests made at a time while routing up front (bounds the objects alive at once)
+ROUTE_BLOCK = 65_536
+#: completions a worker counts before adding them to the shared progress counter
+PROGRESS_EVERY = 1024
+
+
+@attrs.frozen
+class Plan:
+    """How a run executes: ``workers`` processes (1: sequential) and a line saying so, or why not."""
+
+    workers: int
+    note: str
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def plan(sim: Simulation) -> Plan:
+    """The number of worker processes for ``sim`` and the reason, from ``simulation.workers``."""
+    sc = sim.scenario
+    asked = sc.simulation.workers
+    nrep = len(sim.replica_states)
+    router = type(sim.router)
+    content = sim.table.content
+
+    def seq(why: str) -> Plan:
+        return Plan(1, f"sequential: {why}")
+
+    if asked == 1:
+        return seq("simulation.workers is 1")
+    if nrep == 1:
+        return seq("one replica")
+    if not router.decides_upfront or router.needs_live_state:
+        return seq(f"global scheduler {sc.global_scheduler.name!r} routes on live replica state")
+    if content is not None and content.closed_loop:
+        return seq("closed-loop sessions (a completion releases the next turn)")
+    if "fork" not in mp.get_all_start_methods():
+        return seq("this platform cannot fork worker processes")
+    if mp.current_process().daemon:
+        return seq("already in a daemonic worker process (search, sweep)")
+    if asked == "auto":
+        cpus = available_cpus()
+        if cpus < 2:
+            return seq("one CPU (simulation.workers: auto)")
+        if len(sim.table) < AUTO_MIN_REQUESTS:
+            return seq(
+                f"{len(sim.table):,} requests (simulation.workers: auto uses processes from "
+                f"{AUTO_MIN_REQUESTS:,}; start-up would cost more than it saves)"
+            )
+        asked = cpus
+    n = min(int(asked), nrep)
+    return Plan(n, f"{n} worker processes, {nrep} replicas split {_split_text(nrep, n)}")
+
+
+def _edges(nrep: int, n: int) -> list[int]:
+    """Replica ranges of ``n`` contiguous groups as sizes as even as possible."""
+    return [nrep * g // n for g in range(n + 1)]
+
+
+def _split_text(nrep: int, n: int) -> str:
+    e = _edges(nrep, n)
+    return " + ".join(str(e[g + 1] - e[g]) for g in range(n))
+
+
+class _Assigned(GlobalScheduler):
+    """Replays the routing decided up front: the local replica index of each request, in arrival order."""
+
+    name = "assigned"
+
+    def __init__(self, local: list[int]):
+        super().__init__(None, [], None)
+        self._next = iter(local).__next__
+
+    def route(self, req) -> int:
+        return self._next()
+
+
+def _blamed(sim: Simulation, fn, *args):
+    """``fn(*args)``, a policy's exception turned into the one-line error a sequential run gives."""
+    try:
+        return fn(*args)
+    except VidurError:
+        raise
+    except Exception as exc:
+        blame = sim._blame(exc)
+        if blame is None:
+            raise
+        raise blame from exc
+
+
+def route_upfront(sim: Simulation) -> np.ndarray:
+    """The replica of each table row (-1: arrives after ``max_time``, never routed), asking the
+    router in arrival order exactly as the event loop would."""
+    t = sim.table
+    n = len(t)
+    mt = sim.scenario.simulation.max_time
+    cut = n if mt is None else int(np.searchsorted(t.arrival, mt, side="right"))  # the loop stops after these
+    assign = np.full(n, -1, dtype=np.int32)
+    route, nrep = sim.router.route, len(sim.replica_states)
+
+    def block(lo: int, hi: int) -> list[int]:
+        out = []
+        for req in sim.make_requests(np.arange(lo, hi)):
+            i = route(req)
+            if i.__class__ is not int or not 0 <= i < nrep:
+                i = checks.route_index(i, nrep, req)
+            out.append(i)
+        return out
+
+    for lo in range(0, cut, ROUTE_BLOCK):
+        hi = min(cut, lo + ROUTE_BLOCK)
+        assign[lo:hi] = _blamed(sim, block, lo, hi)
+    return assign
+
+
+class RecordRequests(Sequence):
+    """The requests of a parallel run, read from its request columns on access (the objects
+    lived in the workers): each item a :class:`Request` carrying the recorded facts."""
+
+    def __init__(self, columns: dict[str, np.ndarray]):
+        self._c = columns
+
+    def __len__(self) -> int:
+        return len(self._c["request_id"])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        c = self._c
+        r = Request(int(c["request_id"][i]), _inf(c["arrival"][i]), int(c["prompt_tokens"][i]), int(c["output_tokens"][i]))
+        r.replica = int(c["replica"][i])
+        r.first_scheduled = _inf(c["first_scheduled"][i])
+        r.first_token = _inf(c["first_token"][i])
+        r.last_token = r.completion = _inf(c["completion"][i])
+        r.preemptions = int(c["preemptions"][i])
+        r.recomputed = int(c["recomputed_tokens"][i])
+        if "cached_tokens" in c:
+            r.cached = int(c["cached_tokens"][i])
+        return r
+
+
+def _inf(x) -> float:
+    x = float(x)
+    return INF if x != x else x
+
+
+# -- in a worker process ----------------------------------------------------------------
+def _spill(obj: Any, folder: Path, tag: str) -> Any:
+    """Arrays in ``obj`` (a dict of arrays, or an array) saved under ``folder``, replaced by their paths."""
+    if isinstance(obj, np.ndarray):
+        path = folder / f"{tag}.npy"
+        np.save(path, obj, allow_pickle=False)
+        return ("npy", str(path))
+    if isinstance(obj, dict):
+        return {k: _spill(v, folder, f"{tag}.{k}") for k, v in obj.items()}
+    return obj
+
+
+def _load(obj: Any) -> Any:
+    if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == "npy":
+        return np.load(obj[1], mmap_mode="r")
+    if isinstance(obj, dict):
+        return {k: _load(v) for k, v in obj.items()}
+    return obj
+
+
+def _simulate_group(sim: Simulation, lo: int, hi: int, rows: np.ndarray, local: list[int], *,
+                    step_mode: bool, counter, folder: Path) -> dict:
+    """Run replicas ``lo..hi-1`` on table ``rows`` (routed to them, ``local`` index each); spill the records."""
+    from vidur.engine.loop import EventLoop
+
+    sc = sim.scenario
+    sim.replica_states = states = sim.replica_states[lo:hi]  # this process's copy of the simulation
+    reqs = sim.make_requests(rows)
+    on_complete = None
+    if counter is not None:
+        pending = [0]
+
+        def on_complete(k: int) -> None:
+            pending[0] += k
+            if pending[0] >= PROGRESS_EVERY:
+                with counter.get_lock():
+                    counter.value += pending[0]
+                pending[0] = 0
+
+    loop = EventLoop(
+        reqs,
+        states,
+        _Assigned(local),
+        fast_forward=sc.simulation.fast_forward and not step_mode,
+        max_time=sc.simulation.max_time,
+        record_spans=sc.metrics.chrome_trace,
+        on_complete=on_complete,
+    )
+    t0 = time.perf_counter()
+    makespan = _blamed(sim, loop.run)
+    records = sim._records(reqs, loop, makespan, time.perf_counter() - t0)
+    del reqs, loop
+    out = {}
+    for f in attrs.fields(RunRecords):
+        out[f.name] = _spill(getattr(records, f.name), folder, f.name)
+        setattr(records, f.name, None)  # written: let it go before the next one
+    return out
+
+
+def _worker(sim: Simulation, g: int, lo: int, hi: int, rows: np.ndarray, local: list[int], conn, *,
+            step_mode: bool, counter, folder: str) -> None:
+    """A worker process's body: its group's records (spilled) or its error, sent through ``conn``."""
+    try:
+        path = Path(folder) / f"group{g}"
+        path.mkdir()
+        msg = ("ok", _simulate_group(sim, lo, hi, rows, local, step_mode=step_mode, counter=counter, folder=path))
+    except BaseException as exc:  # noqa: BLE001 -- everything goes back to the parent
+        msg = ("error", exc, traceback.format_exc())
+    try:
+        conn.send(msg)
+    except Exception:  # an exception that does not pickle: its text
+        conn.send(("error", None, msg[2] if msg[0] == "error" else traceback.format_exc()))
+    conn.close()
+
+
+# -- in the parent ------------------------------------------------------------------------
+def run_parallel(sim: Simulation, workers: int, *, step_mode: bool = False, show: bool = False) -> RunRecords:
+    """Route up front, simulate ``workers`` groups of replicas in forked processes, merge their records."""
+    t0 = time.perf_counter()
+    nrep = len(sim.replica_states)
+    assign = route_upfront(sim)
+    edges = _edges(nrep, workers)
+    group_of = np.searchsorted(np.asarray(edges[1:]), assign, side="right")
+    unrouted = np.flatnonzero(assign < 0)  # after max_time: never arrive; the last group records them
+    ctx = mp.get_context("fork")
+    counter = ctx.Value("q", 0) if show else None
+    procs, conns = [], {}
+    with tempfile.TemporaryDirectory(prefix="vidur-workers-") as folder:
+        try:
+            for g in range(workers):
+                rows = np.flatnonzero((group_of == g) & (assign >= 0))
+                local = (assign[rows] - edges[g]).tolist()
+                if g == workers - 1 and len(unrouted):
+                    rows = np.concatenate([rows, unrouted])
+                recv, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(
+                    target=_worker,
+                    args=(sim, g, edges[g], edges[g + 1], rows, local, send),
+                    kwargs={"step_mode": step_mode, "counter": counter, "folder": folder},
+                    name=f"vidur-replicas-{edges[g]}-{edges[g + 1] - 1}",
+                    daemon=True,
+                )
+                p.start()
+                send.close()
+                procs.append(p)
+                conns[recv] = g
+                del rows, local
+            del assign, group_of
+            results = _collect(conns, procs, edges, counter, len(sim.table) if show else None)
+            records = _merge(results, len(sim.table))
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+                p.join()
+    records.wall_seconds = time.perf_counter() - t0
+    return records
+
+
+def _collect(conns: dict, procs: list, edges: list[int], counter, total: int | None) -> list[dict]:
+    """Each group's spilled records, in group order; the first error raised as the run's."""
+    bar = None
+    if total is not None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="req", delay=2.0, leave=False, mininterval=0.5)
+    results: list[dict | None] = [None] * len(procs)
+    try:
+        while conns:
+            for conn in wait(list(conns), timeout=0.5):
+                g = conns.pop(conn)
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    procs[g].join()
+                    raise VidurError(
+                        f"the worker process for replicas {edges[g]}..{edges[g + 1] - 1} died "
+                        f"(exit code {procs[g].exitcode}); out of memory? try simulation.workers: 1"
+                    ) from None
+                finally:
+                    conn.close()
+                if msg[0] == "error":
+                    _, exc, text = msg
+                    if isinstance(exc, BaseException):
+                        raise exc
+                    raise RuntimeError(f"worker process for replicas {edges[g]}..{edges[g + 1] - 1} failed:\n{text}")
+                results[g] = msg[1]
+            if bar is not None:
+                bar.update(counter.value - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def _merge(results: list[dict], n: int) -> RunRecords:
+    """One run's records from the groups' (in group order)."""
+    parts = [_load(r) for r in results]
+    # requests: each group's rows by request id
+    req = {}
+    for name in parts[0]["requests"]:
+        col = None
+        for p in parts:
+            ids = p["requests"]["request_id"]
+            vals = p["requests"][name]
+            if col is None:
+                col = np.empty(n, dtype=vals.dtype)
+            col[ids] = vals
+        req[name] = col
+    batches = {name: np.concatenate([p["batches"][name] for p in parts]) for name in parts[0]["batches"]}
+    spans, offset, pieces = None, 0, []
+    for p in parts:  # a group's spans name its rows: offset by the rows of the groups before it
+        sp = p["stage_spans"]
+        if sp:
+            pieces.append({**sp, "batch": sp["batch"] + offset})
+        offset += len(p["batches"]["start"])
+    if pieces:
+        spans = {k: np.concatenate([sp[k] for sp in pieces]) for k in pieces[0]}
+    v = np.concatenate([p["itl_values"] for p in parts])
+    c = np.concatenate([p["itl_counts"] for p in parts])
+    if len(v):
+        v, c = merge_samples(v, c)
+    return RunRecords(
+        requests=req,
+        batches=batches,
+        itl_values=np.ascontiguousarray(v),
+        itl_counts=np.ascontiguousarray(c),
+        replicas=[info for p in parts for info in p["replicas"]],
+        makespan=max((p["makespan"] for p in parts), default=0.0),
+        stage_spans=spans,
+    )
+
+
+__all__ = ["AUTO_MIN_REQUESTS", "Plan", "RecordRequests", "available_cpus", "plan", "route_upfront", "run_parallel"]
