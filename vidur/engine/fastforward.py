@@ -34,7 +34,8 @@ def first_finish(batch: Batch) -> int:
 
 def fast_forward(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float) -> tuple[float, int]:
     """Run the steady decode batch ``k`` times at once, ``k`` bounded by the
-    first completion, KV capacity, the next arrival and max_time: the KV blocks
+    first completion, KV capacity, the next arrival and max_time (every repetition
+    starts before the next arrival and ends by max_time): the KV blocks
     and scheduler counters advance, ``k`` batch-log rows and ``k - 1`` ITL samples
     are appended. Returns (end of the last repetition, ``k``) for the caller's
     BATCH_END event."""
@@ -82,6 +83,13 @@ def fast_forward(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float) -
         bound = min(bound, loop.heap[0][0] + loop.min_think)
     if t[k - 1] >= bound:
         k = max(1, int(np.searchsorted(t[:k], bound, side="left")))
+        t = t[: k + 1]
+        d = d[:k]
+    if t[k] > loop.max_time:
+        # a stepped run stops before the end events after max_time, and a repetition's ITL samples
+        # are taken at its end: only repetitions that end by max_time go into one block (k = 1
+        # repeats nothing: the one batch is logged, its end is never reached, as when stepping)
+        k = max(1, int(np.searchsorted(t[1 : k + 1], loop.max_time, side="right")))
         t = t[: k + 1]
         d = d[:k]
     if k > 1:

@@ -1,0 +1,136 @@
+"""Parallel replicas (vidur.engine.parallel): the same files whether replicas run in one process or many."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import SCENARIOS
+from vidur.cli import main
+from vidur.engine import parallel
+from vidur.engine.simulation import Simulation
+from vidur.scenario import load_scenario
+
+pytestmark = pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork"
+)
+
+FILES = ("summary.json", "requests.csv", "batches.csv")
+
+
+def run_dir(capsys, out, scenario, *settings_):
+    args = ["run", str(SCENARIOS / scenario), "--no-progress", "--out", str(out)]
+    for key, value in settings_:
+        args += ["-s", key, str(value)]
+    code = main(args)
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    return stdout
+
+
+@pytest.mark.parametrize(
+    "scenario, extra",
+    [
+        ("quickstart.yaml", [("global_scheduler", "round_robin"), ("cluster.num_replicas", 5)]),
+        ("quickstart.yaml", [("global_scheduler", "random"), ("cluster.num_replicas", 4), ("simulation.max_time", 40)]),
+        ("shared-prefix.yaml", [("global_scheduler", "random"), ("cluster.num_replicas", 3)]),
+        ("tp2-pp2.yaml", [("global_scheduler", "round_robin"), ("cluster.num_replicas", 3), ("simulation.max_time", 50)]),
+    ],
+    ids=["round_robin", "random-max_time", "prefix-caching", "pipeline-trace"],
+)
+def test_workers_give_identical_files(tmp_path, capsys, scenario, extra):
+    common = [("workload.num_requests", 400), *extra]
+    one = run_dir(capsys, tmp_path / "one", scenario, *common, ("simulation.workers", 1))
+    two = run_dir(capsys, tmp_path / "two", scenario, *common, ("simulation.workers", 2))
+    assert "simulated: sequential: simulation.workers is 1" in one
+    assert "simulated: 2 worker processes" in two
+    names = FILES + (("trace.json",) if scenario == "tp2-pp2.yaml" else ())
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_max_time_leaves_requests_unrouted(tmp_path, capsys):
+    """The cut really cuts: late requests were never routed in either mode."""
+    common = [("workload.num_requests", 400), ("global_scheduler", "random"), ("cluster.num_replicas", 4),
+              ("simulation.max_time", 40), ("simulation.workers", 3)]
+    run_dir(capsys, tmp_path / "r", "quickstart.yaml", *common)
+    text = (tmp_path / "r" / "requests.csv").read_text().splitlines()
+    col = text[0].split(",").index("replica")
+    assert any(line.split(",")[col] == "-1" for line in text[1:])
+
+
+@pytest.mark.parametrize("router", ["lor", "session_affinity", "prefix_aware"])
+def test_live_state_routers_stay_sequential(capsys, tmp_path, router):
+    out = run_dir(capsys, tmp_path / "r", "quickstart.yaml", ("workload.num_requests", 100),
+                  ("cluster.num_replicas", 3), ("global_scheduler", router), ("simulation.workers", 2))
+    assert f"simulated: sequential: global scheduler {router!r} routes on live replica state" in out
+
+
+@pytest.mark.parametrize("value", [0, -2, "many", 1.5, True])
+def test_bad_workers_is_one_line(capsys, value):
+    code = main(["run", str(SCENARIOS / "quickstart.yaml"), "--no-output", "-s", "simulation.workers", str(value)])
+    _, err = capsys.readouterr()
+    assert code != 0
+    assert "simulation.workers must be auto or a whole number >= 1" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_plan_reasons():
+    def sim_with(**settings_):
+        sc = load_scenario(SCENARIOS / "quickstart.yaml", settings=[(k.replace("__", "."), v) for k, v in settings_.items()])
+        return Simulation(sc)
+
+    small = sim_with(cluster__num_replicas=4, workload__num_requests=50)
+    assert parallel.plan(small).workers == 1
+    assert "start-up would cost more" in parallel.plan(small).note or "one CPU" in parallel.plan(small).note
+    assert parallel.plan(sim_with(cluster__num_replicas=1, simulation__workers=4)).note == "sequential: one replica"
+    capped = parallel.plan(sim_with(cluster__num_replicas=3, workload__num_requests=50, simulation__workers=8))
+    assert capped.workers == 3 and capped.note.startswith("3 worker processes, 3 replicas split 1 + 1 + 1")
+    closed = load_scenario(SCENARIOS / "multi-turn.yaml", settings=[("global_scheduler", "round_robin"),
+                                                                    ("cluster.num_replicas", 2),
+                                                                    ("simulation.workers", 2)])
+    assert "closed-loop" in parallel.plan(Simulation(closed)).note
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    replicas=st.integers(2, 6),
+    workers=st.integers(2, 4),
+    router=st.sampled_from(["round_robin", "random"]),
+    seed=st.integers(0, 50),
+    requests=st.integers(1, 120),
+)
+def test_any_split_gives_the_sequential_records(replicas, workers, router, seed, requests):
+    """Any number of groups, even with replicas or groups that get no request, merges to the same records."""
+    def records(w):
+        sc = load_scenario(SCENARIOS / "quickstart.yaml", settings=[
+            ("cluster.num_replicas", replicas), ("global_scheduler", router), ("seed", seed),
+            ("workload.num_requests", requests), ("workload.arrival.qps", 40), ("simulation.workers", w),
+            ("simulation.progress", False),
+        ])
+        return Simulation(sc).run().records
+
+    a, b = records(1), records(workers)
+    assert list(a.requests) == list(b.requests) and list(a.batches) == list(b.batches)
+    for k in a.requests:
+        np.testing.assert_array_equal(a.requests[k], b.requests[k], err_msg=k)
+    for k in a.batches:
+        np.testing.assert_array_equal(a.batches[k], b.batches[k], err_msg=k)
+    np.testing.assert_array_equal(a.itl_values, b.itl_values)
+    np.testing.assert_array_equal(a.itl_counts, b.itl_counts)
+    assert a.replicas == b.replicas and a.makespan == b.makespan
+
+
+def test_step_mode_equals_fast_forward_at_max_time(tmp_path, capsys):
+    """The root of the one difference parallel runs showed: a fast-forwarded block that
+    straddled max_time kept the ITL samples of repetitions ending after it."""
+    common = [("workload.num_requests", 400), ("global_scheduler", "random"), ("cluster.num_replicas", 4),
+              ("simulation.max_time", 40), ("simulation.workers", 1)]
+    run_dir(capsys, tmp_path / "fast", "quickstart.yaml", *common)
+    main(["run", str(SCENARIOS / "quickstart.yaml"), "--no-progress", "--out", str(tmp_path / "step"), "--step",
+          *[x for k, v in common for x in ("-s", k, str(v))]])
+    capsys.readouterr()
+    for name in FILES:
+        assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "step" / name).read_bytes(), name
