@@ -25,8 +25,8 @@ exactly, so the records do not change (``tests/test_parallel.py`` checks
 the files byte for byte).
 
 Workers hand their columns back through ``.npy`` files in a temporary
-directory (read back memory-mapped: the parent holds the merged records,
-not a pickled copy of each group's). Workers show no progress bar: the
+directory, read back one array at a time as it is copied into place: the
+parent holds the merged records, not a pickled copy of each group's. Workers show no progress bar: the
 parent shows one, fed by a shared counter.
 
 The run stays in one process (:func:`plan` says why) with one replica,
@@ -229,14 +229,6 @@ def _spill(obj: Any, folder: Path, tag: str) -> Any:
     return obj
 
 
-def _load(obj: Any) -> Any:
-    if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == "npy":
-        return np.load(obj[1], mmap_mode="r")
-    if isinstance(obj, dict):
-        return {k: _load(v) for k, v in obj.items()}
-    return obj
-
-
 def _simulate_group(sim: Simulation, lo: int, hi: int, rows: np.ndarray, local: list[int], *,
                     step_mode: bool, counter, folder: Path) -> dict:
     """Run replicas ``lo..hi-1`` on table ``rows`` (routed to them, ``local`` index each); spill the records."""
@@ -372,42 +364,73 @@ def _collect(conns: dict, procs: list, edges: list[int], counter, total: int | N
     return results
 
 
-def _merge(results: list[dict], n: int) -> RunRecords:
-    """One run's records from the groups' (in group order)."""
-    parts = [_load(r) for r in results]
-    # requests: each group's rows by request id
+def _merge(parts: list[dict], n: int) -> RunRecords:
+    """One run's records from the groups' spilled ones (in group order). Each array is read
+    from its file when it is copied into place and let go at once: the peak is the merged
+    records plus one group's column."""
+
     req = {}
+    ids = [_read(p["requests"]["request_id"]) for p in parts]  # each group's rows, by request id
     for name in parts[0]["requests"]:
         col = None
-        for p in parts:
-            ids = p["requests"]["request_id"]
-            vals = p["requests"][name]
+        for p, rid in zip(parts, ids):
+            vals = _read(p["requests"][name])
             if col is None:
                 col = np.empty(n, dtype=vals.dtype)
-            col[ids] = vals
+            col[rid] = vals
+            del vals
         req[name] = col
-    batches = {name: np.concatenate([p["batches"][name] for p in parts]) for name in parts[0]["batches"]}
+    del ids
+    rows = [_rows(p["batches"]) for p in parts]
+    batches = {}
+    for name in parts[0]["batches"]:
+        col = None
+        at = 0
+        for p, k in zip(parts, rows):
+            vals = _read(p["batches"][name])
+            if col is None:
+                col = np.empty(sum(rows), dtype=vals.dtype)
+            col[at:at + k] = vals
+            at += k
+            del vals
+        batches[name] = col
     spans, offset, pieces = None, 0, []
-    for p in parts:  # a group's spans name its rows: offset by the rows of the groups before it
+    for p, k in zip(parts, rows):  # a group's spans name its rows: offset by the rows of the groups before it
         sp = p["stage_spans"]
         if sp:
+            sp = {key: _read(v) for key, v in sp.items()}
             pieces.append({**sp, "batch": sp["batch"] + offset})
-        offset += len(p["batches"]["start"])
+        offset += k
     if pieces:
-        spans = {k: np.concatenate([sp[k] for sp in pieces]) for k in pieces[0]}
-    v = np.concatenate([p["itl_values"] for p in parts])
-    c = np.concatenate([p["itl_counts"] for p in parts])
+        spans = {key: np.concatenate([sp[key] for sp in pieces]) for key in pieces[0]}
+    v = np.concatenate([_read(p["itl_values"]) for p in parts])
+    c = np.concatenate([_read(p["itl_counts"]) for p in parts])
     if len(v):
         v, c = merge_samples(v, c)
     return RunRecords(
         requests=req,
         batches=batches,
-        itl_values=np.ascontiguousarray(v),
-        itl_counts=np.ascontiguousarray(c),
+        itl_values=v,
+        itl_counts=c,
         replicas=[info for p in parts for info in p["replicas"]],
         makespan=max((p["makespan"] for p in parts), default=0.0),
         stage_spans=spans,
     )
+
+
+def _read(obj: Any) -> np.ndarray:
+    """A spilled array read back (whole, not memory-mapped: mapped pages would stay resident)."""
+    if isinstance(obj, tuple) and obj[0] == "npy":
+        return np.load(obj[1], allow_pickle=False)
+    return np.asarray(obj)
+
+
+def _rows(batches: dict) -> int:
+    """Rows of a group's spilled batch columns (from the .npy header, without reading the data)."""
+    a = batches["start"]
+    if isinstance(a, tuple) and a[0] == "npy":
+        return int(np.load(a[1], mmap_mode="r").shape[0])
+    return len(a)
 
 
 __all__ = ["AUTO_MIN_REQUESTS", "Plan", "RecordRequests", "available_cpus", "plan", "route_upfront", "run_parallel"]
