@@ -134,3 +134,23 @@ def test_step_mode_equals_fast_forward_at_max_time(tmp_path, capsys):
     capsys.readouterr()
     for name in FILES:
         assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "step" / name).read_bytes(), name
+
+
+def test_ray_gives_identical_files(tmp_path, capsys):
+    pytest.importorskip("ray")
+    common = [("workload.num_requests", 300), ("global_scheduler", "random"), ("cluster.num_replicas", 3),
+              ("simulation.max_time", 40)]
+    run_dir(capsys, tmp_path / "one", "quickstart.yaml", *common, ("simulation.workers", 1))
+    code = main(["run", str(SCENARIOS / "quickstart.yaml"), "--no-progress", "--out", str(tmp_path / "ray"),
+                 "--executor", "ray", *[x for k, v in common + [("simulation.workers", 2)] for x in ("-s", k, str(v))]])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "simulated: 2 Ray tasks" in out
+    for name in FILES:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+
+
+def test_address_needs_ray_executor(capsys):
+    code = main(["run", str(SCENARIOS / "quickstart.yaml"), "--no-output", "--address", "localhost:6379"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--address needs --executor ray" in err

@@ -40,6 +40,10 @@ def _run(args) -> int:
             from vidur.plugins import suggest
 
             raise VidurError(f"unknown SLO metric {name!r}{suggest(name, valid)}; valid metrics: {', '.join(valid)}")
+    if args.address and args.executor != "ray":
+        from vidur.errors import VidurError
+
+        raise VidurError("--address needs --executor ray")
     if args.seeds is not None:
         return _run_seeds(args, scenario)
     from vidur.outdir import check_output_dir, claim_run_dir, release_if_empty
@@ -58,11 +62,22 @@ def _run(args) -> int:
                 raise VidurError(f"{out} already holds a run ({', '.join(previous)}); choose another --out or pass --overwrite")
     else:  # runs/<scenario>-<time>, claimed now: a run started in the same second takes <name>-2
         out = claimed = claim_run_dir(default_out_dir(args.scenario))
+    ray_started = False
     try:
-        result, summary = run_scenario(scenario, out, step_mode=args.step, overwrite=args.overwrite)
+        if args.executor == "ray":
+            from vidur.search.executors import start_ray
+
+            ray_started = start_ray(args.address, None)
+        result, summary = run_scenario(scenario, out, step_mode=args.step, overwrite=args.overwrite,
+                                       executor=args.executor)
     except BaseException:
         release_if_empty(claimed)
         raise
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
     from vidur.metrics.report import format_summary_table
 
     run = summary["run"]
@@ -192,6 +207,10 @@ def vidur_register_commands(cli):
     p.add_argument("--plots", action="store_true", help="also write CDF plots (needs the plot extra)")
     p.add_argument("--step", action="store_true", help="step every iteration (no fast-forward); same results, slower")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--executor", choices=("process", "ray"), default="process",
+                   help="where groups of replicas run when simulation.workers splits them: forked processes "
+                        "(default) or Ray tasks (a local Ray, or the cluster at --address)")
+    p.add_argument("--address", help="Ray cluster address (HOST:PORT or ray://HOST:PORT); default: a local Ray")
     p.set_defaults(func=_run)
 
     p = cli.add_parser("plugins", help="list installed plugins and what they register")

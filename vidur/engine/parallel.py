@@ -88,8 +88,9 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def plan(sim: Simulation) -> Plan:
-    """The number of worker processes for ``sim`` and the reason, from ``simulation.workers``."""
+def plan(sim: Simulation, executor: str = "process") -> Plan:
+    """The number of worker processes for ``sim`` and the reason, from ``simulation.workers``
+    (``executor`` ``ray``: tasks on the Ray session of this process, one per CPU of its cluster for auto)."""
     sc = sim.scenario
     asked = sc.simulation.workers
     nrep = len(sim.replica_states)
@@ -107,12 +108,13 @@ def plan(sim: Simulation) -> Plan:
         return seq(f"global scheduler {sc.global_scheduler.name!r} routes on live replica state")
     if content is not None and content.closed_loop:
         return seq("closed-loop sessions (a completion releases the next turn)")
-    if "fork" not in mp.get_all_start_methods():
+    on_ray = executor == "ray"
+    if not on_ray and "fork" not in mp.get_all_start_methods():
         return seq("this platform cannot fork worker processes")
-    if mp.current_process().daemon:
+    if not on_ray and mp.current_process().daemon:
         return seq("already in a daemonic worker process (search, sweep)")
     if asked == "auto":
-        cpus = available_cpus()
+        cpus = _ray_cpus() if on_ray else available_cpus()
         if cpus < 2:
             return seq("one CPU (simulation.workers: auto)")
         if len(sim.table) < AUTO_MIN_REQUESTS:
@@ -122,7 +124,14 @@ def plan(sim: Simulation) -> Plan:
             )
         asked = cpus
     n = min(int(asked), nrep)
-    return Plan(n, f"{n} worker processes, {nrep} replicas split {_split_text(nrep, n)}")
+    what = "Ray tasks" if on_ray else "worker processes"
+    return Plan(n, f"{n} {what}, {nrep} replicas split {_split_text(nrep, n)}")
+
+
+def _ray_cpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
 
 
 def _edges(nrep: int, n: int) -> list[int]:
@@ -218,8 +227,11 @@ def _inf(x) -> float:
 
 
 # -- in a worker process ----------------------------------------------------------------
-def _spill(obj: Any, folder: Path, tag: str) -> Any:
-    """Arrays in ``obj`` (a dict of arrays, or an array) saved under ``folder``, replaced by their paths."""
+def _spill(obj: Any, folder: Path | None, tag: str) -> Any:
+    """Arrays in ``obj`` (a dict of arrays, or an array) saved under ``folder``, replaced by their
+    paths (no ``folder``: ``obj`` itself)."""
+    if folder is None:
+        return obj
     if isinstance(obj, np.ndarray):
         path = folder / f"{tag}.npy"
         np.save(path, obj, allow_pickle=False)
@@ -230,8 +242,9 @@ def _spill(obj: Any, folder: Path, tag: str) -> Any:
 
 
 def _simulate_group(sim: Simulation, lo: int, hi: int, rows: np.ndarray, local: list[int], *,
-                    step_mode: bool, counter, folder: Path) -> dict:
-    """Run replicas ``lo..hi-1`` on table ``rows`` (routed to them, ``local`` index each); spill the records."""
+                    step_mode: bool, counter, folder: Path | None) -> dict:
+    """Run replicas ``lo..hi-1`` on table ``rows`` (routed to them, ``local`` index each); the records'
+    fields, their arrays spilled into ``folder`` when one is given."""
     from vidur.engine.loop import EventLoop
 
     sc = sim.scenario
@@ -284,31 +297,62 @@ def _worker(sim: Simulation, g: int, lo: int, hi: int, rows: np.ndarray, local: 
     conn.close()
 
 
+def _ray_group(scenario_yaml: str, table, lo: int, hi: int, rows: np.ndarray, local: list[int],
+               step_mode: bool) -> dict:
+    """A Ray task: the simulation rebuilt from its scenario and request table, then one group's records."""
+    import yaml
+
+    from vidur.engine.simulation import Simulation
+    from vidur.scenario import scenario_from_dict
+
+    sim = Simulation(scenario_from_dict(yaml.safe_load(scenario_yaml)), requests=table)
+    return _simulate_group(sim, lo, hi, rows, local, step_mode=step_mode, counter=None, folder=None)
+
+
 # -- in the parent ------------------------------------------------------------------------
-def run_parallel(sim: Simulation, workers: int, *, step_mode: bool = False, show: bool = False) -> RunRecords:
-    """Route up front, simulate ``workers`` groups of replicas in forked processes, merge their records."""
-    t0 = time.perf_counter()
+def _groups(sim: Simulation, workers: int):
+    """``(group, first replica, end replica, table rows, local replica of each routed row)`` per group;
+    rows never routed (after ``max_time``) go to the last group, which records them as never arrived."""
     nrep = len(sim.replica_states)
     assign = route_upfront(sim)
     edges = _edges(nrep, workers)
     group_of = np.searchsorted(np.asarray(edges[1:]), assign, side="right")
-    unrouted = np.flatnonzero(assign < 0)  # after max_time: never arrive; the last group records them
+    unrouted = np.flatnonzero(assign < 0)
+    for g in range(workers):
+        rows = np.flatnonzero((group_of == g) & (assign >= 0))
+        local = (assign[rows] - edges[g]).tolist()
+        if g == workers - 1 and len(unrouted):
+            rows = np.concatenate([rows, unrouted])
+        yield g, edges[g], edges[g + 1], rows, local
+        del rows, local
+
+
+def run_parallel(sim: Simulation, workers: int, *, step_mode: bool = False, show: bool = False,
+                 executor: str = "process") -> RunRecords:
+    """Route up front, simulate ``workers`` groups of replicas in forked processes (``executor``
+    ``process``) or as tasks on this process's Ray session (``ray``), merge their records."""
+    t0 = time.perf_counter()
+    if executor == "ray":
+        records = _run_ray(sim, workers, step_mode=step_mode)
+    else:
+        records = _run_forked(sim, workers, step_mode=step_mode, show=show)
+    records.wall_seconds = time.perf_counter() - t0
+    return records
+
+
+def _run_forked(sim: Simulation, workers: int, *, step_mode: bool, show: bool) -> RunRecords:
     ctx = mp.get_context("fork")
     counter = ctx.Value("q", 0) if show else None
-    procs, conns = [], {}
+    procs, conns, edges = [], {}, _edges(len(sim.replica_states), workers)
     with tempfile.TemporaryDirectory(prefix="vidur-workers-") as folder:
         try:
-            for g in range(workers):
-                rows = np.flatnonzero((group_of == g) & (assign >= 0))
-                local = (assign[rows] - edges[g]).tolist()
-                if g == workers - 1 and len(unrouted):
-                    rows = np.concatenate([rows, unrouted])
+            for g, lo, hi, rows, local in _groups(sim, workers):
                 recv, send = ctx.Pipe(duplex=False)
                 p = ctx.Process(
                     target=_worker,
-                    args=(sim, g, edges[g], edges[g + 1], rows, local, send),
+                    args=(sim, g, lo, hi, rows, local, send),
                     kwargs={"step_mode": step_mode, "counter": counter, "folder": folder},
-                    name=f"vidur-replicas-{edges[g]}-{edges[g + 1] - 1}",
+                    name=f"vidur-replicas-{lo}-{hi - 1}",
                     daemon=True,
                 )
                 p.start()
@@ -316,16 +360,38 @@ def run_parallel(sim: Simulation, workers: int, *, step_mode: bool = False, show
                 procs.append(p)
                 conns[recv] = g
                 del rows, local
-            del assign, group_of
             results = _collect(conns, procs, edges, counter, len(sim.table) if show else None)
-            records = _merge(results, len(sim.table))
+            return _merge(results, len(sim.table))
         finally:
             for p in procs:
                 if p.is_alive():
                     p.terminate()
                 p.join()
-    records.wall_seconds = time.perf_counter() - t0
-    return records
+
+
+def _run_ray(sim: Simulation, workers: int, *, step_mode: bool) -> RunRecords:
+    """The same groups as Ray tasks (``ray.init`` first: ``vidur run --executor ray`` does). Each task
+    rebuilds the simulation from the scenario and the request table: the workers need the same
+    plugins installed (plugins registered only in this process are not seen there)."""
+    import ray
+
+    if not ray.is_initialized():
+        raise VidurError("the ray executor needs a Ray session: call ray.init() first (vidur run --executor ray does)")
+    remote = ray.remote(num_cpus=1, max_retries=0)(_ray_group)
+    scenario_yaml = sim.scenario.to_yaml()
+    table = ray.put(sim.table)
+    refs = [remote.remote(scenario_yaml, table, lo, hi, rows, local, step_mode)
+            for _, lo, hi, rows, local in _groups(sim, workers)]
+    try:
+        results = ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        for r in refs:  # the other groups' work is no longer wanted
+            ray.cancel(r, force=True)
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, VidurError):
+            raise cause from None
+        raise
+    return _merge(results, len(sim.table))
 
 
 def _collect(conns: dict, procs: list, edges: list[int], counter, total: int | None) -> list[dict]:

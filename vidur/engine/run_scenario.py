@@ -105,11 +105,13 @@ def run_scenario(
     host: PluginHost | None = None,
     step_mode: bool = False,
     overwrite: bool = False,
+    executor: str = "process",
 ) -> tuple[SimulationResult, dict]:
     """Simulate ``scenario``; write the run directory when ``out_dir`` is given.
 
     The files hold no wall-clock figures, so the same scenario and seed give
-    byte-identical run directories; the returned summary has ``wall_seconds``.
+    byte-identical run directories; the returned summary has ``wall_seconds``. ``executor``:
+    where parallel replica groups run (``process`` or ``ray``, :meth:`Simulation.run`).
     """
     host = host or get_host()
     sim = Simulation(scenario, host)
@@ -122,7 +124,7 @@ def run_scenario(
             f"({100 * sim.clipped / len(sim.table):.1f} %) whose prompt + output was longer",
             stacklevel=2,
         )
-    result = sim.run(step_mode=step_mode)
+    result = sim.run(step_mode=step_mode, executor=executor)
     summary = summarize_result(sim, result)
     if out_dir is not None:
         from vidur.metrics.outputs import write_run_dir

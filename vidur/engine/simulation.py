@@ -295,17 +295,18 @@ class Simulation:
                 r.arrival = INF
         return static, follow
 
-    def run(self, *, step_mode: bool = False, progress: bool | None = None) -> SimulationResult:
+    def run(self, *, step_mode: bool = False, progress: bool | None = None, executor: str = "process") -> SimulationResult:
         """Run the event loop to completion; ``step_mode`` disables fast-forward.
 
-        Replicas run in several processes when ``simulation.workers`` and the router allow it
+        Replicas run in several processes (``executor`` ``process``: forked here; ``ray``: tasks on
+        this process's Ray session) when ``simulation.workers`` and the router allow it
         (:mod:`vidur.engine.parallel`: the same records); ``execution`` on the result says how it ran."""
         sc = self.scenario
         show = sc.simulation.progress if progress is None else progress
-        how = parallel.plan(self)
+        how = parallel.plan(self, executor)
         if how.workers > 1:
             self.host.call_observer("vidur_simulation_start", sim=self)
-            records = parallel.run_parallel(self, how.workers, step_mode=step_mode, show=show)
+            records = parallel.run_parallel(self, how.workers, step_mode=step_mode, show=show, executor=executor)
             reqs = parallel.RecordRequests(records.requests)
             result = SimulationResult(sc, records, self.estimator.describe(), reqs, self.provenance, how.note)
             self.host.call_observer("vidur_simulation_end", sim=self, result=result)
