@@ -12,6 +12,7 @@ from vidur.cli import main
 from vidur.engine import parallel
 from vidur.engine.simulation import Simulation
 from vidur.scenario import load_scenario
+from vidur.scheduler.global_base import GlobalScheduler
 
 pytestmark = pytest.mark.skipif(
     "fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork"
@@ -154,3 +155,45 @@ def test_address_needs_ray_executor(capsys):
     code = main(["run", str(SCENARIOS / "quickstart.yaml"), "--no-output", "--address", "localhost:6379"])
     _, err = capsys.readouterr()
     assert code == 2 and "--address needs --executor ray" in err
+
+
+class _UpfrontBroken(GlobalScheduler):
+    """Decides up front, and fails on the fifth request."""
+
+    name = "upfront_broken"
+    decides_upfront = True
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.n = 0
+
+    def route(self, req):
+        self.n += 1
+        if self.n == 5:
+            raise ValueError("no replica for you")
+        return self.n % len(self.replicas)
+
+
+def test_a_router_failing_up_front_is_named(vidur_register, tiny_cluster):
+    from vidur.errors import PluginError
+
+    vidur_register(_UpfrontBroken)
+    with pytest.raises(PluginError, match=r"global scheduler 'upfront_broken' .* raised ValueError: no replica for you"):
+        tiny_cluster(global_scheduler="upfront_broken", num_replicas=3, settings={"simulation.workers": 2})
+
+
+def test_a_scheduler_failing_in_a_worker_is_named(vidur_register, tiny_cluster):
+    from vidur.builtin.policies.sarathi import SarathiScheduler
+    from vidur.errors import PluginError
+
+    class Exploding(SarathiScheduler):
+        name = "exploding"
+
+        def schedule(self):
+            if self.replica_id == 2 and self.now > 0.05:
+                raise RuntimeError("boom on replica 2")
+            return super().schedule()
+
+    vidur_register(Exploding)
+    with pytest.raises(PluginError, match=r"replica scheduler 'exploding' .* raised RuntimeError: boom on replica 2"):
+        tiny_cluster("exploding", num_replicas=3, num_requests=40, settings={"simulation.workers": 2})
