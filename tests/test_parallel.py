@@ -38,8 +38,12 @@ def run_dir(capsys, out, scenario, *settings_):
         ("quickstart.yaml", [("global_scheduler", "random"), ("cluster.num_replicas", 4), ("simulation.max_time", 40)]),
         ("shared-prefix.yaml", [("global_scheduler", "random"), ("cluster.num_replicas", 3)]),
         ("tp2-pp2.yaml", [("global_scheduler", "round_robin"), ("cluster.num_replicas", 3), ("simulation.max_time", 50)]),
+        ("quickstart.yaml", [("global_scheduler", "random"), ("cluster.num_replicas", 4), ("simulation.max_time", 60),
+                             ("metrics.batch_log", "summary")]),
+        ("shared-prefix.yaml", [("global_scheduler", "round_robin"), ("cluster.num_replicas", 3),
+                                ("metrics.batch_log", "summary")]),
     ],
-    ids=["round_robin", "random-max_time", "prefix-caching", "pipeline-trace"],
+    ids=["round_robin", "random-max_time", "prefix-caching", "pipeline-trace", "summary-max_time", "summary-prefix"],
 )
 def test_workers_give_identical_files(tmp_path, capsys, scenario, extra):
     common = [("workload.num_requests", 400), *extra]
@@ -47,7 +51,8 @@ def test_workers_give_identical_files(tmp_path, capsys, scenario, extra):
     two = run_dir(capsys, tmp_path / "two", scenario, *common, ("simulation.workers", 2))
     assert "simulated: sequential: simulation.workers is 1" in one
     assert "simulated: 2 worker processes" in two
-    names = FILES + (("trace.json",) if scenario == "tp2-pp2.yaml" else ())
+    names = sorted(p.name for p in (tmp_path / "one").iterdir() if p.name != "scenario.yaml")
+    assert "summary.json" in names and "requests.csv" in names
     for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
@@ -197,3 +202,45 @@ def test_a_scheduler_failing_in_a_worker_is_named(vidur_register, tiny_cluster):
     vidur_register(Exploding)
     with pytest.raises(PluginError, match=r"replica scheduler 'exploding' .* raised RuntimeError: boom on replica 2"):
         tiny_cluster("exploding", num_replicas=3, num_requests=40, settings={"simulation.workers": 2})
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 1500), chunk=st.sampled_from([7, 300, 5000]), nrep=st.integers(2, 5))
+def test_batch_summary_floats_do_not_depend_on_chunks_or_processes(seed, n, chunk, nrep):
+    """The summarised log's float sums, bit for bit, whatever the chunks and however the
+    replicas were split between processes (what makes workers 1 and N write the same summary)."""
+    from vidur.metrics.batch_summary import BatchSummary, merge_batch_summaries
+    from vidur.metrics.records import BATCH_COLUMNS
+
+    rng = np.random.default_rng(seed)
+    col = {c: i for i, c in enumerate(BATCH_COLUMNS)}
+    rows = np.zeros((n, len(BATCH_COLUMNS)))
+    rep = rng.integers(0, nrep, n)
+    rows[:, col["replica"]] = rep
+    for r in range(nrep):  # each replica's batches back to back, as pp = 1 runs them
+        m = rep == r
+        d = rng.uniform(0.001, 0.05, int(m.sum()))
+        rows[m, col["end"]] = np.cumsum(d) + rng.uniform(0, 1)
+        rows[m, col["start"]] = rows[m, col["end"]] - d
+    rows[:, col["num_decode"]] = rng.integers(1, 64, n)
+    rows[:, col["num_seqs"]] = rows[:, col["num_decode"]]
+    rows[:, col["kv_blocks_used"]] = rng.integers(0, 900, n)
+    rows = rows[np.argsort(rows[:, col["start"]], kind="stable")]
+    t1 = float(np.median(rows[:, col["end"]]))
+
+    def fold(part, size):
+        s = BatchSummary(lambda c: (c["num_seqs"] * 1.7, c["kv_blocks_used"] * 3.1))
+        for i in range(0, len(part), size):
+            s.fold(part[i : i + size])
+        s.done_until = t1
+        s.commit()
+        return s
+
+    def state(s):
+        return [s.w_sum[:nrep].tolist(), s.kv_w[:nrep].tolist(), s.flops[:nrep].tolist(), s.nbytes[:nrep].tolist(),
+                [s.busy_seconds(r, 0.0, t1) if r < s.n.size and s.n[r] else 0.0 for r in range(nrep)]]
+
+    one = state(fold(rows, len(rows)))
+    assert state(fold(rows, chunk)) == one
+    low = rows[:, col["replica"]] < nrep // 2
+    assert state(merge_batch_summaries([fold(rows[low], chunk), fold(rows[~low], chunk + 1)])) == one

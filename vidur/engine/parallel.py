@@ -17,7 +17,9 @@ writes:
   whole is sorted as one log would be);
 * stage spans (sorted by batch row, then stage) with their batch rows offset;
 * inter-token latency samples merged again (equal values' counts summed exactly);
-* replica facts in replica order; the makespan the latest group's.
+* replica facts in replica order; the makespan the latest group's;
+* with ``metrics.batch_log: summary``, the groups' per-replica aggregates
+  united (:func:`~vidur.metrics.batch_summary.merge_batch_summaries`).
 
 A group's fast-forward is bounded by the group's own next arrival, so it
 may skip further ahead than one process would; fast-forward equals stepping
@@ -57,6 +59,7 @@ from vidur.engine import checks
 from vidur.engine.log import merge_samples
 from vidur.entities.request import INF, Request
 from vidur.errors import VidurError
+from vidur.metrics.batch_summary import merge_batch_summaries
 from vidur.metrics.records import RunRecords
 from vidur.scheduler.global_base import GlobalScheduler
 
@@ -269,11 +272,14 @@ def _simulate_group(sim: Simulation, lo: int, hi: int, rows: np.ndarray, local: 
         max_time=sc.simulation.max_time,
         record_spans=sc.metrics.chrome_trace,
         on_complete=on_complete,
+        batch_log=sim._batch_log(),
     )
     t0 = time.perf_counter()
     makespan = _blamed(sim, loop.run)
     records = sim._records(reqs, loop, makespan, time.perf_counter() - t0)
     del reqs, loop
+    if records.batch_summary is not None:
+        records.batch_summary.cost = None  # a closure over the model (not picklable); folding is over
     out = {}
     for f in attrs.fields(RunRecords):
         out[f.name] = _spill(getattr(records, f.name), folder, f.name)
@@ -361,7 +367,7 @@ def _run_forked(sim: Simulation, workers: int, *, step_mode: bool, show: bool) -
                 conns[recv] = g
                 del rows, local
             results = _collect(conns, procs, edges, counter, len(sim.table) if show else None)
-            return _merge(results, len(sim.table))
+            return _merge(results, len(sim.table), sim)
         finally:
             for p in procs:
                 if p.is_alive():
@@ -391,7 +397,7 @@ def _run_ray(sim: Simulation, workers: int, *, step_mode: bool) -> RunRecords:
         if isinstance(cause, VidurError):
             raise cause from None
         raise
-    return _merge(results, len(sim.table))
+    return _merge(results, len(sim.table), sim)
 
 
 def _collect(conns: dict, procs: list, edges: list[int], counter, total: int | None) -> list[dict]:
@@ -430,7 +436,7 @@ def _collect(conns: dict, procs: list, edges: list[int], counter, total: int | N
     return results
 
 
-def _merge(parts: list[dict], n: int) -> RunRecords:
+def _merge(parts: list[dict], n: int, sim: Simulation) -> RunRecords:
     """One run's records from the groups' spilled ones (in group order). Each array is read
     from its file when it is copied into place and let go at once: the peak is the merged
     records plus one group's column."""
@@ -447,9 +453,13 @@ def _merge(parts: list[dict], n: int) -> RunRecords:
             del vals
         req[name] = col
     del ids
-    rows = [_rows(p["batches"]) for p in parts]
-    batches = {}
-    for name in parts[0]["batches"]:
+    summary = None
+    if parts[0]["batch_summary"] is not None:  # metrics.batch_log: summary: the aggregates, united by replica
+        summary = merge_batch_summaries([p["batch_summary"] for p in parts])
+        summary.cost = sim._batch_log().summary.cost  # dropped to cross processes; says FLOPs/bytes were priced
+    rows = [0 if summary is not None else _rows(p["batches"]) for p in parts]
+    batches = parts[0]["batches"] if summary is not None else {}  # BatchRowsNotKept in summary mode
+    for name in (parts[0]["batches"] if summary is None else ()):
         col = None
         at = 0
         for p, k in zip(parts, rows):
@@ -481,6 +491,7 @@ def _merge(parts: list[dict], n: int) -> RunRecords:
         replicas=[info for p in parts for info in p["replicas"]],
         makespan=max((p["makespan"] for p in parts), default=0.0),
         stage_spans=spans,
+        batch_summary=summary,
     )
 
 

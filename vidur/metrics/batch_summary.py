@@ -12,10 +12,11 @@ as the full log:
   :func:`hist_percentile`), integer sums of prefill and decode tokens,
   batch counts;
 - busy seconds: for pp = 1 a replica's batches never overlap, so the union
-  of their spans clipped to the window is a sum of lengths; a batch that
-  ends after the latest completion seen so far is kept *pending* (the
-  window's end, the last completion, is not known yet) and committed once a
-  later completion comes; :meth:`busy_seconds` clips what is still pending;
+  of their spans clipped to the window is a sum of lengths: Σ duration less
+  what clipping takes off; a batch that ends after the latest completion seen
+  so far is kept *pending* (the window's end, the last completion, is not
+  known yet) and dropped once a later completion comes (it needs no clipping);
+  :meth:`busy_seconds` clips what is still pending;
 - KV use: Σ used x duration, Σ duration, Σ used and the max (duration-weighted
   mean and max of ``kv_blocks_used / kv_blocks``);
 - FLOPs and bytes: the cost functions (vectorised over columns) applied to
@@ -32,7 +33,11 @@ as the full log:
 
 Float sums (busy seconds, KV x duration, FLOPs, bytes) add the same terms as
 the full log in another order: they agree with the full log's to about
-1e-15 relative, not bit for bit. Everything else is exact.
+1e-15 relative, not bit for bit. Everything else is exact. They do not depend
+on how the rows were chunked, nor on which process folded them: a replica's
+rows are summed in blocks of :data:`FLOAT_BLOCK` rows in start order (each
+block from zero, the blocks added in order, the last partial block when read),
+so one process and several give the same bits.
 
 Aggregates are kept per replica index and are **mergeable by replica**:
 :func:`merge_batch_summaries` unions summaries of disjoint replica sets (the
@@ -63,6 +68,11 @@ SAMPLE_PER_REPLICA = 1024
 TIMESERIES_BASE_S = 1.0 / 16
 TIMESERIES_MAX_BUCKETS = 1024
 _SHIFT = 32  # histogram key = replica << 32 | value
+#: a replica's float terms are summed FLOAT_BLOCK rows at a time, in start order: the sums
+#: then depend on the replica's rows alone, not on the chunks the log folded them in
+FLOAT_BLOCK = 256
+#: the float aggregates, in the column order of ``BatchSummary._fsum`` and ``carry``'s terms
+FLOAT_SUMS = ("w_sum", "kv_w", "flops", "nbytes")
 
 
 def choose_batch_log(mode: str, num_requests: int, *, pp: int, chrome_trace: bool) -> tuple[str, str]:
@@ -301,8 +311,9 @@ class BatchSummary:
         self.n, self.seqs_sum, self.tok_sum = z(np.int64), z(np.int64), z(np.int64)
         self.prefill_sum, self.decode_sum = z(np.int64), z(np.int64)
         self.kv_sum, self.kv_max = z(np.int64), np.full(0, -1, np.int64)
-        self.busy, self.kv_w, self.w_sum = z(np.float64), z(np.float64), z(np.float64)
-        self.flops, self.nbytes = z(np.float64), z(np.float64)
+        self._fsum = np.zeros((0, len(FLOAT_SUMS)))  # per replica: whole FLOAT_BLOCKs summed so far
+        self.carry = np.zeros((0, 2 + len(FLOAT_SUMS)))  # (replica, start, terms...) of rows not in a whole block
+        self._settled: np.ndarray | None = None  # _fsum plus the carry's partial blocks (cached until a fold)
         self.seqs_hist, self.tok_hist = _Hist(), _Hist()
         self.pending = np.zeros((0, 3))  # (replica, start, end) of batches ending after done_until
         self.min_start = np.inf
@@ -315,9 +326,9 @@ class BatchSummary:
     def _fit(self, nrep: int) -> None:
         if self.n.size >= nrep:
             return
-        for name in ("n", "seqs_sum", "tok_sum", "prefill_sum", "decode_sum", "kv_sum", "busy", "kv_w",
-                     "w_sum", "flops", "nbytes", "sample_bits"):
+        for name in ("n", "seqs_sum", "tok_sum", "prefill_sum", "decode_sum", "kv_sum", "_fsum", "sample_bits"):
             setattr(self, name, _grow(getattr(self, name), nrep))
+        self._settled = None
         old = self.kv_max.size
         self.kv_max = np.concatenate([self.kv_max, np.full(nrep - old, -1, np.int64)])
 
@@ -347,34 +358,92 @@ class BatchSummary:
         self.kv_sum[:nrep] += per(kv)
         np.maximum.at(self.kv_max, rep, kv)
         w = np.maximum(end - start, 0.0)
-        self.w_sum[:nrep] += per(w, np.float64)
-        self.kv_w[:nrep] += per(kv * w, np.float64)
-        self.seqs_hist.add_values(rep, seqs)
-        self.tok_hist.add_values(rep, tok)
+        terms = np.zeros((len(rows), len(FLOAT_SUMS)))
+        terms[:, 0] = w
+        terms[:, 1] = kv * w
         if self.cost is not None:
             cols = {c: rows[:, i] for i, c in enumerate(BATCH_COLUMNS)}
             f, b = self.cost(cols)
-            for acc, val in ((self.flops, f), (self.nbytes, b)):
-                val = np.asarray(val, dtype=np.float64)
-                acc[:nrep] += per(None, np.float64) * float(val) if val.ndim == 0 else per(val, np.float64)
+            terms[:, 2] = np.asarray(f, dtype=np.float64)
+            terms[:, 3] = np.asarray(b, dtype=np.float64)
+        self._fold_floats(rep, start, terms)
+        self.seqs_hist.add_values(rep, seqs)
+        self.tok_hist.add_values(rep, tok)
         self.min_start = min(self.min_start, float(start.min()))
         self._fold_busy(np.column_stack([rows[:, C_REP], start, end]))
         self._fold_sample(rows, rep)
         self.series.fold(rep, start, end, seqs, pt, nd, kv)
 
+    def _fold_floats(self, rep: np.ndarray, start: np.ndarray, terms: np.ndarray) -> None:
+        """Add each replica's whole FLOAT_BLOCKs of rows (in start order, the carry's first) to
+        ``_fsum``, one block at a time; keep the rest in ``carry``."""
+        c = self.carry
+        allrep = np.concatenate([c[:, 0].astype(np.int64), rep])
+        allstart = np.concatenate([c[:, 1], start])
+        allterms = np.concatenate([c[:, 2:], terms])
+        order = np.lexsort((allstart, allrep))
+        allrep, allstart, allterms = allrep[order], allstart[order], allterms[order]
+        counts = np.bincount(allrep, minlength=self._fsum.shape[0])
+        rank = np.arange(len(allrep)) - (np.cumsum(counts) - counts)[allrep]
+        whole = counts // FLOAT_BLOCK * FLOAT_BLOCK
+        done = rank < whole[allrep]
+        self.carry = np.column_stack([allrep[~done], allstart[~done], allterms[~done]])
+        self._settled = None
+        if done.any():
+            self._add_blocks(self._fsum, allrep[done], rank[done] // FLOAT_BLOCK, allterms[done])
+
+    @staticmethod
+    def _add_blocks(acc: np.ndarray, rep: np.ndarray, block: np.ndarray, terms: np.ndarray) -> None:
+        """``acc[r] += sum of block b`` for each replica's blocks in order (each block summed from zero)."""
+        nrep, nb = acc.shape[0], int(block.max()) + 1
+        key = rep * nb + block
+        present = np.bincount(key, minlength=nrep * nb).reshape(nrep, nb) > 0
+        for j in range(terms.shape[1]):
+            sums = np.bincount(key, weights=terms[:, j], minlength=nrep * nb).reshape(nrep, nb)
+            for b in range(nb):
+                has = present[:, b]
+                acc[has, j] += sums[has, b]
+
+    def _float_sums(self) -> np.ndarray:
+        """``_fsum`` with each replica's last partial block (the carry) added: what the reads see."""
+        if self._settled is None:
+            out = self._fsum.copy()
+            if len(self.carry):
+                c = self.carry
+                r = c[:, 0].astype(np.int64)
+                order = np.lexsort((c[:, 1], r))
+                self._add_blocks(out, r[order], np.zeros(len(r), np.int64), c[order, 2:])
+            self._settled = out
+        return self._settled
+
+    @property
+    def w_sum(self) -> np.ndarray:
+        """Per replica: Σ batch duration (seconds)."""
+        return self._float_sums()[:, 0]
+
+    @property
+    def kv_w(self) -> np.ndarray:
+        """Per replica: Σ KV blocks used x batch duration."""
+        return self._float_sums()[:, 1]
+
+    @property
+    def flops(self) -> np.ndarray:
+        """Per replica: Σ FLOPs (the cost function's; zeros without one)."""
+        return self._float_sums()[:, 2]
+
+    @property
+    def nbytes(self) -> np.ndarray:
+        """Per replica: Σ bytes moved (the cost function's; zeros without one)."""
+        return self._float_sums()[:, 3]
+
     def commit(self) -> None:
-        """Commit pending batches that end by ``done_until`` (the loop's latest completion)."""
+        """Drop pending batches that end by ``done_until`` (the loop's latest completion):
+        the window cannot end before it, so they need no clipping."""
         self._fold_busy(np.zeros((0, 3)))
 
     def _fold_busy(self, spans: np.ndarray) -> None:
         p = np.concatenate([self.pending, spans]) if len(self.pending) else spans
-        ok = p[:, 2] <= self.done_until
-        if ok.any():
-            c = p[ok]
-            r = c[:, 0].astype(np.int64)
-            self.busy[: int(r.max()) + 1] += np.bincount(r, weights=c[:, 2] - c[:, 1])
-            p = p[~ok]
-        self.pending = p
+        self.pending = p[p[:, 2] > self.done_until]
 
     def _fold_sample(self, rows: np.ndarray, rep: np.ndarray) -> None:
         h = _hash(rows[:, C_START], rep)
@@ -415,13 +484,17 @@ class BatchSummary:
                 f"a batch started at {self.min_start} s, before the window's start {t0} s: "
                 "the summarised batch log cannot clip it; run with metrics.batch_log: full"
             )
-        committed = float(self.busy[replica]) if replica < self.busy.size else 0.0
+        whole = self.w_sum
+        total = float(whole[replica]) if replica < whole.size else 0.0
         p = self.pending[self.pending[:, 0] == replica]
         if not len(p):
-            return committed
+            return total
+        p = p[np.argsort(p[:, 1], kind="stable")]
         s = np.clip(p[:, 1], t0, t1)
         e = np.maximum(np.clip(p[:, 2], t0, t1), s)
-        return committed + float(np.sum(e - s))
+        cut = np.maximum(p[:, 2] - p[:, 1], 0.0) - (e - s)  # what clipping takes off each pending batch
+        cut = cut[cut != 0]  # only batches that cross the window's end (the same in one process or many)
+        return total - float(np.sum(cut)) if len(cut) else total
 
     def sample_columns(self) -> dict[str, np.ndarray]:
         """The sampled rows as columns, sorted by (replica, start)."""
@@ -456,9 +529,10 @@ def merge_batch_summaries(parts: Iterable[BatchSummary]) -> BatchSummary:
             raise VidurError(f"batch summaries overlap on replica {int(both[0])}: merge disjoint replica sets only")
         out._fit(p.n.size)
         m = p.n.size
-        for name in ("n", "seqs_sum", "tok_sum", "prefill_sum", "decode_sum", "kv_sum", "busy", "kv_w",
-                     "w_sum", "flops", "nbytes"):
+        for name in ("n", "seqs_sum", "tok_sum", "prefill_sum", "decode_sum", "kv_sum"):
             getattr(out, name)[:m] += getattr(p, name)
+        out._fsum[:m] += p._float_sums()[:m]  # disjoint replicas: 0 + x, the part's own bits
+        out._settled = None
         out.kv_max[:m] = np.maximum(out.kv_max[:m], p.kv_max)
         out.sample_bits[:m] = np.maximum(out.sample_bits[:m], p.sample_bits)
         for attr in ("seqs_hist", "tok_hist"):
