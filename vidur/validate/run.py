@@ -208,7 +208,7 @@ def _warmup_shapes(scenario: Scenario, table) -> tuple[list[int], list[int]]:
         pre = list(range(1, limit + 1))
     else:
         pre = sorted({min(limit, round(1.15**i)) for i in range(200) if 1.15**i < limit * 1.15})
-    max_b = int(getattr(cfg, "max_batch_size", 32))
+    max_b = int(getattr(cfg, "max_batch_size", 32) or len(table))  # None: no cap of its own (sglang derives one)
     dec = sorted({1, min(8, max_b), min(max_b, len(table), 64)})
     return pre, dec
 
@@ -251,7 +251,7 @@ def validate_scenario(
     caps = (table.prompt + table.output).astype(np.int64)
     kv_cap = sum(r.scheduler.kv.num_blocks * r.scheduler.kv.block_size for r in probe.replica_states)
     kv_cap = min(kv_cap, int(caps.sum()))
-    max_batch = int(getattr(scenario.replica_scheduler.config, "max_batch_size", 128))
+    max_batch = int(getattr(scenario.replica_scheduler.config, "max_batch_size", 128) or len(table))
     held = max_batch * scenario.cluster.num_replicas
     reserved = int(min(caps.sum(), kv_cap + held * int(caps.max())))
     ex = ReferenceExecutor(
