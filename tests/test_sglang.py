@@ -319,3 +319,13 @@ def test_decode_group_member_that_leaves_and_rejoins_at_the_same_base_finishes_o
     assert g.join(r)  # same step, same kv_len: same base
     done = g.advance(4, 0.0, 0.1, 0.4, ITLLog())
     assert done == [r]
+
+
+def test_validate_warmup_takes_a_policy_without_an_explicit_cap():
+    from vidur.validate.run import _warmup_shapes
+
+    sc = _scenario()
+    assert sc.replica_scheduler.config.max_batch_size is None
+    table = type("T", (), {"prompt": __import__("numpy").array([10, 20, 30]), "__len__": lambda self: 3})()
+    pre, dec = _warmup_shapes(sc, table)
+    assert pre == list(range(1, 31)) and dec == [1, 3]
