@@ -329,3 +329,24 @@ def test_validate_warmup_takes_a_policy_without_an_explicit_cap():
     table = type("T", (), {"prompt": __import__("numpy").array([10, 20, 30]), "__len__": lambda self: 3})()
     pre, dec = _warmup_shapes(sc, table)
     assert pre == list(range(1, 31)) and dec == [1, 3]
+
+
+def test_lpm_defers_a_second_waiting_request_with_the_same_uncached_prefix():
+    """SGLang's in-batch prefix caching: A2 shares its first 48 tokens with A1 and nothing is
+    cached yet, so lpm puts it last and B fills the prefill budget beside A1; fcfs stops at A2."""
+    def first_batch(policy):
+        tree = TreeBuilder()
+        root = tree.node(-1, 0)
+        a1, a2 = tree.node(root, 48), tree.node(root, 48)
+        h = ReplicaHarness(SGLangScheduler, Cfg(schedule_policy=policy, chunked_prefill_size=-1, max_prefill_tokens=100),
+                           num_blocks=2000, block_size=1, tree=(tree.parent, tree.start))
+        for i, (leaf, prompt) in enumerate([(a1, 64), (a2, 64), (None, 30)]):
+            r = h.add(prompt, 2, at=0.0)
+            if leaf is not None:
+                r.content = (leaf, -1, i, -1)
+        batches = h.run()
+        assert not h.unfinished
+        return batches[0].requests, h.requests[1].cached
+
+    assert first_batch("lpm") == ((0, 2), 48)  # and A2 then finds A1's 48 tokens cached
+    assert first_batch("fcfs")[0] == (0,)

@@ -132,6 +132,20 @@ class PrefixCachingKVManager(KVBlockManager):
             req.kvc = None
         return len(hits) * self.unit
 
+    def prefix_key(self, req: Request, tokens: int):
+        """The content key of ``req``'s first ``tokens`` tokens (a multiple of the sharing unit):
+        equal keys mean equal prefixes. None when ``tokens`` is not a whole number of units or
+        the request holds fewer tokens. No side effects (for schedulers comparing waiting requests)."""
+        units, rest = divmod(tokens, self.unit)
+        if units < 1 or rest or req.prefill_target < tokens:
+            return None
+        fresh = req.kvc is None
+        starts, nodes = self._state(req)[:2]
+        key = next(self._keys(starts, nodes, self.unit, units - 1, units))
+        if fresh:
+            req.kvc = None
+        return key
+
     # -- eviction -------------------------------------------------------------
     def _trim(self) -> None:
         """Evict least recently used cached blocks until used + cached fit."""

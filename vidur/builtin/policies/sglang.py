@@ -24,6 +24,12 @@ then takes waiting requests in ``schedule_policy`` order while:
   0.14, ``SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS`` 600 in ``srt/environ.py``;
   ``CLIP_MAX_NEW_TOKENS`` 4096 in ``schedule_policy.py``).
 
+Orders (``SchedulePolicy.calc_priority``): ``fcfs`` (the default) keeps arrival order;
+``lpm`` sorts by the longest cached prefix, except that of the waiting requests with at
+most 32 cached tokens sharing their first 32 tokens only the first keeps its place (the
+others go last, so one computes the prefix the rest will hit), and falls back to FCFS
+past 128 waiting requests; ``lof`` puts the longest ``max_new_tokens`` first.
+
 A request that fails the memory test stops admission and marks the batch full:
 no prefill is tried again until a running request finishes or is retracted.
 
@@ -71,6 +77,8 @@ RETRACT_DECODE_STEPS = 20
 CLIP_MAX_NEW_TOKENS = 4096
 #: the waiting-queue length above which ``lpm`` falls back to ``fcfs`` (``SchedulePolicy``)
 LPM_MAX_QUEUE = 128
+#: ``IN_BATCH_PREFIX_CACHING_CHECK_THRESHOLD`` and ``_DEPRIORITIZE_THRESHOLD`` (32 tokens each, ``schedule_policy.py``)
+IN_BATCH_PREFIX_TOKENS = 32
 #: ``schedule_policy`` values modelled here
 POLICIES = ("fcfs", "lpm", "lof")
 #: SGLang's other policies, refused by name
@@ -296,8 +304,21 @@ class SGLangScheduler(ReplicaScheduler):
             kv = self.kv
             if len(waiting) > LPM_MAX_QUEUE or not kv.prefix_caching:
                 return
-            hits = {id(r): kv.cached_prefix(r) for r in waiting}
-            ordered = sorted(waiting, key=lambda r: -hits[id(r)])
+            # SGLang's in-batch prefix caching: of waiting requests with at most 32 cached tokens that
+            # share their first 32 tokens, only the first keeps its place; the others go last
+            limit = IN_BATCH_PREFIX_TOKENS
+            hits, late, seen = {}, set(), set()
+            for r in waiting:
+                h = hits[id(r)] = kv.cached_prefix(r)
+                if h <= limit:
+                    key = kv.prefix_key(r, limit)
+                    if key is not None:
+                        if key in seen:
+                            late.add(id(r))
+                        else:
+                            seen.add(key)
+            inf = float("inf")
+            ordered = sorted(waiting, key=lambda r: inf if id(r) in late else -hits[id(r)])
         waiting.clear()
         waiting.extend(ordered)
 
