@@ -350,3 +350,14 @@ def test_lpm_defers_a_second_waiting_request_with_the_same_uncached_prefix():
 
     assert first_batch("lpm") == ((0, 2), 48)  # and A2 then finds A1's 48 tokens cached
     assert first_batch("fcfs")[0] == (0,)
+
+
+def test_a_refusal_marks_the_batch_full_until_a_running_request_finishes():
+    """After a request fails the memory estimate, SGLang tries no prefill until the running
+    batch shrinks, although the decaying ratio would let this one in after ~70 decode steps."""
+    h = _harness(3000)
+    first = h.add(10, 2000, at=0.0)
+    late = h.add(100, 1600, at=0.0005)  # 1,700 >= 2,989 free - 0.7 x 1,999 reserved: refused
+    h.run()
+    assert not h.unfinished
+    assert late.first_scheduled >= first.completion

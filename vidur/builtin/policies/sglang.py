@@ -236,7 +236,7 @@ class SGLangScheduler(ReplicaScheduler):
         self.new_token_ratio = self.init_ratio
         self.chunked = None  # the request whose prefill continues next step
         self.batch_full = False  # SGLang's running_batch.batch_is_full
-        self._expected_running = 0  # running requests after the last schedule() (to see finishes)
+        self._expected_decoding = 0  # SGLang's running batch since the last decode step (to see finishes)
         #: the engine overlaps host work with the GPU (read by the event loop)
         self.host_overlap = not c.disable_overlap_schedule
         if c.disable_cuda_graph:
@@ -285,14 +285,8 @@ class SGLangScheduler(ReplicaScheduler):
 
     # -- scheduling ---------------------------------------------------------------
     def schedule(self) -> Batch | None:
-        running = self.running
-        if len(running) < self._expected_running:  # a request finished: SGLang clears batch_is_full
-            self.batch_full = False
         batch = self._prefill()
-        if batch is None:
-            batch = self._decode()
-        self._expected_running = len(self.running)
-        return batch
+        return batch if batch is not None else self._decode()
 
     def _order_waiting(self) -> None:
         policy, waiting = self.config.schedule_policy, self.waiting
@@ -411,6 +405,9 @@ class SGLangScheduler(ReplicaScheduler):
                 self.batch_full = True
         if not batch:
             return None
+        for r, n in zip(batch.prefills, batch.chunks):  # requests that will decode join the running batch
+            if r.kv_len + n >= r.prefill_target and r.prefill_target < r.final_kv:
+                self._expected_decoding += 1
         if mixed and decoding:
             self.decode_all(batch, self.decoding)
         return batch
@@ -429,21 +426,31 @@ class SGLangScheduler(ReplicaScheduler):
         return "continue"
 
     def _decode(self) -> Batch | None:
+        """SGLang's ``update_running_batch``: a running batch that shrank (requests finished) or
+        emptied clears ``batch_is_full``; then decode every request, retracting if slots lack."""
         decoding = self.decoding
-        if not decoding:
-            if not self.running:
-                self.new_token_ratio = self.init_ratio  # idle: SGLang re-initialises the estimate
-            return None
+        if len(decoding) < self._expected_decoding or not decoding:
+            was_full = self.batch_full
+            self.batch_full = False
+            if not decoding:
+                self._expected_decoding = 0
+                if was_full and self.waiting:  # SGLang's next loop turn tries prefill
+                    return self._prefill()
+                if not self.running:
+                    self.new_token_ratio = self.init_ratio  # idle: SGLang re-initialises the estimate
+                return None
         if self.kv.free < len(decoding):  # one token slot per request (page_size 1)
             self._retract()
             self.batch_full = False
             if not self.decoding:  # nothing left to decode: the freed memory goes to prefill
+                self._expected_decoding = 0
                 return self._prefill()
         else:
             r = self.new_token_ratio - self.ratio_decay
             self.new_token_ratio = r if r > self.min_ratio else self.min_ratio
         batch = Batch()
         self.decode_all(batch, self.decoding)
+        self._expected_decoding = len(self.decoding)
         return batch or None
 
     def _retract(self) -> None:
