@@ -58,7 +58,7 @@ def main() -> int:
         wall_f, _ = run(tmp / "fast", args.check_requests, *extra)
         wall_s, _ = run(tmp / "step", args.check_requests, "--step", *extra)
         same = all(filecmp.cmp(tmp / "fast" / f, tmp / "step" / f, shallow=False)
-                   for f in ("summary.json", "requests.csv", "batches.csv"))
+                   for f in ("summary.json", "requests.parquet", "batches.parquet"))
         print(f"check ({args.check_requests:,} requests): fast-forward {wall_f:.2f} s, step-by-step {wall_s:.2f} s, "
               f"identical files: {same}")
         return 0 if same else 1

@@ -1,9 +1,11 @@
 """Check that two checkouts of vidur write identical run directories.
 
 Runs each scenario with ``python -m vidur.cli run`` under both source trees
-(``PYTHONPATH``) and compares ``summary.json``, ``requests.csv`` and
-``batches.csv`` byte for byte. Used to show that a change keeps outputs
-as they were (for example prefix caching off vs. the main branch).
+(``PYTHONPATH``) and compares ``summary.json`` and the ``requests`` and
+``batches`` tables (``.parquet`` or ``.csv``, whichever the run wrote) byte
+for byte. Used to show that a change keeps outputs as they were (for
+example prefix caching off vs. the main branch). Against a checkout older
+than Parquet tables, pass ``-s metrics.table_format=csv``.
 
     python benchmarks/check_identical.py --base /path/to/other/checkout [--requests N] [scenario ...]
 """
@@ -22,7 +24,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT = ["quickstart.yaml", "vllm.yaml", "sarathi.yaml", "orca.yaml", "faster_transformer.yaml", "lightllm.yaml",
            "multi-replica.yaml", "tp2-pp2.yaml"]
-FILES = ("summary.json", "requests.csv", "batches.csv")
+FILES = ("summary.json", "requests", "batches")  # the tables: .parquet or .csv
+
+
+def _file(d: Path, name: str) -> Path:
+    for p in (d / name, d / f"{name}.parquet", d / f"{name}.csv"):
+        if p.is_file():
+            return p
+    return d / name
 
 
 def run(tree: Path, scenario: Path, out: Path, requests: int, extra: list[str]) -> None:
@@ -46,7 +55,8 @@ def main() -> int:
             a, b = Path(tmp) / f"{name}-a", Path(tmp) / f"{name}-b"
             run(REPO, REPO / "scenarios" / name, a, args.requests, extra)
             run(args.base.resolve(), args.base.resolve() / "scenarios" / name, b, args.requests, [])
-            diff = [f for f in FILES if not filecmp.cmp(a / f, b / f, shallow=False)]
+            diff = [f for f in FILES if not (_file(a, f).name == _file(b, f).name and _file(a, f).is_file()
+                                             and filecmp.cmp(_file(a, f), _file(b, f), shallow=False))]
             print(f"{name}: {'identical' if not diff else 'DIFFERENT: ' + ', '.join(diff)}")
             bad += bool(diff)
     return 1 if bad else 0

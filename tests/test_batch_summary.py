@@ -24,6 +24,7 @@ from vidur.metrics.batch_summary import (
 )
 from vidur.metrics.records import BATCH_COLUMNS
 from vidur.metrics.summary import summarize
+from vidur.metrics.tablefile import read_run_table
 from vidur.scenario import load_scenario
 
 #: keys whose values differ between the modes by design
@@ -97,23 +98,51 @@ def test_summary_mode_gives_the_full_logs_numbers(case, flush_rows, monkeypatch)
 def test_summary_run_dir_has_time_series_and_histograms(tmp_path):
     res, summary = _run("multi-replica", 300, "summary", tmp_path)
     out = tmp_path / "summary"
-    assert not (out / "batches.csv").exists()
-    ts = np.genfromtxt(out / "batch_timeseries.csv", delimiter=",", names=True)
+    assert not (out / "batches.parquet").exists()
+    ts = read_run_table(out, "batch_timeseries")
     assert set(ts["replica"].astype(int)) == {0, 1, 2, 3}
     assert ts["batches"].sum() == summary["num_batches"]
     width = ts["width"][0]
     busy = np.bincount(ts["replica"].astype(int), weights=ts["busy_fraction"] * width)
     for r in summary["replicas"]:  # busy time per bucket adds up to the batches' spans (ns rounding)
         assert busy[r["replica"]] >= r["busy_seconds"] - 1e-6 * r["num_batches"]
-    hist = np.genfromtxt(out / "batch_histograms.csv", delimiter=",", names=True, dtype=None, encoding="ascii")
-    sizes = hist[hist["metric"] == "batch_size"]
-    assert sizes["count"].sum() == summary["num_batches"]
+    hist = read_run_table(out, "batch_histograms")
+    assert hist["count"][hist["metric"] == "batch_size"].sum() == summary["num_batches"]
+    assert hist["count"][hist["metric"] == "tokens_per_batch"].sum() == summary["num_batches"]
     # every reader of batch rows refuses in one line
     with pytest.raises(VidurError, match="metrics.batch_log full"):
         res.records.batches["start"]
     with pytest.raises(VidurError, match="no flops_fn"):
         summarize(res.records, flops_fn=lambda c, i: 1.0)
     assert res.records.num_batches == summary["num_batches"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_run_tables_read_back_the_same_in_either_format(tmp_path, fmt):
+    """requests/batches tables (full log) and the summary-mode tables, Parquet or CSV: the
+    one reader gives the records' columns back (CSV: numbers to the nanosecond)."""
+    from vidur.metrics.summary import request_metrics
+
+    for mode in ("full", "summary"):
+        out = tmp_path / f"{fmt}-{mode}"
+        res, _ = _run("multi-replica", 150, mode, metrics__table_format=fmt)
+        from vidur.metrics.outputs import write_run_dir
+
+        write_run_dir(out, "x: 1\n", {}, res.records, chrome_trace=False, plots=False, table_format=fmt)
+        names = {p.name for p in out.iterdir()}
+        tables = {"requests", "batches"} if mode == "full" else {"requests", "batch_timeseries", "batch_histograms"}
+        assert {n for n in names if n.endswith("." + fmt)} == {f"{t}.{fmt}" for t in tables}
+        req = read_run_table(out, "requests")
+        for c, v in {**res.records.requests, **request_metrics(res.records)}.items():
+            if c == "completed":
+                continue
+            np.testing.assert_allclose(req[c], v, rtol=0, atol=1e-9 if fmt == "csv" else 0, err_msg=c)
+        if mode == "full":
+            bt = read_run_table(out, "batches")
+            for c, v in res.records.batches.items():
+                np.testing.assert_allclose(bt[c], v, rtol=0, atol=1e-9 if fmt == "csv" else 0, err_msg=c)
+    with pytest.raises(VidurError, match="has no batches table"):
+        read_run_table(tmp_path / f"{fmt}-summary", "batches")
 
 
 def test_summary_mode_plots(tmp_path):

@@ -39,7 +39,10 @@ def test_run_writes_run_directory(tmp_path, capsys):
     assert summary["run"]["replica_scheduler"] == "sarathi"
     resolved = yaml.safe_load((out / "scenario.yaml").read_text())
     assert resolved["workload"]["num_requests"] == 200
-    assert (out / "requests.csv").read_text().count("\n") == 201
+    from vidur.metrics.tablefile import read_run_table
+
+    assert len(read_run_table(out, "requests")["request_id"]) == 200  # requests.parquet (the default)
+    assert (out / "requests.parquet").is_file() and not (out / "requests.csv").exists()
     trace = json.loads((out / "trace.json").read_text())
     assert trace["traceEvents"]
 
@@ -65,11 +68,11 @@ def test_same_seed_same_bytes(tmp_path, capsys):
         d = tmp_path / f"r{i}"
         assert run_cli(capsys, "run", *small("--out", str(d), "--seed", "3"))[0] == 0
         dirs.append(d)
-    for name in ("summary.json", "requests.csv", "batches.csv", "scenario.yaml"):
+    for name in ("summary.json", "requests.parquet", "batches.parquet", "scenario.yaml"):
         assert (dirs[0] / name).read_bytes() == (dirs[1] / name).read_bytes(), name
     d = tmp_path / "other-seed"
     assert run_cli(capsys, "run", *small("--out", str(d), "--seed", "4"))[0] == 0
-    assert (d / "requests.csv").read_bytes() != (dirs[0] / "requests.csv").read_bytes()
+    assert (d / "requests.parquet").read_bytes() != (dirs[0] / "requests.parquet").read_bytes()
 
 
 @pytest.mark.parametrize("scenario", [Q, "scenarios/validate-tiny-cpu.yaml"], ids=["roofline", "profile"])
@@ -78,7 +81,7 @@ def test_step_mode_gives_identical_files(tmp_path, capsys, scenario):
     args = [scenario, "--no-progress", "-s", "workload.num_requests", "300"]
     assert run_cli(capsys, "run", *args, "--out", str(a))[0] == 0
     assert run_cli(capsys, "run", *args, "--out", str(b), "--step")[0] == 0
-    for name in ("summary.json", "requests.csv", "batches.csv"):
+    for name in ("summary.json", "requests.parquet", "batches.parquet"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 

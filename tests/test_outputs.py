@@ -52,6 +52,7 @@ def _write(tmp_path, rec=None, **kw):
     rec = rec or make_records()
     kw.setdefault("chrome_trace", True)
     kw.setdefault("plots", False)
+    kw.setdefault("table_format", "csv")
     out = tmp_path / "run"
     write_run_dir(out, SCENARIO, summarize(rec, {"ttft": (0.9, 1.0)}), rec, **kw)
     return out, rec
@@ -144,7 +145,7 @@ def test_chrome_trace_pipeline_stages(tmp_path):
 def test_empty_run_writes_valid_files(tmp_path):
     rec = records_from_rows([], [])
     out = tmp_path / "run"
-    write_run_dir(out, SCENARIO, summarize(rec), rec, chrome_trace=True, plots=False)
+    write_run_dir(out, SCENARIO, summarize(rec), rec, chrome_trace=True, plots=False, table_format="csv")
     assert _read_csv(out / "requests.csv") == []
     trace = json.loads((out / "trace.json").read_text())
     assert [e for e in trace["traceEvents"] if e["ph"] == "X"] == []
@@ -184,7 +185,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(outputs, "write_batches_csv", boom)
+    monkeypatch.setattr(outputs, "write_batches_table", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         _write(tmp_path)
     assert list(tmp_path.iterdir()) == []

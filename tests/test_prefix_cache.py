@@ -196,14 +196,16 @@ def test_prefix_workloads_run_deterministically_and_fast_forward_equals_stepping
     p = _scenario(tmp_path, lengths)
     for name, extra in (("a", []), ("b", []), ("c", ["--step"])):
         assert main(["run", str(p), "--out", str(tmp_path / name), "--no-progress", *extra]) == 0
-    for f in ("summary.json", "requests.csv", "batches.csv"):
+    for f in ("summary.json", "requests.parquet", "batches.parquet"):
         assert filecmp.cmp(tmp_path / "a" / f, tmp_path / "b" / f, shallow=False)
         assert filecmp.cmp(tmp_path / "a" / f, tmp_path / "c" / f, shallow=False), f
     import json
 
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert s["prefix_cache"]["cluster"]["hit_rate"] > 0.3
-    assert "cached_tokens" in (tmp_path / "a" / "requests.csv").read_text().splitlines()[0]
+    from vidur.metrics.tablefile import read_run_table
+
+    assert "cached_tokens" in read_run_table(tmp_path / "a", "requests")
 
 
 def test_multi_turn_is_closed_loop(tmp_path):
@@ -213,7 +215,7 @@ def test_multi_turn_is_closed_loop(tmp_path):
     from vidur.cli import main
 
     p = _scenario(tmp_path, "{name: multi_turn, think_time_s: 0.5, output_median: 40, input_median: 30, max_tokens: 2048}")
-    assert main(["run", str(p), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    assert main(["run", str(p), "--out", str(tmp_path / "a"), "--no-progress", "-s", "metrics.table_format", "csv"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "a" / "requests.csv")))
     assert [int(r["request_id"]) for r in rows] == list(range(len(rows)))
     assert [float(r["arrival"]) for r in rows] == sorted(float(r["arrival"]) for r in rows)
@@ -236,7 +238,7 @@ def test_caching_switch_off_keeps_outputs(tmp_path):
     assert main(["run", str(sc), "--out", str(tmp_path / "a"), "--no-progress", "-s", "workload.num_requests", "60"]) == 0
     assert main(["run", str(sc), "--out", str(tmp_path / "b"), "--no-progress", "-s", "workload.num_requests", "60",
                  "-s", "replica_scheduler.prefix_caching", "false"]) == 0
-    for f in ("summary.json", "requests.csv", "batches.csv"):
+    for f in ("summary.json", "requests.parquet", "batches.parquet"):
         assert filecmp.cmp(tmp_path / "a" / f, tmp_path / "b" / f, shallow=False)
     assert "prefix_cache" not in (tmp_path / "a" / "summary.json").read_text()
 

@@ -87,7 +87,7 @@ def test_an_interrupted_write_leaves_nothing_half_written(tmp_path, monkeypatch)
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(O, "write_batches_csv", interrupted)  # after scenario, summary and requests are written
+    monkeypatch.setattr(O, "write_batches_table", interrupted)  # after scenario, summary and requests are written
     with pytest.raises(KeyboardInterrupt):
         O.write_run_dir(tmp_path / "r", "x: 1\n", summary, res.records, chrome_trace=False, plots=False)
     assert list(tmp_path.iterdir()) == []

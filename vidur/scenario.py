@@ -92,12 +92,16 @@ class MetricsConfig:
     #: aggregates, histograms and time series, memory flat in the iterations;
     #: ``auto``: full up to 100,000 requests (see vidur.metrics.batch_summary)
     batch_log: str = "auto"
+    #: the run directory's tables: ``parquet`` (pyarrow) or ``csv``
+    table_format: str = "parquet"
 
     def __attrs_post_init__(self):
         if self.batch_log not in BATCH_LOG_MODES:
             raise VidurError(
                 f"metrics.batch_log must be one of {', '.join(BATCH_LOG_MODES)}, got {self.batch_log!r}"
             )
+        if self.table_format not in ("parquet", "csv"):
+            raise VidurError(f"metrics.table_format must be parquet or csv, got {self.table_format!r}")
 
 
 @attrs.frozen

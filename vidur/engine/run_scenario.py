@@ -139,5 +139,6 @@ def run_scenario(
             plots=m.plots,
             tables=m.tables,
             overwrite=overwrite,
+            table_format=m.table_format,
         )
     return result, summary

@@ -6,17 +6,21 @@ half-written)::
 
     scenario.yaml     the resolved scenario, as given
     summary.json      summarize()'s dict
-    requests.csv      one row per request: raw columns + ttft, tpot, e2e,
-                      normalized_e2e, scheduling_delay (seconds; empty = undefined)
-    batches.csv       one row per batch: index, raw columns, num_tokens, duration
+    requests.parquet  one row per request: raw columns + ttft, tpot, e2e,
+                      normalized_e2e, scheduling_delay (seconds; NaN = undefined)
+    batches.parquet   one row per batch: index, raw columns, num_tokens, duration
                       (metrics.batch_log: full; in summary mode instead:)
-    batch_timeseries.csv  per replica and time bucket: busy fraction, batches,
+    batch_timeseries.parquet  per replica and time bucket: busy fraction, batches,
                       mean batch size, tokens, tokens/s, mean and max KV blocks
-    batch_histograms.csv  per replica: exact histograms of batch size and tokens per batch
+    batch_histograms.parquet  per replica: exact histograms of batch size and tokens per batch
+
+Tables are ``.csv`` instead with ``metrics.table_format: csv``
+(:mod:`vidur.metrics.tablefile`; :func:`~vidur.metrics.tablefile.read_run_table`
+reads either).
     trace.json        (chrome_trace) Trace Event Format for chrome://tracing / Perfetto
     plots/*.png       (plots, needs matplotlib) CDFs, batch size and KV use over time
 
-Times in the CSV files are seconds with up to 9 decimals (nanoseconds),
+Times in CSV files are seconds with up to 9 decimals (nanoseconds),
 trailing zeros dropped.
 """
 
@@ -36,6 +40,7 @@ import numpy as np
 
 from vidur.errors import VidurError
 from vidur.metrics._textfmt import Num, Text, format_rows
+from vidur.metrics.tablefile import TABLE_FORMATS, write_table
 from vidur.metrics.records import BATCH_COLUMNS, REQUEST_COLUMNS, RunRecords
 from vidur.metrics.summary import request_metrics, weighted_percentile
 from vidur.metrics import table
@@ -85,48 +90,20 @@ def write_summary_json(path: str | os.PathLike, summary: Mapping) -> None:
 # ---------------------------------------------------------------- tables
 
 
-def _column_part(values: np.ndarray):
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iubf":
-        return Num(arr)
-    if arr.dtype.kind in "US":
-        return Text(arr)
-    return None
-
-
-def _write_table(path: Path, columns: list[tuple[str, np.ndarray]], num_rows: int) -> None:
-    parts: list = []
-    names: list[str] = []
-    for name, values in columns:
-        part = _column_part(values)
-        if part is None:
-            continue
-        if len(part.values) != num_rows:
-            raise ValueError(f"column {name!r} has {len(part.values)} rows, expected {num_rows}")
-        names.append(name)
-        parts.append(part)
-        parts.append(b",")
-    with open(path, "wb") as f:
-        f.write((",".join(names) + "\n").encode())
-        if not parts or num_rows == 0:
-            return
-        parts[-1] = b"\n"
-        for chunk in format_rows(parts, num_rows):
-            f.write(chunk)
-
-
-def write_requests_csv(path: str | os.PathLike, records: RunRecords) -> None:
-    """One row per request: the raw columns (plus any extra the engine added), then the derived metrics."""
+def write_requests_table(path: str | os.PathLike, records: RunRecords) -> None:
+    """One row per request: the raw columns (plus any extra the engine added), then the
+    derived metrics; Parquet or CSV by the path's suffix."""
     req = records.requests
     n = len(req["arrival"])
     names = [c for c in REQUEST_COLUMNS if c in req] + [c for c in req if c not in REQUEST_COLUMNS]
     m = request_metrics(records)
     cols = [(c, req[c]) for c in names] + [(mt.name, m[mt.name]) for mt in table.METRICS if mt.name in m]
-    _write_table(Path(path), cols, n)
+    write_table(path, cols, n)
 
 
-def write_batches_csv(path: str | os.PathLike, records: RunRecords) -> None:
-    """One row per batch: index ``batch``, the raw columns (plus extras), ``num_tokens`` and ``duration``."""
+def write_batches_table(path: str | os.PathLike, records: RunRecords) -> None:
+    """One row per batch: index ``batch``, the raw columns (plus extras), ``num_tokens`` and
+    ``duration``; Parquet or CSV by the path's suffix."""
     b = records.batches
     n = len(b["start"]) if "start" in b else 0
     names = [c for c in BATCH_COLUMNS if c in b] + [c for c in b if c not in BATCH_COLUMNS]
@@ -135,7 +112,7 @@ def write_batches_csv(path: str | os.PathLike, records: RunRecords) -> None:
         cols.append(("num_tokens", np.asarray(b["prefill_tokens"], np.int64) + np.asarray(b["num_decode"], np.int64)))
     if "start" in b and "end" in b:
         cols.append(("duration", np.asarray(b["end"], np.float64) - np.asarray(b["start"], np.float64)))
-    _write_table(Path(path), cols, n)
+    write_table(path, cols, n)
 
 
 def timeseries_columns(records: RunRecords) -> list[tuple[str, np.ndarray]]:
@@ -168,13 +145,18 @@ def timeseries_columns(records: RunRecords) -> list[tuple[str, np.ndarray]]:
         ]
 
 
-def write_batch_summary_csv(out_dir: str | os.PathLike, records: RunRecords) -> None:
-    """Summary mode: ``batch_timeseries.csv`` and ``batch_histograms.csv`` instead of ``batches.csv``."""
+#: the old names (the format follows the path's suffix)
+write_requests_csv = write_requests_table
+write_batches_csv = write_batches_table
+
+
+def write_batch_summary_tables(out_dir: str | os.PathLike, records: RunRecords, suffix: str = ".parquet") -> None:
+    """Summary mode: ``batch_timeseries`` and ``batch_histograms`` instead of ``batches``."""
     out = Path(out_dir)
     cols = timeseries_columns(records)
-    _write_table(out / "batch_timeseries.csv", cols, len(cols[0][1]))
+    write_table(out / f"batch_timeseries{suffix}", cols, len(cols[0][1]))
     h = records.batch_summary.histogram_columns()
-    _write_table(out / "batch_histograms.csv", list(h.items()), len(h["replica"]))
+    write_table(out / f"batch_histograms{suffix}", list(h.items()), len(h["replica"]))
 
 
 # ---------------------------------------------------------------- Chrome trace
@@ -494,6 +476,7 @@ def write_run_dir(
     tables: bool = True,
     overwrite: bool = False,
     trace_max_events: int = TRACE_MAX_EVENTS,
+    table_format: str = "parquet",
 ) -> Path:
     """Write the run directory atomically and return its path.
 
@@ -503,7 +486,11 @@ def write_run_dir(
     alone; the files of an earlier run there are refused with
     :class:`VidurError` unless ``overwrite`` is true (they are then
     replaced). Plots are skipped with a warning when matplotlib is missing.
+    Tables are Parquet (``table_format="parquet"``) or CSV (``"csv"``).
     """
+    if table_format not in TABLE_FORMATS:
+        raise VidurError(f"table format must be one of {', '.join(TABLE_FORMATS)}, got {table_format!r}")
+    suffix = TABLE_FORMATS[table_format]
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise VidurError(f"output path {out} exists and is not a directory")
@@ -523,11 +510,11 @@ def write_run_dir(
         (tmp / "scenario.yaml").write_text(scenario_yaml_text, encoding="utf-8")
         write_summary_json(tmp / "summary.json", summary)
         if tables:
-            write_requests_csv(tmp / "requests.csv", records)
+            write_requests_table(tmp / f"requests{suffix}", records)
             if records.batch_summary is not None:
-                write_batch_summary_csv(tmp, records)
+                write_batch_summary_tables(tmp, records, suffix)
             else:
-                write_batches_csv(tmp / "batches.csv", records)
+                write_batches_table(tmp / f"batches{suffix}", records)
         if chrome_trace:
             write_chrome_trace(tmp / "trace.json", records, max_events=trace_max_events)
         if plots:
@@ -554,9 +541,11 @@ def write_run_dir(
 
 
 #: what :func:`write_run_dir` may write into a run directory
+RUN_TABLES = ("requests", "batches", "batch_timeseries", "batch_histograms")
 RUN_FILES = (
-    "scenario.yaml", "summary.json", "requests.csv", "batches.csv", "batch_timeseries.csv",
-    "batch_histograms.csv", "trace.json", "plots",
+    "scenario.yaml", "summary.json",
+    *(f"{t}{suffix}" for t in RUN_TABLES for suffix in TABLE_FORMATS.values()),
+    "trace.json", "plots",
 )
 
 
