@@ -24,6 +24,8 @@ from vidur.metrics._textfmt import Num, Text, format_rows
 
 #: ``metrics.table_format`` values -> file suffix
 TABLE_FORMATS = {"parquet": ".parquet", "csv": ".csv"}
+#: rows per Parquet row group
+PARQUET_ROW_GROUP = 131_072
 
 
 def _column_part(values: np.ndarray):
@@ -69,7 +71,12 @@ def write_parquet(path: Path, columns: list[tuple[str, np.ndarray]], num_rows: i
 
     columns = _checked(columns, num_rows)
     arrays = [pa.array(arr) if arr.dtype.kind not in "US" else pa.array(arr.astype(str)) for _, arr in columns]
-    pq.write_table(pa.Table.from_arrays(arrays, names=[n for n, _ in columns]), path)
+    # no dictionary pages (their hash tables cost more memory than the table) and zstd; row
+    # groups bound the writer's buffers
+    pq.write_table(
+        pa.Table.from_arrays(arrays, names=[n for n, _ in columns]), path,
+        use_dictionary=False, compression="zstd", row_group_size=PARQUET_ROW_GROUP,
+    )
 
 
 def write_table(path: str | os.PathLike, columns: list[tuple[str, np.ndarray]], num_rows: int) -> None:
