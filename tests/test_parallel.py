@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
     "fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork"
 )
 
-FILES = ("summary.json", "requests.csv", "batches.csv")
+FILES = ("summary.json", "requests.parquet", "batches.parquet")
 
 
 def run_dir(capsys, out, scenario, *settings_):
@@ -52,7 +52,7 @@ def test_workers_give_identical_files(tmp_path, capsys, scenario, extra):
     assert "simulated: sequential: simulation.workers is 1" in one
     assert "simulated: 2 worker processes" in two
     names = sorted(p.name for p in (tmp_path / "one").iterdir() if p.name != "scenario.yaml")
-    assert "summary.json" in names and "requests.csv" in names
+    assert "summary.json" in names and "requests.parquet" in names
     for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
@@ -62,9 +62,9 @@ def test_max_time_leaves_requests_unrouted(tmp_path, capsys):
     common = [("workload.num_requests", 400), ("global_scheduler", "random"), ("cluster.num_replicas", 4),
               ("simulation.max_time", 40), ("simulation.workers", 3)]
     run_dir(capsys, tmp_path / "r", "quickstart.yaml", *common)
-    text = (tmp_path / "r" / "requests.csv").read_text().splitlines()
-    col = text[0].split(",").index("replica")
-    assert any(line.split(",")[col] == "-1" for line in text[1:])
+    from vidur.metrics.tablefile import read_run_table
+
+    assert (read_run_table(tmp_path / "r", "requests")["replica"] == -1).any()
 
 
 @pytest.mark.parametrize("router", ["lor", "session_affinity", "prefix_aware"])
