@@ -11,8 +11,17 @@ the two give identical results. Decoding requests of a replica advance as
 one lazy :class:`~vidur.scheduler.decode_group.DecodeGroup` when the policy
 allows it.
 
-Closed-loop workloads (multi-turn sessions) give ``followups``: the request
-released by each request's completion (by table row) and its think time.
+The requests are a list of :class:`Request` objects (the test harnesses),
+which the loop reads and leaves in place, or a
+:class:`~vidur.engine.requests.TableRequests` (a simulation's): its request
+objects are made a block ahead of their arrival and handed back through
+``record`` when they complete, which writes them into columns and keeps no
+object.
+
+Closed-loop workloads (multi-turn sessions) give ``followups`` (a
+:class:`~vidur.engine.requests.Followups`, taken from the ``TableRequests``
+when not given): ``get(row)`` is the request released by the completion of
+table row ``row`` and its think time.
 Released requests arrive through the heap; request ids are then handed out
 at arrival, so ids stay in arrival order. Without ``followups`` none of this
 costs anything.
@@ -35,6 +44,7 @@ from vidur.engine import checks
 from vidur.engine.fastforward import fast_forward as run_fast_forward
 from vidur.engine.fastforward import first_finish
 from vidur.engine.log import FLUSH_VALUES, BatchLog, ITLLog
+from vidur.engine.requests import Followups, TableRequests
 from vidur.entities.batch import Batch
 from vidur.entities.request import INF, Request
 from vidur.estimate.base import RuntimeEstimator
@@ -82,7 +92,7 @@ class EventLoop:
 
     def __init__(
         self,
-        requests: Sequence[Request],
+        requests: Sequence[Request] | TableRequests,
         replicas: list[ReplicaState],
         router: GlobalScheduler,
         *,
@@ -91,10 +101,16 @@ class EventLoop:
         record_spans: bool = False,
         on_complete: Callable[[int], None] | None = None,
         executor: Callable[[int, Batch], float] | None = None,
-        followups: dict[int, tuple[Request, float]] | None = None,
+        followups: Followups | None = None,
         batch_log: BatchLog | None = None,
     ):
         self.requests = requests
+        #: a TableRequests' completion sink (None for a list of requests: the caller keeps them)
+        self.record = None
+        if isinstance(requests, TableRequests):
+            self.record = requests.record
+            if followups is None:
+                followups = requests.followups
         self.replicas = replicas
         self.router = router
         self.executor = executor
@@ -113,14 +129,16 @@ class EventLoop:
         self.followups = followups
         self.pending: list[float] = []  # arrival times of released requests not yet arrived
         self.next_id = 0  # with followups: ids in arrival order
-        self.min_think = min((th for _, th in followups.values()), default=0.0) if followups else 0.0
+        self.min_think = followups.min_think if followups is not None else 0.0
 
     # -- main loop ---------------------------------------------------------
     def run(self) -> float:
         """Process every event; returns the time of the last one."""
-        heap, reqs = self.heap, self.requests
-        n = len(reqs)
-        arrivals = [r.arrival for r in reqs]
+        heap = self.heap
+        src = self.requests
+        blocks = src.blocks() if isinstance(src, TableRequests) else iter([([r.arrival for r in src], src)])
+        arrivals, reqs = next(blocks, ((), ()))
+        n = len(arrivals)
         ptr = 0
         max_time = self.max_time
         pop = heapq.heappop
@@ -136,7 +154,7 @@ class EventLoop:
                     self._batch_end(rep, batch, repeats, t)
                 elif kind == ARRIVAL:
                     heapq.heappop(self.pending)
-                    self._arrive(batch, t, arrivals[ptr] if ptr < n else math.inf)
+                    self._arrive(batch, t, ta)
                 elif kind == WAKE:
                     rep.wake_pending = False
                     self._try_start(rep, t)
@@ -149,6 +167,10 @@ class EventLoop:
                 self.now = ta
                 req = reqs[ptr]
                 ptr += 1
+                if ptr == n:  # the next block of arrivals
+                    arrivals, reqs = next(blocks, ((), ()))
+                    n = len(arrivals)
+                    ptr = 0
                 if self.followups is not None:
                     self._arrive(req, ta, arrivals[ptr] if ptr < n else math.inf)
                     continue
@@ -378,6 +400,8 @@ class EventLoop:
                 self.on_complete(len(done))
             if self.followups is not None:
                 self._release(done, now)
+            if self.record is not None:
+                self.record(done)
         if not pipelined:
             rep.busy = False
         self._try_start(rep, now)

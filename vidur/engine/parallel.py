@@ -50,14 +50,13 @@ import time
 import traceback
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 
 from vidur.engine import checks
 from vidur.engine.log import merge_samples
-from vidur.entities.request import INF, Request
 from vidur.errors import VidurError
 from vidur.metrics.batch_summary import merge_batch_summaries
 from vidur.metrics.records import RunRecords
@@ -198,37 +197,6 @@ def route_upfront(sim: Simulation) -> np.ndarray:
     return assign
 
 
-class RecordRequests(Sequence):
-    """The requests of a parallel run, read from its request columns on access (the objects
-    lived in the workers): each item a :class:`Request` carrying the recorded facts."""
-
-    def __init__(self, columns: dict[str, np.ndarray]):
-        self._c = columns
-
-    def __len__(self) -> int:
-        return len(self._c["request_id"])
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        c = self._c
-        r = Request(int(c["request_id"][i]), _inf(c["arrival"][i]), int(c["prompt_tokens"][i]), int(c["output_tokens"][i]))
-        r.replica = int(c["replica"][i])
-        r.first_scheduled = _inf(c["first_scheduled"][i])
-        r.first_token = _inf(c["first_token"][i])
-        r.last_token = r.completion = _inf(c["completion"][i])
-        r.preemptions = int(c["preemptions"][i])
-        r.recomputed = int(c["recomputed_tokens"][i])
-        if "cached_tokens" in c:
-            r.cached = int(c["cached_tokens"][i])
-        return r
-
-
-def _inf(x) -> float:
-    x = float(x)
-    return INF if x != x else x
-
-
 # -- in a worker process ----------------------------------------------------------------
 def _spill(obj: Any, folder: Path | None, tag: str) -> Any:
     """Arrays in ``obj`` (a dict of arrays, or an array) saved under ``folder``, replaced by their
@@ -252,7 +220,7 @@ def _simulate_group(sim: Simulation, lo: int, hi: int, rows: np.ndarray, local: 
 
     sc = sim.scenario
     sim.replica_states = states = sim.replica_states[lo:hi]  # this process's copy of the simulation
-    reqs = sim.make_requests(rows)
+    source = sim.request_source(rows)
     on_complete = None
     if counter is not None:
         pending = [0]
@@ -265,7 +233,7 @@ def _simulate_group(sim: Simulation, lo: int, hi: int, rows: np.ndarray, local: 
                 pending[0] = 0
 
     loop = EventLoop(
-        reqs,
+        source,
         states,
         _Assigned(local),
         fast_forward=sc.simulation.fast_forward and not step_mode,
@@ -276,8 +244,8 @@ def _simulate_group(sim: Simulation, lo: int, hi: int, rows: np.ndarray, local: 
     )
     t0 = time.perf_counter()
     makespan = _blamed(sim, loop.run)
-    records = sim._records(reqs, loop, makespan, time.perf_counter() - t0)
-    del reqs, loop
+    records = sim._records(loop, makespan, time.perf_counter() - t0)
+    del source, loop
     if records.batch_summary is not None:
         records.batch_summary.cost = None  # a closure over the model (not picklable); folding is over
     out = {}
@@ -510,4 +478,4 @@ def _rows(batches: dict) -> int:
     return len(a)
 
 
-__all__ = ["AUTO_MIN_REQUESTS", "Plan", "RecordRequests", "available_cpus", "plan", "route_upfront", "run_parallel"]
+__all__ = ["AUTO_MIN_REQUESTS", "Plan", "available_cpus", "plan", "route_upfront", "run_parallel"]

@@ -14,7 +14,9 @@ import numpy as np
 from vidur.engine import parallel
 from vidur.engine.log import BatchLog
 from vidur.engine.loop import EventLoop, ReplicaState
-from vidur.entities.request import INF, Request
+from vidur.engine.request_view import RequestsView
+from vidur.engine.requests import TableRequests
+from vidur.entities.request import Request
 from vidur.errors import PluginError, PolicyOutputError, VidurError
 from vidur.metrics.records import REQUEST_COLUMNS, BatchRowsNotKept, ReplicaInfo, RunRecords
 from vidur.plugins import PluginHost, get_host
@@ -43,15 +45,25 @@ def _check_one_kv_dtype(sc: Scenario, kv_bytes: int) -> None:
 
 @attrs.define
 class SimulationResult:
-    """What ``Simulation.run`` returns: the raw records and the scenario."""
+    """What ``Simulation.run`` returns: the raw records and the scenario.
+
+    ``requests`` is a read-only view of the per-request columns of ``records``
+    (:class:`~vidur.engine.request_view.RequestsView`: ``len``, iteration and
+    indexing give light records with a request's attribute names); no
+    :class:`Request` object outlives the run.
+    """
 
     scenario: Scenario
     records: RunRecords
     estimator: str
-    requests: list[Request]
     provenance: Any = None  # vidur.resolve.provenance.Provenance: which estimator, from which data, why
     #: how the run executed: "N worker processes, ..." or "sequential: <why>" (vidur.engine.parallel.plan)
     execution: str = ""
+
+    @property
+    def requests(self) -> RequestsView:
+        """The requests in id order, read from ``records.requests`` (see :class:`RequestsView`)."""
+        return RequestsView(self.records.requests)
 
 
 def _base_files() -> dict[str, str]:
@@ -263,7 +275,8 @@ class Simulation:
 
     def make_requests(self, rows: np.ndarray | None = None) -> list[Request]:
         """One :class:`Request` per table row (or per row of ``rows``, id = row), carrying its
-        content when the workload has one."""
+        content when the workload has one (routing up front; a run's loop makes its own, at arrival,
+        from :meth:`request_source`)."""
         t = self.table
         sel = slice(None) if rows is None else rows
         ids = range(len(t)) if rows is None else rows.tolist()
@@ -278,22 +291,11 @@ class Simulation:
                 r.content = (leaf, out, r.id, s)
         return reqs
 
-    def followups(self, reqs: list[Request]) -> tuple[list[Request], dict | None]:
-        """(requests arriving at their table time, {row: (request its completion releases, think s)})."""
-        c = self.table.content
-        if c is None or not c.closed_loop:
-            return reqs, None
-        after = c.after.tolist()
-        think = c.think.tolist()
-        follow = {}
-        static = []
-        for r, a, th in zip(reqs, after, think):
-            if a < 0:
-                static.append(r)
-            else:
-                follow[a] = (r, th)
-                r.arrival = INF
-        return static, follow
+    def request_source(self, rows: np.ndarray | None = None) -> TableRequests:
+        """This run's requests for the event loop (one per run): made from the table a block ahead of
+        their arrival, written into columns when they complete; closed-loop follow-ups come with it.
+        ``rows``: only these table rows (ascending; a parallel worker's share), ids = rows."""
+        return TableRequests(self.table, prefix_caching=self.prefix_caching, rows=rows)
 
     def run(self, *, step_mode: bool = False, progress: bool | None = None, executor: str = "process") -> SimulationResult:
         """Run the event loop to completion; ``step_mode`` disables fast-forward.
@@ -307,28 +309,25 @@ class Simulation:
         if how.workers > 1:
             self.host.call_observer("vidur_simulation_start", sim=self)
             records = parallel.run_parallel(self, how.workers, step_mode=step_mode, show=show, executor=executor)
-            reqs = parallel.RecordRequests(records.requests)
-            result = SimulationResult(sc, records, self.estimator.describe(), reqs, self.provenance, how.note)
+            result = SimulationResult(sc, records, self.estimator.describe(), self.provenance, how.note)
             self.host.call_observer("vidur_simulation_end", sim=self, result=result)
             return result
-        reqs = self.make_requests()
-        arriving, follow = self.followups(reqs)
+        source = self.request_source()
         bar = None
         on_complete = None
         if show:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(reqs), unit="req", delay=2.0, leave=False, mininterval=0.5)
+            bar = tqdm(total=len(source), unit="req", delay=2.0, leave=False, mininterval=0.5)
             on_complete = bar.update
         loop = EventLoop(
-            arriving,
+            source,
             self.replica_states,
             self.router,
             fast_forward=sc.simulation.fast_forward and not step_mode,
             max_time=sc.simulation.max_time,
             record_spans=sc.metrics.chrome_trace,
             on_complete=on_complete,
-            followups=follow,
             batch_log=self._batch_log(),
         )
         self.host.call_observer("vidur_simulation_start", sim=self)
@@ -346,9 +345,8 @@ class Simulation:
             if bar is not None:
                 bar.close()
         wall = time.perf_counter() - t0
-        self.number_unarrived(reqs, loop, follow)
-        records = self._records(reqs, loop, makespan, wall)
-        result = SimulationResult(sc, records, self.estimator.describe(), reqs, self.provenance, how.note)
+        records = self._records(loop, makespan, wall)
+        result = SimulationResult(sc, records, self.estimator.describe(), self.provenance, how.note)
         self.host.call_observer("vidur_simulation_end", sim=self, result=result)
         return result
 
@@ -378,18 +376,6 @@ class Simulation:
             memory_bandwidth=self.device.memory_bandwidth,
             prefix_cache=prefix_cache_stats(r.scheduler.kv),
         )
-
-    @staticmethod
-    def number_unarrived(reqs: list[Request], loop: EventLoop, follow: dict | None) -> None:
-        """Closed loop: ids were handed out at arrival; number the requests that
-        never arrived (max_time) after them and put ``reqs`` in id order."""
-        if follow is None:
-            return
-        for r in reqs:
-            if r.replica < 0:
-                r.id = loop.next_id
-                loop.next_id += 1
-        reqs.sort(key=lambda r: r.id)
 
     def _blame(self, exc: BaseException) -> PluginError | None:
         """A PluginError naming the policy (and its plugin and distribution)
@@ -452,33 +438,10 @@ class Simulation:
             where = f" in {code.co_name}() at {Path(code.co_filename).name}:{own[-1].tb_lineno}"
         return PluginError(f"{label} {name!r} from plugin {entry.plugin!r} ({entry.distribution}): {exc}{where}")
 
-    def _records(self, reqs: list[Request], loop: EventLoop, makespan: float, wall: float) -> RunRecords:
-        nan = float("nan")
-
-        def col(attr, dtype=np.float64):
-            vals = [getattr(r, attr) for r in reqs]
-            arr = np.array(vals, dtype=dtype)
-            if dtype is np.float64:
-                arr[np.isinf(arr)] = nan
-            return arr
-
-        requests = {
-            "request_id": col("id", np.int64),
-            "replica": col("replica", np.int64),
-            "arrival": col("arrival"),
-            "prompt_tokens": col("prompt", np.int64),
-            "output_tokens": col("output", np.int64),
-            "first_scheduled": col("first_scheduled"),
-            "first_token": col("first_token"),
-            "completion": col("completion"),
-            "preemptions": col("preemptions", np.int64),
-            "recomputed_tokens": col("recomputed", np.int64),
-        }
-        assert tuple(requests) == REQUEST_COLUMNS
-        if self.prefix_caching:
-            requests["cached_tokens"] = col("cached", np.int64)
-        if self.table.content is not None and self.table.content.session is not None:
-            requests["session"] = np.array([r.content[3] for r in reqs], dtype=np.int64)
+    def _records(self, loop: EventLoop, makespan: float, wall: float) -> RunRecords:
+        """The run's records once ``loop`` (built on :meth:`request_source`) has stopped."""
+        requests = loop.requests.columns(loop.next_id)
+        assert tuple(requests)[: len(REQUEST_COLUMNS)] == REQUEST_COLUMNS
         itl_v, itl_c = loop.itl.to_arrays()  # first: its merge's peak is not stacked on the batch log's
         summary = None
         if loop.batches.summary is not None:

@@ -307,8 +307,7 @@ def validate_scenario(
         )
         return t.wall_s
 
-    reqs = real_sim.make_requests()
-    arriving, follow = real_sim.followups(reqs)
+    source = real_sim.request_source()
     if real_sim.table.content is not None:
         tree = real_sim.table.content.tree
         ex.content_tree = (tree.parent.tolist(), tree.start.tolist())
@@ -317,12 +316,11 @@ def validate_scenario(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(reqs), unit="req", desc="real run", delay=2.0, leave=False, mininterval=0.5)
+        bar = tqdm(total=len(source), unit="req", desc="real run", delay=2.0, leave=False, mininterval=0.5)
         on_complete = bar.update
     loop = EventLoop(
-        arriving, real_sim.replica_states, real_sim.router,
+        source, real_sim.replica_states, real_sim.router,
         fast_forward=False, max_time=sc.simulation.max_time, on_complete=on_complete, executor=run_batch,
-        followups=follow,
     )
     t0 = time.perf_counter()
     try:
@@ -343,8 +341,7 @@ def validate_scenario(
     note = pace_note(host_pace)
     if note:
         notes.append(note)
-    real_sim.number_unarrived(reqs, loop, follow)
-    real_records = real_sim._records(reqs, loop, makespan, real_wall)
+    real_records = real_sim._records(loop, makespan, real_wall)
 
     sim_scenario = scenario.replace(runtime_estimator=policy, simulation=attrs.evolve(scenario.simulation, progress=False))
     t0 = time.perf_counter()
