@@ -26,7 +26,7 @@ def _repo_cwd(monkeypatch):
 @pytest.mark.parametrize(
     "settings, needle",
     [
-        (["-s", "workload.num_requests", "1e9"], "workload.num_requests: 1,000,000,000 needs about 10.0 TB of memory"),
+        (["-s", "workload.num_requests", "1e9"], "workload.num_requests: 1,000,000,000 needs about 8.0 TB of memory"),
         (["-s", "workload.num_requests", "null", "-s", "workload.duration", "1e12"],
          "workload.duration: 1e+12 s at 4 QPS (about 4,000,000,000,000 requests) needs about"),
     ],
