@@ -4,10 +4,12 @@ A run keeps a row per request in several tables (the request table, the
 per-request columns, the batch log, the CSV and summary writers; request
 objects only while their requests are live), so its peak memory grows
 linearly with the number of requests: :data:`BYTES_PER_REQUEST` is the
-measured peak of ``vidur run`` divided by its requests (``/usr/bin/time -f %M
-vidur run scenarios/quickstart.yaml -s workload.num_requests 200000``:
-1.59 GB, ~7.9 kB each, on 2026-12-04 once finished requests left only
-columns; 1.7 GB before, 2.1 GB earlier). A workload
+measured peak of ``vidur run`` divided by its requests, with every batch
+row kept (``/usr/bin/time -f %M vidur run scenarios/quickstart.yaml -s
+workload.num_requests 200000 -s metrics.batch_log full``: 1.59 GB, ~7.9 kB
+each, on 2026-12-04 once finished requests left only columns; 1.7 GB
+before, 2.1 GB earlier; the default summarised batch log peaks at 0.45 GB,
+~2.3 kB each, so the bound is generous there). A workload
 whose estimate exceeds the memory available now is refused in one line that
 gives the number, instead of growing until the machine swaps.
 """
