@@ -1,6 +1,6 @@
 """The metric table: every per-request metric defined once.
 
-Summary (``summary.json``), ``requests.csv``, the terminal report, plots,
+Summary (``summary.json``), the requests table, the terminal report, plots,
 the capacity search's probes and result columns, and ``vidur validate``'s
 comparison all iterate :data:`METRICS`; adding a metric is one entry here.
 
@@ -29,7 +29,7 @@ import numpy as np
 class Metric:
     """One metric and everything the outputs need to know about it."""
 
-    #: key in summary.json, requests.csv, SLOs and search columns (``ttft``)
+    #: key in summary.json, the requests table, SLOs and search columns (``ttft``)
     name: str
     #: short label for the terminal report, plot axes and search tables (``TTFT``)
     label: str
