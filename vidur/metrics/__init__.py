@@ -11,6 +11,7 @@ from vidur.metrics.summary import (
     weighted_percentile,
 )
 from vidur.metrics.outputs import write_run_dir
+from vidur.metrics.tablefile import read_run_table
 
 __all__ = [
     "BATCH_COLUMNS",
@@ -20,6 +21,7 @@ __all__ = [
     "SLO_METRICS",
     "format_summary_table",
     "model_cost_fns",
+    "read_run_table",
     "request_metrics",
     "slo_report",
     "summarize",
