@@ -111,6 +111,20 @@ def test_no_request_object_survives_a_finished_run(vidur_host, monkeypatch, sche
         assert cols["preemptions"].sum() > 0
 
 
+@pytest.mark.parametrize("router", ["lor", "prefix_aware", "random", "round_robin", "session_affinity"])
+@pytest.mark.parametrize("scheduler", ["faster_transformer", "lightllm", "orca", "sarathi", "sglang", "vllm",
+                                       "vllm_v1"])
+def test_no_built_in_policy_keeps_finished_requests(vidur_host, monkeypatch, scheduler, router):
+    monkeypatch.setattr(requests_mod, "FLUSH", 1)
+    sim = build(vidur_host, scheduler, global_scheduler=router, num_requests=60, prompt_tokens=40, output_tokens=6,
+                qps=300.0, replicas=3)
+    before = live_requests()
+    loop = EventLoop(sim.request_source(), sim.replica_states, sim.router)
+    loop.run()
+    assert loop.completed == 60
+    assert live_requests() == before
+
+
 def test_closed_loop_keeps_no_request_and_numbers_by_arrival(vidur_host, monkeypatch):
     monkeypatch.setattr(requests_mod, "BLOCK", 16)
     monkeypatch.setattr(requests_mod, "FLUSH", 1)

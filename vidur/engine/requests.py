@@ -151,7 +151,7 @@ class TableRequests:
             buf.clear()
 
     def _write(self, reqs: list[Request]) -> None:
-        ids = np.fromiter((r.id for r in reqs), dtype=np.int64, count=len(reqs))
+        ids = np.array([r.id for r in reqs], dtype=np.int64)
         if self._subset is not None:
             ids = np.searchsorted(self._subset, ids)
         self.replica[ids] = [r.replica for r in reqs]
