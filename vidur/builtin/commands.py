@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from vidur.hookspecs import hookimpl
@@ -45,7 +46,8 @@ def _run(args) -> int:
 
         raise VidurError("--address needs --executor ray")
     if args.seeds is not None:
-        return _run_seeds(args, scenario)
+        with _ray_session(args):
+            return _run_seeds(args, scenario)
     from vidur.outdir import check_output_dir, claim_run_dir, release_if_empty
 
     claimed = None
@@ -62,22 +64,13 @@ def _run(args) -> int:
                 raise VidurError(f"{out} already holds a run ({', '.join(previous)}); choose another --out or pass --overwrite")
     else:  # runs/<scenario>-<time>, claimed now: a run started in the same second takes <name>-2
         out = claimed = claim_run_dir(default_out_dir(args.scenario))
-    ray_started = False
     try:
-        if args.executor == "ray":
-            from vidur.search.executors import start_ray
-
-            ray_started = start_ray(args.address, None)
-        result, summary = run_scenario(scenario, out, step_mode=args.step, overwrite=args.overwrite,
-                                       executor=args.executor)
+        with _ray_session(args):
+            result, summary = run_scenario(scenario, out, step_mode=args.step, overwrite=args.overwrite,
+                                           executor=args.executor)
     except BaseException:
         release_if_empty(claimed)
         raise
-    finally:
-        if ray_started:
-            import ray
-
-            ray.shutdown()
     from vidur.metrics.report import format_summary_table
 
     run = summary["run"]
@@ -96,6 +89,23 @@ def _run(args) -> int:
     if out is not None:
         print(f"run directory: {out}")
     return 0
+
+
+@contextmanager
+def _ray_session(args):
+    """With ``--executor ray``: join ``--address`` or start a local Ray (as search does), shut down after."""
+    started = False
+    if args.executor == "ray":
+        from vidur.search.executors import start_ray
+
+        started = start_ray(args.address, None)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
 
 
 def _run_seeds(args, scenario) -> int:
@@ -126,7 +136,7 @@ def _run_seeds(args, scenario) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _, summary = run_scenario(scenario.replace(seed=s), None if out is None else out / f"seed-{s}",
-                                      overwrite=args.overwrite)
+                                      overwrite=args.overwrite, executor=args.executor)
         clipped = max(clipped, summary["run"].get("clipped_requests") or 0)
         for w in caught:
             if "clipped" not in str(w.message):
