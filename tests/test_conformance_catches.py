@@ -49,3 +49,20 @@ def test_the_same_router_with_sync_decoding_passes():
     suite = type("S", (_Suite,), {"scheduler": _KVLoadRouter})()
     suite.test_routes_read_synced_state()
     suite.test_fast_forward_equals_stepping()
+
+
+class _ClaimsUpfront(GlobalScheduler):
+    """Least outstanding requests, but claims to decide without replica state."""
+
+    name = "claims_upfront"
+    decides_upfront = True
+
+    def route(self, req):
+        loads = [rep.num_outstanding for rep in self.replicas]
+        return loads.index(min(loads))
+
+
+def test_a_router_that_wrongly_decides_upfront_fails_the_check():
+    suite = type("S", (_Suite,), {"scheduler": _ClaimsUpfront})()
+    with pytest.raises(AssertionError, match="decides_upfront"):
+        suite.test_upfront_routes_ignore_replica_state()

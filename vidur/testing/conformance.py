@@ -38,7 +38,9 @@ completes exactly once on the replica it was routed to; same seed, same
 routes and timings; fast-forward equals stepping, which checks the
 ``needs_live_state`` declaration; and routes over replicas that decode in a
 lazy group equal routes over eager replicas, which catches a router that
-reads ``kv_len``/``blocks``/``last_token`` without ``replica.sync_decoding()``.
+reads ``kv_len``/``blocks``/``last_token`` without ``replica.sync_decoding()``;
+a router that sets ``decides_upfront`` routes a trace the same with no
+simulation at all (idle replicas), which checks that declaration.
 
 Class attributes tune each suite; see the attribute comments below.
 """
@@ -554,6 +556,7 @@ class GlobalSchedulerConformance:
         assert attrs.has(cls.Config), f"{cls.__name__}.Config must be an attrs class"
         cls.Config()
         assert isinstance(cls.needs_live_state, bool)
+        assert isinstance(cls.decides_upfront, bool)
         self.make_config()
 
     def test_routes_are_valid_and_every_request_completes_once(self):
@@ -590,6 +593,31 @@ class GlobalSchedulerConformance:
             _assert_same_run(a, b, "set needs_live_state = True if route() reads token-level progress")
 
         _run_property(self, self.trace_strategy(), check)
+
+    def test_upfront_routes_ignore_replica_state(self):
+        """A router that sets ``decides_upfront`` is asked for every route before the
+        simulation (parallel replica groups): its routes during a run must equal the
+        routes it gives the same requests, in order, over replicas that never run."""
+        if not self._cls().decides_upfront:
+            import pytest
+
+            pytest.skip("the router does not set decides_upfront")
+
+        def check(args):
+            trace, seed = args
+            ran = self.run_trace(trace, seed=seed)
+            cls, cfg = self._replica()
+            idle = ClusterHarness(self._cls(), self.make_config(), num_replicas=self.num_replicas,
+                                  scheduler_cls=cls, scheduler_config=cfg, num_blocks=self.num_blocks,
+                                  block_size=self.block_size, seed=seed)
+            idle.add_trace(trace)
+            upfront = [idle.router.route(r) for r in idle.requests]
+            assert ran.routes == upfront, (
+                f"{self._cls().__name__} sets decides_upfront but its routes depend on the replicas' state "
+                "(they differ between a run and the same requests over idle replicas); set decides_upfront = False"
+            )
+
+        _run_property(self, st.tuples(self.trace_strategy(), st.integers(0, 2**32 - 1)), check)
 
     def test_routes_read_synced_state(self):
         """Requests decoding in a replica's lazy decode group when a request
