@@ -70,6 +70,22 @@ class Followups:
         return req, self._think[nrow]
 
 
+
+def requests_for_rows(table: RequestTable, rows: np.ndarray | slice) -> list[Request]:
+    """Fresh :class:`Request` objects for table ``rows`` (id = row), carrying their content
+    (prompt leaf, output node, row, session) when the workload has one."""
+    ids = range(*rows.indices(len(table))) if isinstance(rows, slice) else rows.tolist()
+    reqs = [
+        Request(i, a, p, o)
+        for i, a, p, o in zip(ids, table.arrival[rows].tolist(), table.prompt[rows].tolist(), table.output[rows].tolist())
+    ]
+    c = table.content
+    if c is not None:
+        session = c.session[rows].tolist() if c.session is not None else [-1] * len(reqs)
+        for r, leaf, out, s in zip(reqs, c.leaf[rows].tolist(), c.out[rows].tolist(), session):
+            r.content = (leaf, out, r.id, s)
+    return reqs
+
 class TableRequests:
     """The requests of a :class:`RequestTable` for one event loop (see the module docstring).
 
@@ -116,17 +132,7 @@ class TableRequests:
     # -- making requests ----------------------------------------------------------
     def make_rows(self, rows: np.ndarray | slice) -> list[Request]:
         """Fresh requests for table ``rows`` (id = row), with their content; they are live."""
-        t = self.table
-        ids = range(rows.start, rows.stop) if isinstance(rows, slice) else rows.tolist()
-        reqs = [
-            Request(i, a, p, o)
-            for i, a, p, o in zip(ids, t.arrival[rows].tolist(), t.prompt[rows].tolist(), t.output[rows].tolist())
-        ]
-        c = self.content
-        if c is not None:
-            session = self._session[rows].tolist() if self._session is not None else [-1] * len(reqs)
-            for r, leaf, out, s in zip(reqs, c.leaf[rows].tolist(), c.out[rows].tolist(), session):
-                r.content = (leaf, out, r.id, s)
+        reqs = requests_for_rows(self.table, rows)
         self.live.update(reqs)
         return reqs
 

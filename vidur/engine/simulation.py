@@ -15,7 +15,7 @@ from vidur.engine import parallel
 from vidur.engine.log import BatchLog
 from vidur.engine.loop import EventLoop, ReplicaState
 from vidur.engine.request_view import RequestsView
-from vidur.engine.requests import TableRequests
+from vidur.engine.requests import TableRequests, requests_for_rows
 from vidur.entities.request import Request
 from vidur.errors import PluginError, PolicyOutputError, VidurError
 from vidur.metrics.records import REQUEST_COLUMNS, BatchRowsNotKept, ReplicaInfo, RunRecords
@@ -277,19 +277,7 @@ class Simulation:
         """One :class:`Request` per table row (or per row of ``rows``, id = row), carrying its
         content when the workload has one (routing up front; a run's loop makes its own, at arrival,
         from :meth:`request_source`)."""
-        t = self.table
-        sel = slice(None) if rows is None else rows
-        ids = range(len(t)) if rows is None else rows.tolist()
-        reqs = [
-            Request(i, a, p, o)
-            for i, a, p, o in zip(ids, t.arrival[sel].tolist(), t.prompt[sel].tolist(), t.output[sel].tolist())
-        ]
-        c = t.content
-        if c is not None:
-            session = c.session[sel].tolist() if c.session is not None else [-1] * len(reqs)
-            for r, leaf, out, s in zip(reqs, c.leaf[sel].tolist(), c.out[sel].tolist(), session):
-                r.content = (leaf, out, r.id, s)
-        return reqs
+        return requests_for_rows(self.table, slice(None) if rows is None else rows)
 
     def request_source(self, rows: np.ndarray | None = None) -> TableRequests:
         """This run's requests for the event loop (one per run): made from the table a block ahead of

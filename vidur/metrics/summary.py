@@ -331,6 +331,41 @@ def _cost_sum(fn, cols, info, n: int) -> float | None:
     return float(val.sum())
 
 
+def _replica_head(rid: int, info: ReplicaInfo | None, req_replica_stats: dict[str, int]) -> dict[str, Any]:
+    """A replica summary's first keys: its facts and its request counts."""
+    out: dict[str, Any] = {"replica": int(rid)}
+    if info is not None:
+        out.update(
+            {
+                "device": info.device,
+                "num_gpus": int(info.num_gpus),
+                "tp": int(info.tp),
+                "pp": int(info.pp),
+                "kv_blocks": int(info.kv_blocks),
+                "block_size": int(info.block_size),
+            }
+        )
+    out["requests"] = req_replica_stats.get("requests", 0)
+    out["preemptions"] = req_replica_stats.get("preemptions", 0)
+    return out
+
+
+def _put_utilization(out: dict, flops, nbytes, info: ReplicaInfo | None, gpu_busy: float, window: float, num_gpus: int) -> None:
+    """MFU/MBU over busy time and over the window, and the totals they come from."""
+    for key, total, peak in (
+        ("mfu", flops, info.peak_flops if info else None),
+        ("mbu", nbytes, info.memory_bandwidth if info else None),
+    ):
+        if total is None or not peak:
+            out[key] = None
+            out[key + "_window"] = None
+            continue
+        out[key] = _f(total / (gpu_busy * peak)) if gpu_busy > 0 else None
+        out[key + "_window"] = _f(total / (window * num_gpus * peak)) if window > 0 else None
+    out["total_flops"] = _f(flops)
+    out["total_bytes"] = _f(nbytes)
+
+
 def _replica_summary(
     rid: int,
     info: ReplicaInfo | None,
@@ -350,20 +385,7 @@ def _replica_summary(
     prefill_tokens = np.asarray(cols.get("prefill_tokens", np.zeros(n)), dtype=np.int64)
     num_decode = np.asarray(cols.get("num_decode", np.zeros(n)), dtype=np.int64)
     tokens = prefill_tokens + num_decode
-    out: dict[str, Any] = {"replica": int(rid)}
-    if info is not None:
-        out.update(
-            {
-                "device": info.device,
-                "num_gpus": int(info.num_gpus),
-                "tp": int(info.tp),
-                "pp": int(info.pp),
-                "kv_blocks": int(info.kv_blocks),
-                "block_size": int(info.block_size),
-            }
-        )
-    out["requests"] = req_replica_stats.get("requests", 0)
-    out["preemptions"] = req_replica_stats.get("preemptions", 0)
+    out = _replica_head(rid, info, req_replica_stats)
     out["num_batches"] = int(n)
     if n:
         bp = np.percentile(num_seqs, (50, 99))
@@ -415,18 +437,7 @@ def _replica_summary(
     # MFU / MBU
     flops = _cost_sum(flops_fn, cols, info, n)
     nbytes = _cost_sum(bytes_fn, cols, info, n)
-    for key, total, peak in (
-        ("mfu", flops, info.peak_flops if info else None),
-        ("mbu", nbytes, info.memory_bandwidth if info else None),
-    ):
-        if total is None or not peak:
-            out[key] = None
-            out[key + "_window"] = None
-            continue
-        out[key] = _f(total / (gpu_busy * peak)) if gpu_busy > 0 else None
-        out[key + "_window"] = _f(total / (window * num_gpus * peak)) if window > 0 else None
-    out["total_flops"] = _f(flops)
-    out["total_bytes"] = _f(nbytes)
+    _put_utilization(out, flops, nbytes, info, gpu_busy, window, num_gpus)
     return out
 
 
@@ -444,20 +455,7 @@ def _replica_summary_folded(
 
     window = t1 - t0
     n = int(agg.n[rid]) if rid < agg.n.size else 0
-    out: dict[str, Any] = {"replica": int(rid)}
-    if info is not None:
-        out.update(
-            {
-                "device": info.device,
-                "num_gpus": int(info.num_gpus),
-                "tp": int(info.tp),
-                "pp": int(info.pp),
-                "kv_blocks": int(info.kv_blocks),
-                "block_size": int(info.block_size),
-            }
-        )
-    out["requests"] = req_replica_stats.get("requests", 0)
-    out["preemptions"] = req_replica_stats.get("preemptions", 0)
+    out = _replica_head(rid, info, req_replica_stats)
     out["num_batches"] = n
     for key, hist, total in (("batch_size", agg.seqs_hist, agg.seqs_sum), ("tokens_per_batch", agg.tok_hist, agg.tok_sum)):
         if n:
@@ -488,18 +486,7 @@ def _replica_summary_folded(
     priced = agg.cost is not None and info is not None
     flops = (float(agg.flops[rid]) if n else 0.0) if priced else None
     nbytes = (float(agg.nbytes[rid]) if n else 0.0) if priced else None
-    for key, total, peak in (
-        ("mfu", flops, info.peak_flops if info else None),
-        ("mbu", nbytes, info.memory_bandwidth if info else None),
-    ):
-        if total is None or not peak:
-            out[key] = None
-            out[key + "_window"] = None
-            continue
-        out[key] = _f(total / (gpu_busy * peak)) if gpu_busy > 0 else None
-        out[key + "_window"] = _f(total / (window * num_gpus * peak)) if window > 0 else None
-    out["total_flops"] = _f(flops)
-    out["total_bytes"] = _f(nbytes)
+    _put_utilization(out, flops, nbytes, info, gpu_busy, window, num_gpus)
     return out
 
 

@@ -80,6 +80,9 @@ class ReplicaScheduler:
     Config: ClassVar[type] = SchedulerConfig
     kv_block_size: ClassVar[int | None] = None
     lazy_decode: ClassVar[bool] = False
+    #: the engine overlaps each step's host work with the previous GPU step (vLLM V1's
+    #: async scheduling, SGLang's overlap scheduler): a step takes max(device, host)
+    host_overlap: bool = False
     #: whether the engine this policy models caches prefixes by default
     #: (vLLM V1, SGLang: yes; vLLM v0, Sarathi-Serve, Orca, FasterTransformer: no)
     prefix_caching_default: ClassVar[bool] = False
@@ -136,12 +139,16 @@ class ReplicaScheduler:
 
     def batch_time(self, batch: Batch) -> float:
         """Seconds ``batch`` would take on this replica by the run's runtime
-        estimator (device time of every stage + CPU overhead)."""
+        estimator: device time of every stage plus CPU overhead, or their max
+        when the policy sets ``host_overlap`` (the event loop's arithmetic)."""
         est = self._estimator
         if est is None:
             raise VidurError(f"{type(self).__name__} was built without a runtime estimator; pass estimator=")
         s = batch.shape
-        return est.forward_time(s) + est.cpu_overhead(s.num_seqs)
+        fwd, cpu = est.forward_time(s), est.cpu_overhead(s.num_seqs)
+        if self.host_overlap:  # the next step's host work overlaps this GPU step: max, not sum
+            return fwd if fwd > cpu else cpu
+        return fwd + cpu
 
     # -- what policies implement -------------------------------------------
     def schedule(self) -> Batch | None:

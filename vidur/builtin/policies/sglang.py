@@ -251,15 +251,6 @@ class SGLangScheduler(ReplicaScheduler):
             est.use_cuda_graphs(sizes)
 
     # -- what the engine reads ----------------------------------------------------
-    def batch_time(self, batch: Batch) -> float:
-        """Seconds the engine charges: max(device, host) under the overlap scheduler."""
-        est = self._estimator
-        if est is None or not self.host_overlap:
-            return super().batch_time(batch)
-        s = batch.shape
-        fwd, cpu = est.forward_time(s), est.cpu_overhead(s.num_seqs)
-        return fwd if fwd > cpu else cpu
-
     def max_new_tokens(self, req) -> int:
         """The request's ``max_new_tokens`` as SGLang holds it: its output length, cut so that
         prompt + max_new_tokens stays under ``max_req_len`` (the pool less one token) as SGLang's

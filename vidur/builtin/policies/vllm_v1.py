@@ -121,18 +121,6 @@ class VLLMV1Scheduler(ReplicaScheduler):
             # idempotent: the simulation tells the shared estimator the same sizes
             self._estimator.use_cuda_graphs(self.cuda_graph_sizes)
 
-    def batch_time(self, batch: Batch) -> float:
-        """Seconds the engine charges for ``batch``: with ``async_scheduling`` the host work
-        overlaps the GPU step, so max(device, host) instead of their sum (the event loop's
-        arithmetic); CUDA-graph padding is the estimator's (:meth:`use_cuda_graphs`, set by
-        the simulation, or here when a policy is built standalone with an estimator)."""
-        est = self._estimator
-        if est is None or not self.host_overlap:
-            return super().batch_time(batch)
-        s = batch.shape
-        fwd, cpu = est.forward_time(s), est.cpu_overhead(s.num_seqs)
-        return fwd if fwd > cpu else cpu
-
     def _chunk(self, remaining: int, budget: int) -> int:
         t = self.config.long_prefill_token_threshold
         if 0 < t < remaining:
