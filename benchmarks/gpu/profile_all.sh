@@ -4,6 +4,7 @@
 # Run from the repository root on a machine with one NVIDIA GPU and PyTorch with CUDA:
 #
 #     OUT=/some/dir bash benchmarks/gpu/profile_all.sh
+#     OUT=/some/dir VIDUR_GPU_EXTRA="Qwen/Qwen3-32B:2:60" bash benchmarks/gpu/profile_all.sh   # more models after the set
 #
 # Needs only python with torch, numpy and attrs (tqdm and pytest optional); nothing is
 # downloaded. One layer per TP shard is timed (CUDA events over CUDA-graph replays of
@@ -63,6 +64,11 @@ else
   run_model meta-llama/Llama-2-7b-hf 1 45
   run_model meta-llama/Meta-Llama-3-70B 2,4,8 200
 fi
+# VIDUR_GPU_EXTRA="MODEL:TPS:SECONDS ..." adds models after the set (what time is left goes to them in order)
+for spec in ${VIDUR_GPU_EXTRA:-}; do
+  IFS=: read -r xm xt xs <<<"$spec"
+  run_model "$xm" "$xt" "${xs:-60}"
+done
 
 # CUDA code-path tests (skipped quietly when pytest is absent or VIDUR_GPU_SKIP_TESTS=1), at most 30 s
 if [ -z "${VIDUR_GPU_SKIP_TESTS:-}" ] && [ "$(left)" -gt -20 ] && "$PY" -c "import pytest" 2>/dev/null; then
