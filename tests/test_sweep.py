@@ -312,3 +312,32 @@ def test_a_metric_table_entry_with_a_headline_role_is_swept(monkeypatch, tmp_pat
     assert any(r["metric"] == "prefill_span_p99_s" for r in outcome.paired)
     assert "prefill span p99 (ms)" in outcome.report
     assert all(len(c["cdf"]["prefill_span"]) == 101 for c in outcome.cells)
+
+
+@pytest.mark.parametrize("mode", ["full", "summary"])
+def test_a_sweep_points_mfu_and_mbu_do_not_depend_on_the_batch_log_mode(mode, monkeypatch):
+    """A cell is summarised as ``vidur run`` summarises (the model's cost functions), so its
+    MFU/MBU are the same with the batch log kept in full or summarised (not None in one)."""
+    import vidur.metrics.headline as headline
+    from vidur.engine.run_scenario import summarize_result
+    from vidur.engine.simulation import Simulation
+    from vidur.plugins import get_host
+    from vidur.scenario import scenario_from_dict
+    from vidur.sweep.worker import build_stream, run_cell, table_digest
+
+    raw = {**SCENARIO, "metrics": {**SCENARIO["metrics"], "batch_log": mode}}
+    table, clipped = build_stream(raw)
+    task = {"key": "k", "index": 0, "policy": "sarathi", "workload": "w", "qps": 4.0, "seed": 0,
+            "scenario": raw, "table": table, "clipped": clipped, "digest": table_digest(table)}
+    seen = []
+    real = headline.headline_values
+    monkeypatch.setattr(headline, "headline_values", lambda s: seen.append(s) or real(s))
+    assert run_cell(task)["status"] == "ok"
+    (cell,) = seen
+    # the reference: `vidur run` of the same scenario with the batch log kept in full
+    full_raw = {**raw, "metrics": {**raw["metrics"], "batch_log": "full"}}
+    sim = Simulation(scenario_from_dict(full_raw, get_host()), get_host(), requests=table)
+    ref = summarize_result(sim, sim.run(progress=False))
+    for got, want in zip(cell["replicas"], ref["replicas"], strict=True):
+        for k in ("mfu", "mbu"):
+            assert want[k] is not None and got[k] == pytest.approx(want[k], rel=1e-9)

@@ -51,17 +51,26 @@ def operator_shares(sim: Simulation, batches: dict, sample: int = 2000) -> dict[
     return {op: round(t / whole, 4) for op, t in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
+def summarize_run(sim: Simulation, result: SimulationResult) -> dict:
+    """:func:`vidur.metrics.summary.summarize` of a finished run with its SLOs and the
+    model's cost functions, so MFU/MBU come out the same whether the batch log was
+    kept in full or summarised (``vidur run`` and ``vidur sweep`` both use it)."""
+    from vidur.metrics.summary import model_cost_fns, summarize
+
+    rec = result.records
+    # summary mode: FLOPs and bytes were priced during the run with the same cost functions
+    flops_fn, bytes_fn = model_cost_fns(sim.model) if rec.batch_summary is None else (None, None)
+    return summarize(rec, slo_dict(sim.scenario), flops_fn=flops_fn, bytes_fn=bytes_fn)
+
+
 def summarize_result(sim: Simulation, result: SimulationResult) -> dict:
     """The summary dict of a finished run (metrics plus run facts)."""
     from vidur.metrics.batch_summary import SAMPLE_PER_REPLICA
-    from vidur.metrics.summary import model_cost_fns, summarize
 
     model, tp = sim.model, sim.scenario.cluster.tensor_parallel
     rec = result.records
     folded = rec.batch_summary
-    # summary mode: FLOPs and bytes were priced during the run with the same cost functions
-    flops_fn, bytes_fn = model_cost_fns(model) if folded is None else (None, None)
-    summary = summarize(rec, slo_dict(sim.scenario), flops_fn=flops_fn, bytes_fn=bytes_fn)
+    summary = summarize_run(sim, result)
     if folded is None:
         summary["operator_time_share"] = operator_shares(sim, rec.batches)
         how = "an evenly spaced sample of at most 2000 batches"

@@ -54,10 +54,10 @@ def run_cell(task: dict[str, Any], host=None) -> dict[str, Any]:
     this policy's KV reservation, a bad option) comes back ``status: skipped``
     with the reason; it is stored, so a rerun does not retry it.
     """
-    from vidur.engine.run_scenario import slo_dict
+    from vidur.engine.run_scenario import summarize_run
     from vidur.engine.simulation import Simulation
     from vidur.metrics.headline import cdf_metrics, headline_values
-    from vidur.metrics.summary import request_metrics, summarize
+    from vidur.metrics.summary import request_metrics
     from vidur.plugins import get_host
     from vidur.scenario import scenario_from_dict
 
@@ -72,7 +72,7 @@ def run_cell(task: dict[str, Any], host=None) -> dict[str, Any]:
     except VidurError as exc:
         row.update(status="skipped", reason=str(exc), metrics={}, cdf={}, wall_s=round(time.perf_counter() - t0, 3))
         return row
-    summary = summarize(result.records, slo_dict(sc))
+    summary = summarize_run(sim, result)
     m = request_metrics(result.records)
     cdf = {}
     for name in cdf_metrics():
