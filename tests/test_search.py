@@ -191,7 +191,6 @@ def test_small_search_end_to_end(serial_run):
         table = list(csv.DictReader(f))
     assert len(table) == 8
     assert {"max_qps", "qps_per_dollar", "cost_per_hour", "gpus", "scheduling_delay_p99_s", "ttft_p99_s"} <= set(table[0])
-    pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     pt = pq.read_table(out / "results.parquet").to_pylist()
@@ -379,20 +378,6 @@ def test_spec_errors_in_python_api():
         spec_from_dict(raw)
     assert not math.isnan(small_spec().drain_s)
     assert REPO.is_dir()
-
-
-def test_csv_only_without_pyarrow(serial_run, tmp_path, monkeypatch):
-    import sys
-
-    import attrs
-
-    from vidur.search.outputs import write_outputs
-
-    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
-    warnings = []
-    report = write_outputs(small_spec(), attrs.evolve(serial_run, out_dir=tmp_path), log=warnings.append)
-    assert (tmp_path / "results.csv").is_file() and not (tmp_path / "results.parquet").exists()
-    assert any("pyarrow is not installed" in w for w in warnings) and "results.csv only" in report
 
 
 def test_a_missing_trace_file_is_an_input_error_not_an_slo_miss(tmp_path, capsys):

@@ -4,7 +4,7 @@ Output directory::
 
     results.jsonl      one line per finished configuration (the resume log, with every probe)
     results.csv        the table: every configuration, its max QPS, SLO metrics at it, cost
-    results.parquet    the same table (needs pyarrow)
+    results.parquet    the same table
     pareto.csv         Pareto frontier of QPS per dollar vs each latency metric
     pareto_<metric>.png one plot per latency metric (needs matplotlib)
     best.yaml          the best configuration as a scenario at its max QPS (``vidur run best.yaml``)

@@ -46,13 +46,11 @@ def _fmt(v):
     return v
 
 
-def write_parquet(path: Path, rows: list[dict[str, Any]]) -> bool:
-    """Write ``rows`` as Parquet; False when pyarrow is not installed."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        return False
+def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as Parquet (a float column where any value is a float)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     cols = list(dict.fromkeys(k for r in rows for k in r))
     data = {c: [r.get(c) for r in rows] for c in cols}
     arrays = {}
@@ -64,7 +62,6 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> bool:
             vals = [None if v is None else float(v) for v in vals]
         arrays[c] = pa.array(vals)
     pq.write_table(pa.table(arrays), path)
-    return True
 
 
 def pareto_rows(spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -351,12 +348,8 @@ def write_outputs(spec, outcome, log: Callable[[str], None]) -> str:
     notes: list[str] = []
     write_csv(out / "results.csv", rows)
     files.append("results.csv")
-    if write_parquet(out / "results.parquet", rows):
-        files.append("results.parquet")
-    else:
-        msg = "pyarrow is not installed: wrote results.csv only (pip install 'vidur-sim[search]' for Parquet)"
-        log(f"warning: {msg}")
-        notes.append(msg)
+    write_parquet(out / "results.parquet", rows)
+    files.append("results.parquet")
     prs = pareto_rows(spec, rows)
     write_csv(out / "pareto.csv", prs or [{"metric": None, "rank": None, "config": None}])
     files.append("pareto.csv")

@@ -6,7 +6,7 @@ Output directory::
     cells.csv            one row per simulation: policy, workload, load, seed, headline metrics
     summary.csv          per (workload, load, policy, metric): mean and 95 % CI over seeds
     paired.csv           per (workload, load, policy, metric): paired difference to the baseline, p-value
-    *.parquet            the same three tables (needs pyarrow)
+    *.parquet            the same three tables
     latency_vs_load.png  TTFT/TPOT/E2E p50 and p99 against load, per policy (needs matplotlib)
     goodput_vs_load.png  goodput and throughput against load
     cdf_<load>.png       overlaid TTFT/TPOT/E2E CDFs per policy at each load

@@ -245,10 +245,10 @@ def write_outputs(spec, out: Path, cells: list[dict], summary: list[dict], paire
     for name, rows in tables.items():
         write_csv(out / f"{name}.csv", rows or [{"policy": None}])
         files.append(f"{name}.csv")
-    if all(write_parquet(out / f"{name}.parquet", rows) for name, rows in tables.items() if rows):
-        files += [f"{name}.parquet" for name, rows in tables.items() if rows]
-    else:
-        notes.append("pyarrow is not installed: CSV only (pip install 'vidur-sim[search]' for Parquet)")
+    for name, rows in tables.items():
+        if rows:
+            write_parquet(out / f"{name}.parquet", rows)
+            files.append(f"{name}.parquet")
     if plots:
         try:
             import matplotlib  # noqa: F401
