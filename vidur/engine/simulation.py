@@ -96,9 +96,22 @@ class Simulation:
 
     Build it (validates everything and raises one-line VidurErrors), then
     :meth:`run`. ``requests`` may be given to replay a fixed request table.
+
+    ``serial_host=True`` prices every step as host work then device work even
+    where the replica scheduler models an engine that overlaps them
+    (``host_overlap``: vLLM V1's async scheduling, SGLang's overlap scheduler):
+    ``vidur validate`` sets it when its reference executor runs serially, so
+    that the simulated side prices what the real side does.
     """
 
-    def __init__(self, scenario: Scenario, host: PluginHost | None = None, requests: RequestTable | None = None):
+    def __init__(
+        self,
+        scenario: Scenario,
+        host: PluginHost | None = None,
+        requests: RequestTable | None = None,
+        *,
+        serial_host: bool = False,
+    ):
         from vidur.model.catalog import check_parallelism, deploy, load_model
 
         self.scenario = sc = scenario
@@ -169,6 +182,8 @@ class Simulation:
         if self.prefix_caching and requests.content is not None:
             tree = requests.content.tree
             tree_lists = (tree.parent.tolist(), tree.start.tolist())
+        #: every step priced host then device, whatever the policy models (``serial_host``)
+        self.serial_host = serial_host
         self.replica_states: list[ReplicaState] = []
         schedulers = []
         for i in range(cl.num_replicas):
@@ -182,6 +197,8 @@ class Simulation:
                 )
             if reserved:  # set after construction: a plugin __init__ with its own signature keeps working
                 sched._reservations = MappingProxyType(reserved)
+            if serial_host and getattr(sched, "host_overlap", False):  # before ReplicaState reads it
+                sched.host_overlap = False
             schedulers.append(sched)
             self.replica_states.append(ReplicaState(i, sched, self.estimator, self.model.num_layers, pp))
         check = getattr(schedulers[0], "check_memory_planner", None)

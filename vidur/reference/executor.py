@@ -138,6 +138,12 @@ class ReferenceExecutor(IterationInputs, CudaGraphs):
     synthetic iteration operator by operator.
     """
 
+    #: whether :meth:`execute` overlaps an iteration's host work with the previous iteration's
+    #: device work, as an engine with async scheduling does: it does not (input preparation,
+    #: forward pass and sampling run one after the other), so ``vidur validate`` prices the
+    #: simulated side's steps as device + host for every policy
+    overlaps_host: bool = False
+
     def __init__(
         self,
         model: ModelSpec,

@@ -24,9 +24,15 @@ REQUIRED = (
 )
 
 
-def predict_iteration(est, shape: BatchShape) -> tuple[float, float]:
-    """(iteration seconds with host overhead, forward seconds): what ``vidur validate`` predicts for a batch."""
+def predict_iteration(est, shape: BatchShape, overlap: bool = False) -> tuple[float, float]:
+    """(iteration seconds with host overhead, forward seconds): what ``vidur validate`` predicts for a batch.
+
+    The host overhead adds to the forward pass (the reference executor runs them one after the
+    other); ``overlap``: the iteration takes their max instead (an executor that overlaps them)."""
     fwd = est.forward_time(shape)
+    if overlap:
+        cpu = est.cpu_overhead(shape.num_seqs)
+        return (fwd if fwd > cpu else cpu), fwd
     if shape.num_prefill:
         return fwd + est.cpu_overhead(shape.num_seqs), fwd
     return float(est.decode_iteration_times(shape.num_decode, np.array([float(shape.decode_kv)]))[0]), fwd

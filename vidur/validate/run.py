@@ -12,6 +12,12 @@
    device's profile (``profile``), or the one the scenario or ``--estimator``
    names.
 
+Both sides price what the executor does: a policy that models host overlap
+(vLLM V1's async scheduling, SGLang's overlap scheduler) is priced serially
+(device + host, ``Simulation(serial_host=True)``) unless the executor
+overlaps host and device work (``overlaps_host``; the reference executor does
+not), and the report says so in a note and in ``run.host_overlap``.
+
 Then it compares the two at every level (:mod:`vidur.validate.compare`).
 The executor is built for one device: tensor and pipeline parallelism must
 be 1; several replicas are emulated by running their batches one after the
@@ -140,6 +146,31 @@ def match_engine_mode(scenario: Scenario, model, host: PluginHost, resolved, dev
         skipped=resolved.provenance.skipped, calibration=resolved.provenance.calibration,
         fitted_from=resolved.provenance.fitted_from,
     ))
+
+
+def host_overlap(sim, executor, device_type: str) -> dict:
+    """Whether the replica scheduler of ``sim`` models host overlap (``policy``), whether the
+    executor overlaps host and device work (``executor``), whether the simulated side prices
+    overlap (``priced``: only when both do) and the report's note when they disagree (else None).
+
+    A policy's ``host_overlap`` (vLLM V1's async scheduling, SGLang's overlap scheduler) prices a
+    step as max(device, host); an executor that runs them one after the other takes their sum, so
+    comparing the two would charge the executor's serial host time to the simulator."""
+    policy = any(st.overlap for st in sim.replica_states)
+    by_executor = bool(getattr(executor, "overlaps_host", False))
+    note = None
+    if policy and not by_executor:
+        why = (
+            "on the CPU host work and forward pass share one processor" if device_type == "cpu"
+            else "it has no async scheduling"
+        )
+        note = (
+            f"host overlap not priced: the {sim.scenario.replica_scheduler.name} scheduler models an engine that "
+            f"overlaps each step's host work with the previous step's device work (a step takes max(device, host)), "
+            f"but the reference executor runs them one after the other ({why}), so the simulated side prices every "
+            f"step as device + host, as the real side runs it"
+        )
+    return {"policy": policy, "executor": by_executor, "priced": policy and by_executor, "note": note}
 
 
 def _check_validatable(scenario: Scenario) -> None:
@@ -275,7 +306,11 @@ def validate_scenario(
     resolved = match_engine_mode(scenario, model, host, resolved, device_type, gmax, notes)
     policy = Policy(resolved.name, resolved.config)
     sc = scenario.replace(runtime_estimator=policy, simulation=sim_opts)
-    real_sim = Simulation(sc, host, requests=table)
+    overlap = host_overlap(probe, ex, device_type)
+    if overlap["note"]:
+        notes.append(overlap["note"])
+    serial = overlap["policy"] and not overlap["priced"]
+    real_sim = Simulation(sc, host, requests=table, serial_host=serial)
     est = real_sim.estimator
     provenance = resolved.completed(est)
     notes += [provenance.header()] + provenance.notes()
@@ -300,7 +335,7 @@ def validate_scenario(
             last_pace[0] = time.perf_counter()
         t = ex.execute(batch)
         s = batch.shape
-        pred, fwd = predict_iteration(est, s)
+        pred, fwd = predict_iteration(est, s, overlap["priced"])
         rows.append(
             (replica, batch.start, s.num_prefill, s.prefill_tokens, s.prefill_work, s.num_decode, s.decode_kv,
              t.wall_s, t.forward_s, pred, fwd, s.prefill_kv, s.prefill_sq)
@@ -345,7 +380,7 @@ def validate_scenario(
 
     sim_scenario = scenario.replace(runtime_estimator=policy, simulation=attrs.evolve(scenario.simulation, progress=False))
     t0 = time.perf_counter()
-    sim_result = Simulation(sim_scenario, host, requests=table).run(progress=False)
+    sim_result = Simulation(sim_scenario, host, requests=table, serial_host=serial).run(progress=False)
     sim_wall = time.perf_counter() - t0
 
     it = _iteration_columns(rows)
@@ -375,6 +410,7 @@ def validate_scenario(
             "real_wall_s": round(real_wall, 3),
             "sim_wall_s": round(sim_wall, 3),
             "host_pace": host_pace,
+            "host_overlap": {k: overlap[k] for k in ("policy", "executor", "priced")},
         },
         "iterations": iteration_errors(it["predicted_ms"] / 1e3, it["measured_ms"] / 1e3, it["kind"]),
         "iterations_forward": iteration_errors(it["predicted_forward_ms"] / 1e3, it["measured_forward_ms"] / 1e3, it["kind"]),
