@@ -603,6 +603,44 @@ def test_an_in_process_plugin_is_refused_for_worker_processes(tmp_path, capsys, 
     assert "device 'inprocgpu' is registered in this process only" in err and "serial" in err
 
 
+def test_the_in_process_check_looks_inside_a_wrapping_estimator(vidur_host, vidur_register):
+    """A wrapper's ``inner`` (the scenario's, else its Config's default) is carried to workers too."""
+    import attrs
+
+    from vidur.estimate.roofline import RooflineEstimator
+    from vidur.estimate.wrap import WrapperConfig, WrappingEstimator
+    from vidur.search.executors import check_plugins_reach_workers, in_process_plugins
+
+    class Local(RooflineEstimator):
+        """Roofline under another name (a stand-in for a plugin's estimator)."""
+
+        name = "local_est"
+
+    @attrs.frozen(kw_only=True)
+    class OverLocal(WrapperConfig):
+        inner: str = "local_est"
+
+    class Wrap(WrappingEstimator):
+        """A wrapper whose default inner is the in-process estimator."""
+
+        name = "wrap_est"
+        Config = OverLocal
+
+    vidur_register(Local)
+    vidur_register(Wrap)
+    est = "runtime estimator"
+    assert in_process_plugins([{"runtime_estimator": {"name": "wrap_est", "inner": "local_est"}}], vidur_host) == [
+        f"{est} 'wrap_est'", f"{est} 'local_est'"]
+    assert in_process_plugins([{"runtime_estimator": "wrap_est"}], vidur_host) == [
+        f"{est} 'wrap_est'", f"{est} 'local_est'"]  # the Config's default inner
+    assert in_process_plugins([{"runtime_estimator": {"name": "wrap_est", "inner": "roofline"}}], vidur_host) == [
+        f"{est} 'wrap_est'"]
+    assert in_process_plugins([{"runtime_estimator": {"name": "wrap_est", "inner": "auto"}}], vidur_host) == [
+        f"{est} 'wrap_est'"]
+    with pytest.raises(VidurError, match="'local_est' are registered in this process only"):
+        check_plugins_reach_workers([{"runtime_estimator": "wrap_est"}] * 2, "process", 2, vidur_host)
+
+
 # ------------------------------------------------------------ item 3e: the operating point
 
 

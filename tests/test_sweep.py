@@ -226,6 +226,23 @@ def test_third_party_policies_are_swept(vidur_register, tmp_path):
     assert any(r["policy"] == "tiny_chunks:chunk_size=64" for r in outcome.paired)
 
 
+def test_an_in_process_policy_is_refused_for_worker_processes(vidur_register, tmp_path):
+    """Spawned workers lack a plugin registered in this process: refused in one line before any
+    cell runs (not stored as skipped cells that a rerun would never retry)."""
+    from vidur.builtin.policies.sarathi import SarathiScheduler
+
+    class Local(SarathiScheduler):
+        """Sarathi under another name (a stand-in for a plugin's policy)."""
+
+        name = "local_chunks"
+
+    vidur_register(Local)
+    s = spec(policies=("sarathi", "local_chunks"), loads=(6.0,), seeds=(0,))
+    with pytest.raises(VidurError, match="replica scheduler 'local_chunks' is registered in this process only"):
+        run_sweep(s, tmp_path / "t", executor="process", jobs=2, progress=False, plots=False, log=quiet)
+    assert not (tmp_path / "t" / "cells.jsonl").exists() or not (tmp_path / "t" / "cells.jsonl").read_text()
+
+
 # ------------------------------------------------------------ command line
 
 

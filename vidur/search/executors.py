@@ -11,7 +11,7 @@ turns its own failures into rows.
 Process-pool and Ray workers build their own plugin host (built-ins plus
 installed entry points); plugins registered only in the calling process
 (``PluginHost.register``) are seen by the ``serial`` executor alone:
-:func:`check_plugins_reach_workers` refuses, in one line, a search that would
+:func:`check_plugins_reach_workers` refuses, in one line, a search or sweep that would
 send work using one to other processes.
 """
 
@@ -177,7 +177,10 @@ def leaves_process(executor: str, jobs: int | None, n_tasks: int) -> bool:
 
 def in_process_plugins(scenarios: Iterable[dict], host) -> list[str]:
     """``kind name`` of every plugin the raw ``scenarios`` name that is registered in this
-    process only (``PluginHost.register``), so a worker process would not have it."""
+    process only (``PluginHost.register``), so a worker process would not have it; the
+    estimators a wrapping estimator wraps (its ``inner``, down the chain) included."""
+    from vidur.estimate.wrap import WrappingEstimator
+
     found: dict[str, None] = {}
 
     def check(kind: str, name) -> None:
@@ -193,9 +196,25 @@ def in_process_plugins(scenarios: Iterable[dict], host) -> list[str]:
     def name_of(section):
         return section.get("name") if isinstance(section, dict) else section
 
+    def check_estimator(section) -> None:
+        """The named estimator and, for a wrapper, its ``inner`` (the scenario's, else its
+        Config's default), as the resolver (:mod:`vidur.resolve.estimator`) resolves them."""
+        name, inner, seen = name_of(section), section.get("inner") if isinstance(section, dict) else None, set()
+        while isinstance(name, str) and name not in seen:
+            seen.add(name)
+            check("runtime_estimator", name)
+            try:
+                cls = host.get("runtime_estimator", name)
+            except VidurError:
+                return
+            if not (isinstance(cls, type) and issubclass(cls, WrappingEstimator)):
+                return
+            name, inner = inner if inner is not None else getattr(cls.Config(), "inner", None), None
+
     for sc in scenarios:
-        for kind in ("replica_scheduler", "global_scheduler", "runtime_estimator", "memory_planner"):
+        for kind in ("replica_scheduler", "global_scheduler", "memory_planner"):
             check(kind, name_of(sc.get(kind)))
+        check_estimator(sc.get("runtime_estimator"))
         wl = sc.get("workload") or {}
         check("workload.arrival", name_of(wl.get("arrival")))
         check("workload.lengths", name_of(wl.get("lengths")))

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 
 from vidur.errors import VidurError
-from vidur.search.executors import run_tasks
+from vidur.search.executors import check_plugins_reach_workers, run_tasks
 from vidur.search.store import ResultStore
 from vidur.sweep.aggregate import paired_rows, summary_rows
 from vidur.sweep.spec import SweepSpec, cell_key
@@ -89,6 +89,8 @@ def run_sweep(
         if key not in done and key not in pending:
             pending[key] = (i, cell, raw)
     reused = len({k for _, _, k in planned}) - len(pending)
+    # a worker without the plugin would store its cells as skipped: refuse before any runs
+    check_plugins_reach_workers([raw for _, _, raw in pending.values()], executor, jobs, host)
     streams: dict[tuple, tuple[Any, int, str]] = {}
     tasks = []
     for key, (i, cell, raw) in pending.items():
