@@ -433,6 +433,49 @@ def test_resume_key_covers_the_profile_data_and_the_code(tmp_path, monkeypatch):
     assert canonical_key(spec, cfg) not in (key, refit)
 
 
+def test_resume_key_covers_what_a_wrapping_estimator_wraps(vidur_host, vidur_register, monkeypatch):
+    """The wrapper's own config says ``inner: auto``; the key also holds what that resolved to
+    and with which config, so another inner estimator is never priced from a stale result."""
+    import attrs
+
+    from vidur.estimate.base import Offer
+    from vidur.estimate.roofline import RooflineEstimator
+    from vidur.estimate.wrap import WrappingEstimator
+    from vidur.search.driver import canonical_key
+
+    class Wrap(WrappingEstimator):
+        """Prices exactly as its inner estimator."""
+
+        name = "wrap_est"
+
+    class First(RooflineEstimator):
+        """Roofline under another name, preferred by auto (no profile, no calibration)."""
+
+        name = "first_est"
+        auto_priority = 1000
+
+    class Second(First):
+        """The same, preferred over ``first_est``."""
+
+        name = "second_est"
+        auto_priority = 2000
+
+    vidur_register(Wrap)
+    vidur_register(First)
+    raw = small_raw(devices=["h100"], tensor_parallel=[1], replicas=[1], replica_schedulers=["vllm"])
+    raw["runtime_estimator"] = {"name": "wrap_est", "inner": "auto"}
+    spec = spec_from_dict(raw, path=SMALL)
+    (cfg,) = spec.configs
+    key = canonical_key(spec, cfg, vidur_host)
+    assert canonical_key(spec, cfg, vidur_host) == key  # stable
+    monkeypatch.setattr(First, "can_price", classmethod(lambda cls, target: Offer.accept(
+        attrs.evolve(cls.Config(), compute_efficiency=0.5), "slower GEMMs")))
+    other_config = canonical_key(spec, cfg, vidur_host)
+    assert other_config != key
+    vidur_register(Second)  # auto now resolves the inner to another estimator
+    assert canonical_key(spec, cfg, vidur_host) not in (key, other_config)
+
+
 def test_resumed_search_reruns_what_a_changed_profile_prices(tmp_path):
     spec, prof = _cpu_profile_spec(tmp_path)
     out = tmp_path / "out"

@@ -4,7 +4,8 @@ A resumed search reuses a configuration's result only when nothing that
 decides it has changed (:func:`vidur.search.driver.canonical_key`). The
 scenario says *what* is simulated; :func:`pricing_fingerprint` adds *how it
 is priced*: the estimator that ``auto`` (or the scenario) resolves to, its
-configuration, and the bytes of the data it reads (profile directory,
+configuration (for a wrapping estimator, also the estimator it wraps, as resolved, with
+its configuration), and the bytes of the data it reads (profile directory,
 calibration file, device file), so a re-profiled or re-fitted profile, or a
 new calibration, invalidates the results it priced. :func:`code_version`
 covers the simulator itself (version and a digest of its source).
@@ -51,18 +52,29 @@ def pricing_fingerprint(scenario, host=None) -> dict:
     """The resolved estimator, its configuration, and digests of the files it prices from."""
     from vidur.config import unstructure
     from vidur.engine.simulation import Simulation
-
     from vidur.errors import VidurError
+    from vidur.estimate.wrap import WrappingEstimator
 
     try:
         sim = Simulation(scenario, host)
     except VidurError as exc:  # cannot run (the search reports why): keyed by the reason
         return {"cannot_run": str(exc), "code": code_version()}
     prov = sim.provenance
-    cfg = sim.estimator.config if hasattr(sim.estimator, "config") else None
+
+    def config_of(est):
+        cfg = getattr(est, "config", None)
+        return unstructure(cfg) if cfg is not None else None
+
+    # a wrapping estimator's own config names its inner as written (``auto``): add what each
+    # inner one resolved to and its resolved config (auto's choice, calibration, engine mode)
+    wraps, est = [], sim.estimator
+    while isinstance(est, WrappingEstimator):
+        est = est.inner
+        wraps.append({"estimator": est.name, "estimator_config": config_of(est)})
     return {
         "estimator": prov.estimator,
-        "estimator_config": unstructure(cfg) if cfg is not None else None,
+        "estimator_config": config_of(sim.estimator),
+        "wraps": wraps or None,
         "source": _digest_path(prov.source),
         "calibration": _digest_path(prov.calibration),
         "device_file": _digest_path(scenario.cluster.device_file),
