@@ -1,5 +1,6 @@
-"""vidur validate prices host overlap only where the executor overlaps: ``Simulation(serial_host=True)``,
-the report's note and ``run.host_overlap``."""
+"""vidur validate prices what its executor does: host overlap only where the executor overlaps
+(``Simulation(serial_host=True)``, the report's note, ``run.host_overlap``) and CUDA-graph padding at
+the executor's captured sizes (``Simulation(cuda_graph_sizes=...)``, ``run.cuda_graph_sizes``)."""
 
 from __future__ import annotations
 
@@ -128,6 +129,9 @@ def test_validate_notes_and_records_the_serial_pricing(name):
     assert rep["run"]["host_overlap"] == {"policy": True, "executor": False, "priced": False}
     notes = [n for n in rep["notes"] if n.startswith("host overlap not priced")]
     assert len(notes) == 1 and name in notes[0]
+    assert rep["run"]["cuda_graph_sizes"] == []  # the CPU runs eagerly: nothing is padded on either side
+    notes = [n for n in rep["notes"] if n.startswith("CUDA-graph padding priced as the executor runs it")]
+    assert len(notes) == 1 and "no CUDA graphs" in notes[0] and name in notes[0]
     # the simulated side: each decode-only step is priced device + host
     est = Simulation(sc).estimator
     log = res.sim_records.batches
@@ -135,3 +139,55 @@ def test_validate_notes_and_records_the_serial_pricing(name):
     assert dec.any()
     want = [est.decode_iteration_time(int(n), int(kv)) for n, kv in zip(log["num_decode"][dec], log["decode_kv"][dec])]
     assert np.allclose(log["end"][dec] - log["start"][dec], want, rtol=1e-9, atol=0.0)
+
+
+def _roofline(name: str, **kw):
+    sc = _scenario(name, {"cluster.device": "h100", "runtime_estimator": "roofline"})
+    return Simulation(sc, **kw).estimator
+
+
+def _decode(n: int):
+    from vidur.estimate.base import BatchShape
+
+    return BatchShape(num_decode=n, decode_kv=64 * n)
+
+
+@pytest.mark.parametrize("name", ["vllm_v1", "sglang"])
+def test_cuda_graph_sizes_replace_the_policys(name):
+    """The roofline pads a decode batch to the policy's captured sizes; cuda_graph_sizes replaces them
+    (empty: no padding, as sarathi's run prices it), and gives sizes to a policy without any."""
+    plain = _roofline("sarathi")
+    padded = _roofline(name)
+    eager = _roofline(name, cuda_graph_sizes=())
+    assert padded.forward_time(_decode(3)) > plain.forward_time(_decode(3))  # 3 runs as 4
+    assert padded.forward_time(_decode(4)) == plain.forward_time(_decode(4))  # a captured size: no padding
+    for n in (1, 3, 5, 9):
+        assert eager.forward_time(_decode(n)) == plain.forward_time(_decode(n))
+    given = _roofline("sarathi", cuda_graph_sizes=[1, 2, 4, 16])
+    assert given.forward_time(_decode(9)) > plain.forward_time(_decode(9))
+    assert given.forward_time(_decode(16)) == plain.forward_time(_decode(16))
+    assert given.forward_time(_decode(17)) == plain.forward_time(_decode(17))  # past the largest: eager
+
+
+def test_graph_sizes_note_only_when_the_policy_pads_otherwise():
+    from vidur.validate.run import graph_sizes_note
+
+    sim = Simulation(_scenario("vllm_v1"))
+    own = sim.replica_states[0].scheduler.cuda_graph_sizes
+    assert graph_sizes_note(sim, own) is None
+    note = graph_sizes_note(sim, (1, 2, 4, 8))
+    assert "decode batches padded to 1, 2, 4, 8" in note and "vllm_v1" in note and "\n" not in note
+    assert "no CUDA graphs" in graph_sizes_note(sim, ())
+    assert graph_sizes_note(Simulation(_scenario("sarathi")), (1, 2, 4)) is None
+
+
+def test_engine_overrides_keep_ray_plans_sequential():
+    """A Ray task rebuilds the simulation from its scenario, which does not carry the overrides."""
+    from vidur.engine import parallel
+
+    sc = _scenario("vllm_v1", {"cluster.num_replicas": 2, "simulation.workers": 2})
+    assert Simulation(sc).engine_overrides == {}
+    sim = Simulation(sc, serial_host=True, cuda_graph_sizes=[4, 1, 2])
+    assert sim.engine_overrides == {"serial_host": True, "cuda_graph_sizes": (1, 2, 4)}
+    plan = parallel.plan(sim, "ray")
+    assert plan.workers == 1 and "serial_host" in plan.note and "cuda_graph_sizes" in plan.note

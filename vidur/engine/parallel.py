@@ -111,8 +111,8 @@ def plan(sim: Simulation, executor: str = "process") -> Plan:
     if content is not None and content.closed_loop:
         return seq("closed-loop sessions (a completion releases the next turn)")
     on_ray = executor == "ray"
-    if on_ray and sim.serial_host:
-        return seq("host work priced serially (serial_host), which a Ray task's rebuilt simulation would not know")
+    if on_ray and sim.engine_overrides:
+        return seq(f"{', '.join(sim.engine_overrides)} set on this run, which a Ray task's rebuilt simulation would not know")
     if not on_ray and "fork" not in mp.get_all_start_methods():
         return seq("this platform cannot fork worker processes")
     if not on_ray and mp.current_process().daemon:

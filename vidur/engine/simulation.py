@@ -6,7 +6,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -99,9 +99,11 @@ class Simulation:
 
     ``serial_host=True`` prices every step as host work then device work even
     where the replica scheduler models an engine that overlaps them
-    (``host_overlap``: vLLM V1's async scheduling, SGLang's overlap scheduler):
-    ``vidur validate`` sets it when its reference executor runs serially, so
-    that the simulated side prices what the real side does.
+    (``host_overlap``: vLLM V1's async scheduling, SGLang's overlap scheduler);
+    ``cuda_graph_sizes`` (empty: none) replaces the batch sizes the policy
+    says run as CUDA graphs (``cuda_graph_sizes``: vLLM V1's and SGLang's
+    capture sizes). ``vidur validate`` sets both to what its reference
+    executor does, so that the simulated side prices what the real side runs.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class Simulation:
         requests: RequestTable | None = None,
         *,
         serial_host: bool = False,
+        cuda_graph_sizes: Sequence[int] | None = None,
     ):
         from vidur.model.catalog import check_parallelism, deploy, load_model
 
@@ -182,8 +185,13 @@ class Simulation:
         if self.prefix_caching and requests.content is not None:
             tree = requests.content.tree
             tree_lists = (tree.parent.tolist(), tree.start.tolist())
-        #: every step priced host then device, whatever the policy models (``serial_host``)
-        self.serial_host = serial_host
+        #: what this run prices otherwise than the policy says (``serial_host``, ``cuda_graph_sizes``),
+        #: by keyword; empty for a plain run
+        self.engine_overrides: dict = {}
+        if serial_host:
+            self.engine_overrides["serial_host"] = True
+        if cuda_graph_sizes is not None:
+            self.engine_overrides["cuda_graph_sizes"] = tuple(sorted({int(b) for b in cuda_graph_sizes}))
         self.replica_states: list[ReplicaState] = []
         schedulers = []
         for i in range(cl.num_replicas):
@@ -206,7 +214,11 @@ class Simulation:
         if wrong:
             raise VidurError(wrong)
         sizes = getattr(schedulers[0], "cuda_graph_sizes", None)
-        if sizes:
+        if "cuda_graph_sizes" in self.engine_overrides:
+            given = self.engine_overrides["cuda_graph_sizes"]
+            if given or sizes:  # after the policies' own calls: the last one holds
+                self.estimator.use_cuda_graphs(given)
+        elif sizes:
             self.estimator.use_cuda_graphs(sizes)
         if pp == 1 and sc.simulation.fast_forward:
             self._check_decode_pricing(getattr(schedulers[0], "config", None))

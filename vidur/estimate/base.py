@@ -202,8 +202,9 @@ class RuntimeEstimator:
     def use_cuda_graphs(self, sizes) -> None:
         """The engine runs batches of at most ``max(sizes)`` tokens as CUDA graphs padded to the
         next captured size (vLLM's ``cudagraph_capture_sizes``): estimators that price
-        token-level work by token count price the padded count. Called once, before pricing;
-        the default ignores it."""
+        token-level work by token count price the padded count. Called before pricing; a later
+        call replaces an earlier one (empty ``sizes``: no batch runs as a graph); the default
+        ignores it."""
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
         """Per-operator device time of one layer (seconds), for reports."""

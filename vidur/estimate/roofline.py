@@ -378,8 +378,10 @@ class RooflineEstimator(RuntimeEstimator):
         return t + 2.0 * self.all_reduce_time(n)
 
     def use_cuda_graphs(self, sizes) -> None:
-        """Price token-level work of batches of at most ``max(sizes)`` tokens at the next captured size."""
-        self._graph_sizes = np.array(sorted(int(s) for s in sizes), dtype=np.int64)
+        """Price token-level work of batches of at most ``max(sizes)`` tokens at the next captured size
+        (empty ``sizes``: none)."""
+        g = np.array(sorted({int(s) for s in sizes}), dtype=np.int64)
+        self._graph_sizes = g if g.size else None
         self._tok_cache.clear()
 
     def _token_time(self, num_tokens: int) -> float:

@@ -17,6 +17,12 @@ class CudaGraphs:
         """Largest decode batch that replays a CUDA graph (0: eager only)."""
         return max(self._graph_sizes) if self._graph_sizes else 0
 
+    @property
+    def graph_sizes(self) -> tuple[int, ...]:
+        """The decode batch sizes captured as CUDA graphs, ascending (empty: eager only); a decode
+        batch of up to the largest runs padded to the next one."""
+        return tuple(self._graph_sizes)
+
     def _bucket(self, n: int) -> int:
         for b in self._graph_sizes:
             if b >= n:

@@ -16,7 +16,9 @@ Both sides price what the executor does: a policy that models host overlap
 (vLLM V1's async scheduling, SGLang's overlap scheduler) is priced serially
 (device + host, ``Simulation(serial_host=True)``) unless the executor
 overlaps host and device work (``overlaps_host``; the reference executor does
-not), and the report says so in a note and in ``run.host_overlap``.
+not), and the report says so in a note and in ``run.host_overlap``; decode
+batches are padded to the executor's CUDA-graph sizes (none on the CPU), not
+the policy's (``cuda_graph_sizes``), with a note when they differ.
 
 Then it compares the two at every level (:mod:`vidur.validate.compare`).
 The executor is built for one device: tensor and pipeline parallelism must
@@ -173,6 +175,26 @@ def host_overlap(sim, executor, device_type: str) -> dict:
     return {"policy": policy, "executor": by_executor, "priced": policy and by_executor, "note": note}
 
 
+def _sizes_text(sizes) -> str:
+    if not sizes:
+        return "none"
+    return ", ".join(map(str, sizes)) if len(sizes) <= 6 else f"{sizes[0]}, {sizes[1]}, {sizes[2]}, ..., {sizes[-1]}"
+
+
+def graph_sizes_note(sim, executor_sizes) -> str | None:
+    """A note when the replica scheduler of ``sim`` models CUDA-graph batch sizes (``cuda_graph_sizes``)
+    other than the executor's, which both sides then use; None otherwise."""
+    sizes = tuple(getattr(sim.replica_states[0].scheduler, "cuda_graph_sizes", None) or ())
+    if not sizes or sizes == tuple(executor_sizes):
+        return None
+    ex = tuple(executor_sizes)
+    runs = f"decode batches padded to {_sizes_text(ex)}" if ex else "no CUDA graphs"
+    return (
+        f"CUDA-graph padding priced as the executor runs it ({runs}), not as the "
+        f"{sim.scenario.replica_scheduler.name} scheduler models its engine (batches padded to {_sizes_text(sizes)})"
+    )
+
+
 def _check_validatable(scenario: Scenario) -> None:
     cl = scenario.cluster
     if cl.tensor_parallel != 1 or cl.pipeline_parallel != 1:
@@ -310,7 +332,11 @@ def validate_scenario(
     if overlap["note"]:
         notes.append(overlap["note"])
     serial = overlap["policy"] and not overlap["priced"]
-    real_sim = Simulation(sc, host, requests=table, serial_host=serial)
+    graphs = ex.graph_sizes
+    note = graph_sizes_note(probe, graphs)
+    if note:
+        notes.append(note)
+    real_sim = Simulation(sc, host, requests=table, serial_host=serial, cuda_graph_sizes=graphs)
     est = real_sim.estimator
     provenance = resolved.completed(est)
     notes += [provenance.header()] + provenance.notes()
@@ -380,7 +406,9 @@ def validate_scenario(
 
     sim_scenario = scenario.replace(runtime_estimator=policy, simulation=attrs.evolve(scenario.simulation, progress=False))
     t0 = time.perf_counter()
-    sim_result = Simulation(sim_scenario, host, requests=table, serial_host=serial).run(progress=False)
+    sim_result = Simulation(
+        sim_scenario, host, requests=table, serial_host=serial, cuda_graph_sizes=graphs
+    ).run(progress=False)
     sim_wall = time.perf_counter() - t0
 
     it = _iteration_columns(rows)
@@ -398,6 +426,7 @@ def validate_scenario(
             "executor": ex.description,
             "attention": ex.attention,
             "cuda_graph_max_batch": ex.graph_max_batch,
+            "cuda_graph_sizes": list(graphs),
             "graph_iterations": ex.graph_iterations,
             "estimator": est.describe(),
             "estimator_name": policy.name,
