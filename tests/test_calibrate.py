@@ -49,13 +49,13 @@ def test_auto_calibrates_the_roofline_on_a_same_device_profile():
     from vidur.engine.simulation import Simulation
     from vidur.scenario import load_scenario
 
-    assert same_device_profile("h200", "meta-llama/Llama-2-7b-hf") == str(H200)
-    assert same_device_profile("h100", "meta-llama/Llama-2-7b-hf") is None
+    assert same_device_profile("h200", "meta-llama/Llama-2-13b-hf") == str(H200)
+    assert same_device_profile("h100", "meta-llama/Llama-2-13b-hf") is None
 
     def sim(device):
         sc = load_scenario(
             REPO / "scenarios" / "quickstart.yaml",
-            settings=[("model", "meta-llama/Llama-2-7b-hf"), ("cluster.device", device), ("workload.num_requests", "20")],
+            settings=[("model", "meta-llama/Llama-2-13b-hf"), ("cluster.device", device), ("workload.num_requests", "20")],
         )
         return Simulation(sc)
 
@@ -68,7 +68,7 @@ def test_auto_calibrates_the_roofline_on_a_same_device_profile():
 def test_estimate_command_says_it_calibrated(capsys):
     from vidur.cli import main
 
-    assert main(["estimate", "--model", "meta-llama/Llama-2-7b-hf", "--device", "h200", "--decode", "8:512"]) == 0
+    assert main(["estimate", "--model", "meta-llama/Llama-2-13b-hf", "--device", "h200", "--decode", "8:512"]) == 0
     out = capsys.readouterr().out
     assert "roofline calibrated on" in out
 

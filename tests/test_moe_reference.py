@@ -30,17 +30,21 @@ def _weights(shape, seed=0):
     return init_layer_weights(shape, lambda *s: torch.randn(*s, generator=g) * 0.05, lambda n: torch.ones(n))
 
 
+KERNELS = ["loop"] + (["grouped_mm"] if hasattr(torch, "_grouped_mm") else [])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("tp", [1, 2])
-def test_routed_experts_sum_each_tokens_k_experts(tp):
+def test_routed_experts_sum_each_tokens_k_experts(tp, kernel):
     """Gather by expert, per-expert MLPs, weighted scatter back == for every token, the weighted sum of
-    its k experts applied to it (nothing dropped, nothing counted twice)."""
+    its k experts applied to it (nothing dropped, nothing counted twice), with either experts kernel."""
     shape = ShardShape(load_model(TINY_MOE), tp)
     w = _weights(shape)
     x = torch.randn(37, shape.hidden, generator=torch.Generator().manual_seed(1))
     ids, weights = route(shape, x, w)
     assert ids.shape == (37, shape.top_k) and all(len(set(r)) == shape.top_k for r in ids.tolist())
     assert torch.allclose(weights.sum(-1), torch.ones(37), atol=1e-6)
-    out = experts_forward(shape, x, ids, weights, w)
+    out = experts_forward(shape, x, ids, weights, w, kernel)
     for t in range(37):
         want = torch.zeros(shape.hidden)
         for j in range(shape.top_k):
@@ -98,6 +102,33 @@ def test_validate_tiny_moe_on_cpu_end_to_end(tmp_path, capsys):
     for m in ("ttft", "tpot", "e2e"):
         cell = rep["requests"][m]["p50"]
         assert cell["real"] > 0 and cell["sim"] > 0
+
+
+@pytest.mark.skipif(not hasattr(torch, "_grouped_mm"), reason="this torch has no grouped GEMM")
+@pytest.mark.parametrize("n", [1, 5, 64])
+def test_grouped_experts_equal_the_loop_with_biases_and_idle_experts(n):
+    """gpt-oss-shaped (expert biases), shrunk: the grouped GEMM gives the loop's result, also when most
+    experts get no token (n=1) and the group offsets repeat."""
+    small = attrs.evolve(load_model("openai/gpt-oss-20b"), hidden_size=64, intermediate_size=32, num_heads=4,
+                         num_kv_heads=2, head_dim=16, vocab_size=128)
+    shape = ShardShape(small, 1)
+    w = _weights(shape, seed=3)
+    assert w.get("experts.gate_up.bias") is not None and w.get("experts.down.bias") is not None
+    w["experts.gate_up.bias"] = torch.randn_like(w["experts.gate_up.bias"])  # nonzero, per expert
+    w["experts.down.bias"] = torch.randn_like(w["experts.down.bias"])
+    x = torch.randn(n, shape.hidden, generator=torch.Generator().manual_seed(4))
+    ids, weights = route(shape, x, w)
+    loop = experts_forward(shape, x, ids, weights, w, "loop")
+    grouped = experts_forward(shape, x, ids, weights, w, "grouped_mm")
+    assert torch.allclose(loop, grouped, atol=1e-5, rtol=1e-4)
+
+
+def test_experts_kernel_is_the_loop_on_cpu_and_absent_for_dense_models():
+    from vidur.reference.layers import LayerShard, experts_kernel
+
+    moe = LayerShard(load_model(TINY_MOE), 1, torch.device("cpu"), torch.float32, max_pos=64)
+    assert moe.experts_kernel == "loop" == experts_kernel(moe.shape, torch.device("cpu"), torch.bfloat16)
+    assert LayerShard(load_model("vidur/tiny-llama"), 1, torch.device("cpu"), torch.float32, max_pos=64).experts_kernel is None
 
 
 def test_gpu_profiler_operators_of_a_moe_run():

@@ -402,14 +402,17 @@ def test_preemption_and_two_replicas_run_for_real(tmp_path):
 
 
 def test_validate_notes_a_profile_of_another_attention_kernel():
-    """The H200 profile measured SDPA; an executor running FlashAttention gets a note saying so."""
+    """A profile that measured SDPA; an executor running FlashAttention gets a note saying so."""
     import types
 
     from vidur.store.profiles import load_profile
     from vidur.validate.run import attention_mismatch
 
     repo = Path(__file__).resolve().parents[1]
-    est = types.SimpleNamespace(profile=load_profile(repo / "vidur/data/profiles/h200/meta-llama/Meta-Llama-3-8B"), tp=1)
+    prof = load_profile(repo / "vidur/data/profiles/h200/meta-llama/Meta-Llama-3-8B")
+    assert attention_mismatch(types.SimpleNamespace(profile=prof, tp=1), "flash") is None  # measured flash itself
+    prof.metadata["shards"]["1"]["attention_backend"] = "sdpa"
+    est = types.SimpleNamespace(profile=prof, tp=1)
     note = attention_mismatch(est, "flash")
     assert note and "sdpa" in note and "flash" in note and "re-profile" in note
     assert attention_mismatch(est, "sdpa") is None

@@ -456,6 +456,8 @@ class Profiler:
             layer = CpuProber(self.model, tp, self.grid, self.dtype, self.repeats)
             info["attention_backend"] = layer.attention_backend
             info["executor"] = layer.describe()
+        if self.model.is_moe:  # how the experts ran (vidur.reference.layers.experts_kernel); the CPU loops
+            info["experts_kernel"] = getattr(layer, "experts_kernel", None) or "loop"
         store.write_metadata(out, meta)
 
         bar = None

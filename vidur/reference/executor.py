@@ -184,6 +184,8 @@ class ReferenceExecutor(IterationInputs, CudaGraphs):
         self.seed = seed
         self.tp = int(tp)
         self.shape = ShardShape(model, self.tp)
+        #: how a mixture of experts runs here (vidur.reference.layers.experts_kernel); None when dense
+        self.experts_kernel = self._ops.experts_kernel(self.shape, self.device, self.dtype) if model.is_moe else None
         self.num_layers = int(layers) if layers else model.num_layers
         self.vocab = self.shape.vocab
         self.q_heads, self.kv_heads, self.head_dim = self.shape.q_heads, self.shape.kv_heads, self.shape.head_dim
@@ -335,6 +337,8 @@ class ReferenceExecutor(IterationInputs, CudaGraphs):
             extra += ", eager" + (f" (graph capture failed: {self.graph_error})" if self.graph_error else "")
         if self.device_type == "cuda" and self.kernel == "sdpa" and (self.paged_error or self.flash_error):
             extra += f" (no FlashAttention varlen: {self.flash_error or self.paged_error})"
+        if self.experts_kernel:
+            extra += f", experts by {'grouped GEMM' if self.experts_kernel == 'grouped_mm' else 'a loop over experts'}"
         kernel = {"paged": "FlashAttention varlen, block table", "flash": "FlashAttention varlen", "sdpa": "SDPA per request"}
         return (
             f"{self.model.name} on {name} ({str(self.dtype).replace('torch.', '')}, {self.attention} KV, "
@@ -579,7 +583,7 @@ class ReferenceExecutor(IterationInputs, CudaGraphs):
         kv = (PagedKV if self.attention == "paged" else FlashKV if self.kernel == "flash" else SdpaKV)(self, inp)
         shape = self.shape
         for li, w in enumerate(self.layers):
-            x = ops.layer_forward(shape, x, w, cos, sin, kv, li, tick)
+            x = ops.layer_forward(shape, x, w, cos, sin, kv, li, tick, self.experts_kernel or "loop")
         return ops.head_forward(
             self.model, x, inp["last"], self.final_norm, self.final_norm_bias, self.lm_head, self.lm_head_bias, tick
         )

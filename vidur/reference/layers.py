@@ -114,9 +114,36 @@ def route(shape: ShardShape, x: torch.Tensor, w: dict) -> tuple[torch.Tensor, to
     return ids, torch.softmax(top.float(), dim=-1).to(x.dtype)
 
 
-def experts_forward(shape: ShardShape, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, w: dict) -> torch.Tensor:
+def experts_kernel(shape: ShardShape, device: torch.device, dtype: torch.dtype) -> str:
+    """How :func:`experts_forward` runs the experts here: ``grouped_mm`` or ``loop``.
+
+    ``grouped_mm``: one grouped GEMM over all experts for each of the two
+    projections (``torch._grouped_mm``; CUDA on compute capability 9.0+, bf16,
+    16-byte aligned widths): no host synchronisation, CUDA-graph capturable,
+    the form fused-MoE engines run (vLLM's ``fused_moe``, SGLang's grouped
+    GEMMs). ``loop``: one pair of GEMMs per expert with tokens (CPU, and GPUs or
+    torch builds without a grouped GEMM); its host syncs and per-expert
+    launches make a GPU profile of it much slower than an engine's MoE layer.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda" or dtype != torch.bfloat16 or not hasattr(torch, "_grouped_mm"):
+        return "loop"
+    if torch.cuda.get_device_capability(dev) < (9, 0):
+        return "loop"
+    if shape.hidden % 8 or shape.expert_width % 8:
+        return "loop"
+    return "grouped_mm"
+
+
+def experts_forward(
+    shape: ShardShape, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, w: dict, kernel: str = "loop"
+) -> torch.Tensor:
     """The routed experts: tokens gathered by expert, each expert's gated MLP over its tokens, the
-    outputs weighted and scattered back (summed over each token's ``k`` experts)."""
+    outputs weighted and scattered back (summed over each token's ``k`` experts).
+
+    ``kernel`` is :func:`experts_kernel`'s choice; both give the same result."""
+    if kernel == "grouped_mm":
+        return _experts_grouped(shape, x, ids, weights, w)
     m = shape.model
     k = ids.shape[1]
     flat = ids.reshape(-1)
@@ -136,6 +163,29 @@ def experts_forward(shape: ShardShape, x: torch.Tensor, ids: torch.Tensor, weigh
         outs.append(F.linear(h, dn_w[e], None if dn_b is None else dn_b[e]))
         start += c
     y = (outs[0] if len(outs) == 1 else torch.cat(outs, 0)) * weights.reshape(-1).index_select(0, order).unsqueeze(1)
+    return torch.zeros_like(x).index_add_(0, tok, y)
+
+
+def _experts_grouped(shape: ShardShape, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, w: dict) -> torch.Tensor:
+    """:func:`experts_forward` with one grouped GEMM per projection (group sizes stay on the device)."""
+    m = shape.model
+    k = ids.shape[1]
+    flat = ids.reshape(-1)
+    expert_of_row, order = torch.sort(flat, stable=True)
+    counts = torch.zeros(shape.experts, dtype=torch.int64, device=x.device).scatter_add_(0, flat, torch.ones_like(flat))
+    offs = torch.cumsum(counts, 0).to(torch.int32)
+    tok = order // k
+    xs = x.index_select(0, tok)
+    gu_w, gu_b = w["experts.gate_up"], w.get("experts.gate_up.bias")
+    dn_w, dn_b = w["experts.down"], w.get("experts.down.bias")
+    h = torch._grouped_mm(xs, gu_w.transpose(1, 2), offs=offs)
+    if gu_b is not None:
+        h = h + gu_b.index_select(0, expert_of_row)
+    h = act(m, h, shape.expert_width)
+    y = torch._grouped_mm(h, dn_w.transpose(1, 2), offs=offs)
+    if dn_b is not None:
+        y = y + dn_b.index_select(0, expert_of_row)
+    y = y * weights.reshape(-1).index_select(0, order).unsqueeze(1)
     return torch.zeros_like(x).index_add_(0, tok, y)
 
 
@@ -171,12 +221,14 @@ def layer_forward(
     kv: KV,
     li: int = 0,
     tick: Tick | None = None,
+    experts: str = "loop",
 ) -> torch.Tensor:
     """One decoder layer (TP all-reduces left out) over the iteration's tokens ``x`` [n, hidden].
 
     ``cos``/``sin``: the rotary factors of the tokens' positions
     (:func:`rope_gather`); ``kv``: the iteration's KV cache; ``tick(op)`` (if
-    given) is called after each step with the operator's name.
+    given) is called after each step with the operator's name; ``experts``: how
+    a mixture of experts runs (:func:`experts_kernel`).
     """
     m = shape.model
     n = x.shape[0]
@@ -211,7 +263,7 @@ def layer_forward(
         ids, weights = route(shape, mlp_in, w)
         if tick is not None and m.num_experts > 1:
             tick("router")
-        d = experts_forward(shape, mlp_in, ids, weights, w)
+        d = experts_forward(shape, mlp_in, ids, weights, w, experts)
         if tick is not None:
             tick("experts")
     else:
@@ -338,6 +390,8 @@ class LayerShard:
         self.dtype = dtype
         self.attention = Attention(self.shape, device, dtype)
         self.cos, self.sin = rope_cache(self.shape, max_pos or model.max_position_embeddings, device, dtype)
+        #: how the routed experts run (:func:`experts_kernel`); None for a dense model
+        self.experts_kernel = experts_kernel(self.shape, device, dtype) if model.is_moe else None
 
     @property
     def attention_backend(self) -> str:
@@ -417,7 +471,8 @@ class LayerShard:
             keys = torch.rand(max_n, m.num_experts, generator=gen)
             ids = torch.topk(keys, s.top_k, dim=-1).indices.to(dev)
             wts = torch.full((max_n, s.top_k), 1.0 / s.top_k, device=dev, dtype=dt)
-            return lambda n: [(lambda i=i: experts_forward(s, x[i][:n], ids[:n], wts[:n], wsets[i])) for i in range(c)]
+            ek = self.experts_kernel
+            return lambda n: [(lambda i=i: experts_forward(s, x[i][:n], ids[:n], wts[:n], wsets[i], ek)) for i in range(c)]
         if op == "add":
             a, b = xs(h), xs(h)
             return lambda n: [(lambda i=i: a[i][:n] + b[i][:n]) for i in range(c)]
@@ -480,7 +535,7 @@ class LayerShard:
         """
         cos, sin = rope_gather(self.cos, self.sin, pos)
         kv = _BackToBackKV(self, q_lens, ctxs, k_cache, v_cache, slots, attn)
-        return layer_forward(self.shape, x, w, cos, sin, kv)
+        return layer_forward(self.shape, x, w, cos, sin, kv, experts=self.experts_kernel or "loop")
 
 
 class _BackToBackKV:
