@@ -294,3 +294,45 @@ def test_decode_samples_read_prompt_free_seconds(tmp_path):
     assert sec.estimated == pytest.approx(est.decode_iteration_time(4, kv))
     assert step_error([sec]) == pytest.approx(abs(np.log(sec.estimated / 0.01)))
     assert decode_samples(RealRun("y", str(tmp_path / "none"), table, run.ttft, run.tpot, run.e2e, {})) == []
+
+
+def test_decode_only_graphs_leave_prefill_batches_unpadded():
+    """SGLang and the reference executor graph decode batches only: a batch with a prefill is priced at
+    its own size, a decode-only batch at the captured size; vLLM V1 (piecewise graphs) pads both."""
+    from vidur.estimate.base import BatchShape
+    from vidur.estimate.roofline import RooflineConfig, RooflineEstimator
+    from vidur.hardware.catalog import default_node, get_device
+    from vidur.model.catalog import load_model
+
+    model = load_model("meta-llama/Llama-3.1-8B")
+
+    def make():
+        return RooflineEstimator(RooflineConfig(), model, get_device("h100"), default_node("h100"), 1, 1)
+
+    plain, both, decodes = make(), make(), make()
+    both.use_cuda_graphs([8, 16, 104, 112])
+    decodes.use_cuda_graphs([8, 16, 104, 112], decode_only=True)
+    mixed = BatchShape.from_lists([(40, 0)], [512] * 60)  # 100 tokens: one prefill chunk and 60 decodes
+    decode = BatchShape(num_decode=100, decode_kv=100 * 512)
+    assert decodes.layer_time(mixed) == plain.layer_time(mixed) < both.layer_time(mixed)
+    assert decodes.layer_time(decode) == both.layer_time(decode) > plain.layer_time(decode)
+    # the decode fast paths still agree with the generic one under decode-only graphs
+    kv = np.array([100 * 512.0, 100 * 600.0])
+    assert decodes.decode_iteration_times(100, kv).tolist() == [decodes.decode_iteration_time(100, int(k)) for k in kv]
+    assert decodes.decode_iteration_time(100, 51200) == decodes.forward_time(decode) + decodes.cpu_overhead(100)
+    # a later call replaces the earlier one, decode_only included
+    decodes.use_cuda_graphs([8, 16, 104, 112])
+    assert decodes.layer_time(mixed) == both.layer_time(mixed)
+
+
+def test_sglang_graphs_decode_batches_only():
+    from vidur.engine.simulation import Simulation
+    from vidur.scenario import load_scenario
+
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sim = Simulation(load_scenario(root / "scenarios" / "sglang.yaml", settings=[("workload.num_requests", "10")]))
+    est = sim.estimator
+    est = getattr(est, "inner", est)
+    assert sim.replica_states[0].scheduler.cuda_graph_decode_only and est._graphs_decode_only

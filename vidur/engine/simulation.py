@@ -216,10 +216,10 @@ class Simulation:
         sizes = getattr(schedulers[0], "cuda_graph_sizes", None)
         if "cuda_graph_sizes" in self.engine_overrides:
             given = self.engine_overrides["cuda_graph_sizes"]
-            if given or sizes:  # after the policies' own calls: the last one holds
-                self.estimator.use_cuda_graphs(given)
+            if given or sizes:  # after the policies' own calls: the last one holds; the executor graphs decodes only
+                self.estimator.use_cuda_graphs(given, decode_only=True)
         elif sizes:
-            self.estimator.use_cuda_graphs(sizes)
+            self.estimator.use_cuda_graphs(sizes, decode_only=bool(getattr(schedulers[0], "cuda_graph_decode_only", False)))
         if pp == 1 and sc.simulation.fast_forward:
             self._check_decode_pricing(getattr(schedulers[0], "config", None))
         self._check_requests_fit(schedulers[0])

@@ -199,12 +199,14 @@ class RuntimeEstimator:
         """Per-iteration host overhead (scheduling, input prep, launches, sampling)."""
         return 0.0
 
-    def use_cuda_graphs(self, sizes) -> None:
+    def use_cuda_graphs(self, sizes, decode_only: bool = False) -> None:
         """The engine runs batches of at most ``max(sizes)`` tokens as CUDA graphs padded to the
         next captured size (vLLM's ``cudagraph_capture_sizes``): estimators that price
-        token-level work by token count price the padded count. Called before pricing; a later
-        call replaces an earlier one (empty ``sizes``: no batch runs as a graph); the default
-        ignores it."""
+        token-level work by token count price the padded count. ``decode_only``: only
+        decode-only batches run as graphs (SGLang's ``cuda_graph_max_bs``, the reference
+        executor); batches with a prefill run eagerly at their own size (vLLM V1 also pads
+        mixed batches: its piecewise graphs). Called before pricing; a later call replaces an
+        earlier one (empty ``sizes``: no batch runs as a graph); the default ignores it."""
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
         """Per-operator device time of one layer (seconds), for reports."""

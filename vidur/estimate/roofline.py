@@ -287,6 +287,8 @@ class RooflineEstimator(RuntimeEstimator):
 
         self._L = float(model.num_layers)
         self._graph_sizes: np.ndarray | None = None  # CUDA-graph capture sizes (use_cuda_graphs)
+        self._graphs_decode_only = False  # only decode-only batches run as graphs (use_cuda_graphs)
+        self._eager_tok_cache: dict[int, float] = {}
         self._tok_cache: dict[int, float] = {}
         self._embed_cache: dict[int, float] = {}
         self._head_cache: dict[int, float] = {}
@@ -377,30 +379,41 @@ class RooflineEstimator(RuntimeEstimator):
             t += count * ((c if c > m else m) + launch)
         return t + 2.0 * self.all_reduce_time(n)
 
-    def use_cuda_graphs(self, sizes) -> None:
+    def use_cuda_graphs(self, sizes, decode_only: bool = False) -> None:
         """Price token-level work of batches of at most ``max(sizes)`` tokens at the next captured size
-        (empty ``sizes``: none)."""
+        (empty ``sizes``: none); ``decode_only``: batches with a prefill at their own size."""
         g = np.array(sorted({int(s) for s in sizes}), dtype=np.int64)
         self._graph_sizes = g if g.size else None
+        self._graphs_decode_only = bool(decode_only) and self._graph_sizes is not None
         self._tok_cache.clear()
+        self._eager_tok_cache.clear()
+
+    def _eager_token_time(self, num_tokens: int) -> float:
+        """:meth:`_token_time` of a batch that runs eagerly, unpadded (a prefill under decode-only graphs)."""
+        t = self._eager_tok_cache.get(num_tokens)
+        if t is None:
+            t = self._eager_tok_cache[num_tokens] = self._raw_token_time(num_tokens)
+        return t
 
     def _token_time(self, num_tokens: int) -> float:
         """Token-level time of one layer (the mean over layer kinds), communication included;
         a batch that runs as a CUDA graph is priced at its padded size."""
         t = self._tok_cache.get(num_tokens)
         if t is None:
-            t = 0.0
             n = num_tokens
             g = self._graph_sizes
             if g is not None and 0 < n <= g[-1]:
                 n = int(g[np.searchsorted(g, n)])
-            if n > 0:
-                if len(self._kinds) == 1:
-                    t = self._kind_time(n, self._kinds[0][1], self._kinds[0][2])
-                else:
-                    t = sum(count * self._kind_time(n, moe, coeffs) for count, moe, coeffs in self._kinds) / self._L
-            self._tok_cache[num_tokens] = t
+            t = self._tok_cache[num_tokens] = self._raw_token_time(n)
         return t
+
+    def _raw_token_time(self, n: int) -> float:
+        """Token-level time of one layer for exactly ``n`` tokens (no padding, no cache)."""
+        if n <= 0:
+            return 0.0
+        if len(self._kinds) == 1:
+            return self._kind_time(n, self._kinds[0][1], self._kinds[0][2])
+        return sum(count * self._kind_time(n, moe, coeffs) for count, moe, coeffs in self._kinds) / self._L
 
     def _prefill_attention(self, npf: int, ptok: int, work: float, pkv: int) -> float:
         """One layer's prefill attention (the mean over full and sliding-window layers)."""
@@ -475,9 +488,12 @@ class RooflineEstimator(RuntimeEstimator):
 
     def layer_time(self, shape: BatchShape) -> float:
         """Device time of one decoder layer on one TP rank, TP all-reduces included."""
-        t = self._tok_cache.get(shape.num_tokens)
-        if t is None:
-            t = self._token_time(shape.num_tokens)
+        if shape.num_prefill and self._graphs_decode_only:
+            t = self._eager_token_time(shape.num_tokens)
+        else:
+            t = self._tok_cache.get(shape.num_tokens)
+            if t is None:
+                t = self._token_time(shape.num_tokens)
         if not self._plain:
             if shape.num_prefill:
                 t += self._prefill_attention(shape.num_prefill, shape.prefill_tokens, shape.prefill_work, shape.prefill_kv)

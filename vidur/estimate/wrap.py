@@ -61,8 +61,8 @@ class WrappingEstimator(RuntimeEstimator):
     def cpu_overhead(self, num_seqs: int) -> float:
         return self.inner.cpu_overhead(num_seqs)
 
-    def use_cuda_graphs(self, sizes) -> None:
-        self.inner.use_cuda_graphs(sizes)
+    def use_cuda_graphs(self, sizes, decode_only: bool = False) -> None:
+        self.inner.use_cuda_graphs(sizes, decode_only=decode_only)
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
         return self.inner.breakdown(shape)

@@ -245,10 +245,12 @@ class SGLangScheduler(ReplicaScheduler):
             sizes = c.cuda_graph_bs
         else:
             sizes = default_capture_bs(graph_bs, not c.disable_cuda_graph_padding)
-        #: batch sizes that run as CUDA graphs (read when the estimator is built)
+        #: batch sizes that run as CUDA graphs (read when the estimator is built); decode batches
+        #: only: SGLang captures its decode step (cuda_graph_max_bs), extend batches run eagerly
         self.cuda_graph_sizes = sizes
+        self.cuda_graph_decode_only = True
         if est is not None and sizes:
-            est.use_cuda_graphs(sizes)
+            est.use_cuda_graphs(sizes, decode_only=True)
 
     # -- what the engine reads ----------------------------------------------------
     def max_new_tokens(self, req) -> int:
