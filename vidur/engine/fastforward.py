@@ -8,12 +8,14 @@ writes into the batch log are the ones stepping would write, so
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vidur.engine.log import NCOL
+from vidur.engine.log import FLUSH_VALUES, NCOL
 from vidur.entities.batch import Batch
+from vidur.estimate.base import BatchShape
 from vidur.metrics.records import BATCH_COLUMNS
 
 if TYPE_CHECKING:
@@ -32,7 +34,62 @@ def first_finish(batch: Batch) -> int:
     return min([r.final_kv - r.kv_len for r in batch.decodes])
 
 
-def fast_forward(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float) -> tuple[float, int]:
+#: expected repetitions up to which a run is stepped in a scalar loop (a few microseconds
+#: each) rather than priced as numpy arrays (some 40 microseconds per run)
+SCALAR_RUN = 24
+
+
+def _scalar_run(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0: float, k: int,
+                bound: float) -> tuple[float, int]:
+    """:func:`fast_forward` of a lazy group's step for a short run: the repetitions one by one
+    with the scalar pricing stepping uses (``decode_iteration_time``, the same overlap
+    arithmetic), the rows and ITL samples appended as single ones."""
+    group = batch.group
+    sched, kv, est = rep.scheduler, rep.scheduler.kv, rep.estimator
+    n = len(batch.decodes)
+    step, res, bs = group.step, group.residue, group.bs
+    free = kv.num_blocks - kv.used
+    used0 = kv.used
+    grown = 0  # blocks the group takes for the repetitions after the first
+    dkv = batch.shape.decode_kv
+    overlap = rep.overlap
+    cpu = est.cpu_overhead(n) if overlap else 0.0
+    max_time = loop.max_time
+    index = rep.index
+    rows = loop.batches.rows
+    itl_v, itl_c = loop.itl.values, loop.itl.counts
+    end = now + d0
+    rows.extend((index, now, end, n, 0, 0, 0.0, n, dkv, used0, 0))
+    first_end = end
+    j = 1
+    while j < k and end < bound:
+        c = res[(-(step + j)) % bs]  # members whose next token needs a block
+        if grown + c > free:
+            break
+        d = est.decode_iteration_time(n, dkv + n)
+        if overlap:
+            d = max(d - cpu, cpu)
+        e = end + d
+        if e > max_time:
+            break
+        grown += c
+        dkv += n
+        rows.extend((index, end, e, n, 0, 0, 0.0, n, dkv, used0 + grown, 0))
+        itl_v.append(e - end)
+        itl_c.append(n)
+        end = e
+        j += 1
+    if j > 1:
+        sched.on_repeat(j - 1)
+        kv.used = used0 + grown
+        batch.end = first_end
+    if len(rows) >= FLUSH_VALUES:
+        loop.batches.flush()
+        loop.itl.flush()
+    return end, j
+
+
+def fast_forward(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0: float) -> tuple[float, int]:
     """Run the steady decode batch ``k`` times at once, ``k`` bounded by the
     first completion, KV capacity, the next arrival and max_time (every repetition
     starts before the next arrival and ends by max_time): the KV blocks
@@ -45,6 +102,16 @@ def fast_forward(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float) -
     group = batch.group
     bs = kv.block_size
     k = first_finish(batch)
+    bound = min(loop.next_arrival, loop.max_time)
+    if loop.followups is not None and loop.heap:
+        # a completion elsewhere may release a request before the next known
+        # arrival; none happens before the next pending event
+        bound = min(bound, loop.heap[0][0] + loop.min_think)
+    # the repetitions that can start before the bound, guessed from the first one's duration
+    # (k may be thousands of steps to the first completion, the bound a few away)
+    m = min(k, int((bound - now) / d0) + 2) if bound < math.inf and d0 > 0 else k
+    if group is not None and m <= SCALAR_RUN:
+        return _scalar_run(loop, rep, batch, now, d0, k, bound)
     if group is not None:
         first = group.crossers(1)  # allocated when the batch was formed
 
@@ -71,16 +138,26 @@ def fast_forward(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float) -
                     hi = mid - 1
             k = lo
     kv0 = batch.shape.decode_kv
-    d = est.decode_iteration_times(n, kv0 + n * np.arange(k, dtype=np.float64))
-    if rep.overlap:
-        cpu = est.cpu_overhead(n)
-        d = np.maximum(d - cpu, cpu)
+    overlap = rep.overlap
+    cpu = est.cpu_overhead(n) if overlap else 0.0
+
+    def times(i: int, j: int) -> np.ndarray:
+        """Durations of repetitions i..j-1 (elementwise: the same whatever the split)."""
+        d = est.decode_iteration_times(n, kv0 + n * np.arange(i, j, dtype=np.float64))
+        return np.maximum(d - cpu, cpu) if overlap else d
+
+    # price only the repetitions that can start before the bound (the KV search may have
+    # lowered k), doubling while the last priced one still ends before it
+    m = min(m, k)
+    d = times(0, m)
     t = np.cumsum(np.concatenate(([now], d)))
-    bound = min(loop.next_arrival, loop.max_time)
-    if loop.followups is not None and loop.heap:
-        # a completion elsewhere may release a request before the next known
-        # arrival; none happens before the next pending event
-        bound = min(bound, loop.heap[0][0] + loop.min_think)
+    while m < k and t[m] < bound:
+        m2 = min(k, 2 * m)
+        d2 = times(m, m2)
+        t = np.concatenate((t, np.cumsum(np.concatenate(([t[m]], d2)))[1:]))
+        d = np.concatenate((d, d2))
+        m = m2
+    k = m
     if t[k - 1] >= bound:
         k = max(1, int(np.searchsorted(t[:k], bound, side="left")))
         t = t[: k + 1]
@@ -120,3 +197,85 @@ def fast_forward(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float) -
         loop.itl.block_counts.append(np.full(k - 1, n, dtype=np.int64))
         batch.end = float(t[1])  # end of the first repetition, for ITL bookkeeping
     return float(t[k]), k
+
+
+def prefill_run(loop: EventLoop, rep: ReplicaState, batch: Batch, end: float, cap: int, last: bool) -> tuple[float, int]:
+    """Run a prompt's next chunks beside the steady decode group in one event.
+
+    ``batch`` (already logged, ending at ``end``) is one group step of every decoding request
+    plus chunk ``q`` of the one prefilling request; the policy's
+    :meth:`~vidur.scheduler.base.ReplicaScheduler.steady_prefill` said the next iterations are
+    the same decodes plus chunks of ``min(remaining, cap)`` (the last one shorter than ``cap``
+    only if ``last``). Iterations are added while each starts before the next arrival (and
+    pending event, with follow-ups) and max_time, ends by max_time, the group's KV growth fits
+    and no member has finished; the block ends with the prompt's last chunk at the latest.
+    Each iteration is priced with the same estimator calls as stepping (``forward_time`` of
+    its shape plus ``cpu_overhead``, summed onto the clock the same way), so the rows, ITL
+    samples and clock are stepping's. Returns (end of the last iteration, iterations ``k``);
+    with ``k > 1`` the batch's chunk becomes the chunks' sum and ``batch.end`` the first
+    iteration's end, for ``_batch_end``."""
+    group = batch.group
+    req = batch.prefills[0]
+    target = req.prefill_target
+    ctx = req.kv_len + batch.chunks[0]  # the prompt's tokens cached before the next chunk
+    if ctx >= target:
+        return end, 1
+    bound = loop.next_arrival if loop.next_arrival < loop.max_time else loop.max_time
+    if loop.followups is not None and loop.heap:
+        bound = min(bound, loop.heap[0][0] + loop.min_think)
+    if end >= bound:
+        return end, 1
+    kv, est = rep.scheduler.kv, rep.estimator
+    n = len(batch.decodes)
+    f = group.steps_to_first_finish()  # the group step that completes a member ends the block
+    bs, step, res = group.bs, group.step, group.residue
+    free = kv.num_blocks - kv.used
+    used0 = kv.used
+    grown = 0  # blocks the group takes for steps after the first
+    dkv = batch.shape.decode_kv
+    overlap = rep.overlap
+    max_time = loop.max_time
+    index = rep.index
+    rows = loop.batches.rows
+    itl_v, itl_c = loop.itl.values, loop.itl.counts
+    start = end
+    total = batch.chunks[0]
+    k = 1
+    first_end = end
+    while k < f and ctx < target and start < bound:
+        q = target - ctx
+        if q > cap:
+            q = cap
+        elif q < cap and not last:
+            break
+        c = res[(-(step + k)) % bs]  # members whose next token needs a block
+        if grown + c > free:
+            break
+        dkv += n
+        s = BatchShape(num_decode=n, decode_kv=dkv)
+        s.add_prefill(q, ctx)
+        if overlap:
+            fwd, cpu = est.forward_time(s), est.cpu_overhead(n + 1)
+            e = start + (fwd if fwd > cpu else cpu)
+        else:
+            e = start + (est.forward_time(s) + est.cpu_overhead(n + 1))
+        if e > max_time:
+            break
+        grown += c
+        kv.used = used0 + grown
+        rows.extend((index, start, e, n + 1, 1, q, s.prefill_work, n, dkv, used0 + grown, s.prefill_kv))
+        if n:
+            itl_v.append(e - start)
+            itl_c.append(n)
+        ctx += q
+        total += q
+        start = e
+        k += 1
+    if k > 1:
+        rep.scheduler.on_repeat(k - 1)
+        batch.chunks[0] = total
+        batch.end = first_end
+        if len(rows) >= FLUSH_VALUES:
+            loop.batches.flush()
+            loop.itl.flush()
+    return start, k

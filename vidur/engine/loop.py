@@ -43,6 +43,7 @@ import numpy as np
 from vidur.engine import checks
 from vidur.engine.fastforward import fast_forward as run_fast_forward
 from vidur.engine.fastforward import first_finish
+from vidur.engine.fastforward import prefill_run as run_prefill
 from vidur.engine.log import FLUSH_VALUES, BatchLog, ITLLog
 from vidur.engine.requests import Followups, TableRequests
 from vidur.entities.batch import Batch
@@ -262,23 +263,39 @@ class EventLoop:
             else:
                 end = now + (est.forward_time(shape) + est.cpu_overhead(shape.num_seqs))
             self._log_row(rep, batch, now, end)
-            self._push(end, BATCH_END, rep, batch, 1)
+            k = 1
+            # a prompt's chunks beside a steady decode group: the next chunks in one event
+            if (
+                self.fast_forward
+                and batch.group is not None
+                and shape.num_prefill == 1
+                and end < self.next_arrival
+                and not rep.caching
+            ):
+                req = batch.prefills[0]
+                if req.blocks * rep.scheduler.kv.block_size >= req.prefill_target:
+                    steady = sched.steady_prefill(batch)
+                    if steady is not None:
+                        end, k = run_prefill(self, rep, batch, end, *steady)
+            self._push(end, BATCH_END, rep, batch, k)
             return
         d0 = est.decode_iteration_time(shape.num_decode, shape.decode_kv)
         if rep.overlap:  # the same arithmetic as fast_forward's
             cpu = est.cpu_overhead(shape.num_decode)
             d0 = max(d0 - cpu, cpu)
         end = now + d0
-        # fast-forward only when a few repetitions fit before the next arrival
-        # and the first completion (results are the same either way)
+        # fast-forward a lazy group's step when a repetition may start before the next arrival
+        # (short runs go through a scalar loop); requests stepped one by one only when a few
+        # repetitions fit before the next arrival and the first completion (results are the
+        # same either way)
         if (
             self.fast_forward
-            and now + 4 * d0 < self.next_arrival
+            and end < self.next_arrival
             and end < self.max_time
+            and (batch.group is not None or (now + 4 * d0 < self.next_arrival and first_finish(batch) > 3))
             and sched.is_steady(batch)
-            and first_finish(batch) > 3
         ):
-            end, k = run_fast_forward(self, rep, batch, now)
+            end, k = run_fast_forward(self, rep, batch, now, d0)
             self._push(end, BATCH_END, rep, batch, k)
             return
         self._log_row(rep, batch, now, end)

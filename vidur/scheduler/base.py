@@ -160,8 +160,20 @@ class ReplicaScheduler:
         same decode-only batch again (with one more token of context each)."""
         return False
 
+    def steady_prefill(self, batch: Batch) -> tuple[int, bool] | None:
+        """For a batch of one decode step of every decoding request plus one chunk of the only
+        prefilling request: ``(cap, last)`` if, absent arrivals and completions, ``schedule``
+        would form the same decodes plus that request's next chunk of ``min(remaining, cap)``
+        tokens again, iteration after iteration (``last``: also for its last chunk when it is
+        shorter than ``cap``, i.e. the leftover budget would admit nothing); None otherwise
+        (the default). The engine then runs the prompt's chunks in one event (results must
+        equal stepping, as for :meth:`is_steady`); it checks the rest itself: the KV blocks of
+        the decodes, the request holding the blocks of its whole prefill, no prefix cache."""
+        return None
+
     def on_repeat(self, times: int) -> None:
-        """The engine repeated the last (steady) batch ``times`` more times."""
+        """The engine repeated the last (steady) batch ``times`` more times (for a
+        :meth:`steady_prefill` run: ran ``times`` more iterations of it)."""
 
     def check_memory_planner(self, name: str, config) -> str | None:
         """Why this policy cannot run beside memory planner ``name`` with ``config`` (one line),

@@ -63,3 +63,10 @@ class SarathiScheduler(ReplicaScheduler):
 
     def is_steady(self, batch: Batch) -> bool:
         return self.steady_decode(batch)
+
+    def steady_prefill(self, batch: Batch) -> tuple[int, bool] | None:
+        # every decode first, then the one prefilling request's chunk of min(remaining, budget
+        # left); a last chunk shorter than that leaves budget that would admit a waiting request
+        if self._book.preempted or len(self.prefilling) != 1:
+            return None
+        return self.config.chunk_size - len(batch.decodes), not self.waiting
