@@ -1,9 +1,26 @@
-"""Fast-forward: a steady decode-only batch repeated ``k`` times in one vectorised step.
+"""Fast-forward: runs of iterations that stepping would form the same way, in one event.
 
-The event loop calls :func:`fast_forward` when a pure-decode batch would repeat
-identically (no arrival, completion or KV shortage in between); the rows it
-writes into the batch log are the ones stepping would write, so
-``fast_forward=False`` (``--step``) gives byte-identical outputs.
+Two kinds of run, both ending at the next arrival (and pending event, with follow-ups), by
+max_time, before the KV blocks run out and at the first completion:
+
+- **decode runs** (:func:`fast_forward`): a steady decode-only batch (the policy's
+  ``is_steady``) repeated ``k`` times. A lazy decode group's run that looks short (a guess of
+  how many repetitions fit before the bound, from the first one's duration: at most
+  :data:`SCALAR_RUN`) is stepped in a scalar loop that prices each repetition with
+  ``decode_iteration_time``, as stepping does (:func:`_scalar_run`, a few microseconds a
+  repetition); a longer one is priced as arrays with ``decode_iteration_times`` (bitwise
+  equal to the scalar price), only as far as the bound: the guessed count, doubled while the
+  last priced repetition still ends before it.
+- **prefill runs** (:func:`prefill_run`): a prompt's successive chunks beside a steady decode
+  group, with no arrival in between (the policy's ``steady_prefill``: Sarathi). Each
+  iteration's shape (the chunk after the prompt's prefix so far, the decodes' contexts one
+  longer each step) is priced with ``forward_time`` + ``cpu_overhead`` exactly as stepping
+  prices it; the run ends with the prompt's last chunk at the latest, whose end the event
+  loop then applies as usual (first token, the request joins the decode group).
+
+The rows written into the batch log, the ITL samples and the clock are the ones stepping
+would write, so ``fast_forward=False`` (``--step``) gives byte-identical outputs
+(``tests/test_fast_paths.py``, ``tests/test_properties.py``, the conformance suite).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ Arrivals are a pre-generated sorted array merged with a heap of
 (time, kind, seq, replica, batch, repeats) events, the kind being the event's
 priority at equal times: arrivals come first, then wake-ups of idle replicas (so requests arriving
 together are batched together), then batch ends, then stage-0-free events,
-then creation order (the per-loop counter). Pure-decode runs that would
-repeat identically are fast-forwarded in one vectorised step;
+then creation order (the per-loop counter). Runs of iterations that the
+policy would form the same way are fast-forwarded in one event
+(:mod:`vidur.engine.fastforward`): repeated pure-decode batches, and a
+prompt's successive prefill chunks beside a steady decode group;
 ``fast_forward=False`` steps every iteration, so the tests can check that
 the two give identical results. Decoding requests of a replica advance as
 one lazy :class:`~vidur.scheduler.decode_group.DecodeGroup` when the policy
