@@ -9,7 +9,11 @@ at mean/p50/p90/p99, real against simulated:
 
 In its prompt-free seconds the run's ``timeseries.csv`` also gives the real decode step
 (:mod:`vidur.calibration.steps`): (a) prints the default estimator's step over the real
-one there, which separates the per-iteration cost model from queueing.
+one there, which separates the per-iteration cost model from queueing (device + host, and
+as the simulator prices a step under vLLM V1's async scheduling: max(device, host)). In
+its saturated seconds with prompt tokens it gives the real mixed step (prefill chunks
+batched with decodes) and, fitted over those seconds, the real marginal cost of a prompt
+token beside the estimator's (also with the decode steps at their real, decode-only cost).
 
 (a) with the simulator's defaults (no knowledge of the measurements);
 (b) calibrated leave-one-run-out: the estimator's free parameters fitted
@@ -69,23 +73,49 @@ def table(run: RealRun, sim: dict, label: str) -> list[float]:
 
 
 def decode_steps(run: RealRun) -> None:
-    """Print the real decode step against the default estimator's in the run's prompt-free seconds."""
+    """Print the real step against the default estimator's: in the run's prompt-free seconds (decode
+    steps), then in its saturated seconds with prompt tokens (mixed steps) with the marginal cost
+    of a prompt token, real and estimated (:mod:`vidur.calibration.steps`)."""
     from vidur.calibration.replay import scenario_dict
-    from vidur.calibration.steps import decode_seconds
+    from vidur.calibration.steps import (
+        BatchShape, decode_seconds, mixed_seconds, prompt_token_cost, step_time,
+    )
     from vidur.engine.simulation import Simulation
     from vidur.scenario import scenario_from_dict
 
-    est = Simulation(scenario_from_dict(scenario_dict(run)), requests=run.table).estimator
+    sim = Simulation(scenario_from_dict(scenario_dict(run)), requests=run.table)
+    est = sim.estimator
+    overlap = sim.replica_states[0].overlap
     secs = decode_seconds(run, est)
+    as_sim = None
     if not secs:
         print("  (a) decode-only seconds: none in timeseries.csv")
+    else:
+        ratio = np.array([s.estimated / s.real for s in secs])
+        seqs = np.array([s.num_seqs for s in secs])
+        real = np.array([s.real for s in secs])
+        # the simulator prices a step as max(device, host) when the engine overlaps them (async scheduling)
+        as_sim = float(np.median([step_time(est, BatchShape(num_decode=s.num_seqs, decode_kv=s.decode_kv),
+                                            overlap=overlap) / s.real for s in secs]))
+        hidden = f"; as simulated, host work overlapped: {as_sim:.2f}" if overlap else ""
+        print(f"  (a) decode-only seconds (no prompt tokens; {len(secs)} s, {seqs.min()}-{seqs.max()} sequences): "
+              f"real step median {np.median(real) * 1e3:.1f} ms, estimated / real median {np.median(ratio):.2f} "
+              f"(p10 {np.percentile(ratio, 10):.2f}, p90 {np.percentile(ratio, 90):.2f}){hidden}")
+    mixed = mixed_seconds(run, est, overlap=overlap)
+    if not mixed:
+        print("  (a) mixed seconds: none (no saturated second with prompt tokens, or timeseries.csv's prompt "
+              "tokens do not match the requests' prompts)")
         return
-    ratio = np.array([s.estimated / s.real for s in secs])
-    seqs = np.array([s.num_seqs for s in secs])
-    real = np.array([s.real for s in secs])
-    print(f"  (a) decode-only seconds (no prompt tokens; {len(secs)} s, {seqs.min()}-{seqs.max()} sequences): "
-          f"real step median {np.median(real) * 1e3:.1f} ms, estimated / real median {np.median(ratio):.2f} "
-          f"(p10 {np.percentile(ratio, 10):.2f}, p90 {np.percentile(ratio, 90):.2f})")
+    ratio = np.array([s.ratio for s in mixed])
+    k = np.array([s.sample.num_decode for s in mixed])
+    prompts = np.array([s.sample.prompt_tokens for s in mixed])
+    cost = prompt_token_cost(mixed)
+    rescaled = "" if as_sim is None else (
+        f" ({prompt_token_cost(mixed, decode_scale=as_sim).real * 1e6:.0f} us on the real decode step)")
+    print(f"  (a) mixed seconds (saturated, with prompt tokens; {len(mixed)} s, {k.min()}-{k.max()} decoding, "
+          f"median {np.median(prompts):.0f} prompt tokens/s): estimated / real median {np.median(ratio):.2f} "
+          f"(p10 {np.percentile(ratio, 10):.2f}, p90 {np.percentile(ratio, 90):.2f}); prompt token real "
+          f"{cost.real * 1e6:.0f} ± {cost.real_se * 1e6:.0f} us{rescaled} vs estimated {cost.estimated * 1e6:.0f} us")
 
 
 def per_metric(errs: list[float]) -> dict[str, list[float]]:
