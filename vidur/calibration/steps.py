@@ -201,8 +201,8 @@ def mixed_samples(
       The mean over the second weighs long steps more than a mean over steps would.
     - Prompt tokens: vLLM counts the whole prompt in the second of its first token (checked
       against the requests by :func:`clock_offset`), so chunks computed in the second before
-      land in this one, and cached prefix tokens count as computed ones (the runs have
-      distinct ShareGPT prompts and the replay models no prefix hits either).
+      land in this one, and cached prefix tokens count as computed ones (the runs do not
+      record prefix hits; the replay, without token ids, models none either).
     """
     rows = _timeseries(run)
     if rows is None or not len(rows):
