@@ -143,7 +143,9 @@ class Simulation:
             self.memory = planner_cls(sc.memory_planner.config).plan(self.model, self.device, tp, pp)
         self._check_plan(sc.memory_planner.name)
 
-        target = PricingTarget(self.model, self.device, self.node, tp, pp, engine_mode=cl.engine_mode)
+        # the engine whose kernels the policy prices; a device known only from its profile has nothing else
+        engine = None if dev.from_profile_only else getattr(host.get("replica_scheduler", sc.replica_scheduler.name), "models_engine", None)
+        target = PricingTarget(self.model, self.device, self.node, tp, pp, engine_mode=cl.engine_mode, engine=engine)
         resolved = resolve_estimator(
             sc.runtime_estimator.name, sc.runtime_estimator.config, target, host, device_source=dev.source
         )

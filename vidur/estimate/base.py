@@ -102,7 +102,9 @@ class PricingTarget:
     :meth:`RuntimeEstimator.can_price`: model, device, node, TP and PP degrees, and the engine mode
     the run asks for (``cluster.engine_mode``, or the reference executor's in ``vidur validate``;
     None: not said), and a profile directory the user named (``vidur estimate --profile``; None:
-    find one)."""
+    find one). ``engine``: the serving engine whose kernels the run is meant to price (the replica
+    scheduler's ``models_engine``, e.g. ``"vLLM V1"``; None: not said): a profile measured on
+    other kernels (vidur's reference executor) does not price it under ``auto``."""
 
     model: ModelSpec
     device: DeviceSpec
@@ -111,6 +113,7 @@ class PricingTarget:
     pp: int = 1
     engine_mode: str | None = None
     profile: str | None = None
+    engine: str | None = None
 
 
 @attrs.frozen

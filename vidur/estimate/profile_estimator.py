@@ -43,7 +43,9 @@ from vidur.store.profiles import (
     find_pricing_profile,
     find_profile,
     load_profile,
+    measured_engine,
     model_layer_ops,
+    read_metadata,
 )
 from vidur.hardware.spec import DeviceSpec, NodeSpec
 from vidur.model.spec import ModelSpec
@@ -104,6 +106,11 @@ class ProfileEstimator(RuntimeEstimator):
         if target.profile:
             return Offer.accept(ProfileConfig(profile=str(target.profile)), "the profile given", source=target.profile)
         path, skipped = find_pricing_profile(device.name, model.name, tp)
+        if path is not None and target.engine and measured_engine(read_metadata(path)) != target.engine:
+            return Offer.decline(
+                f"the {device.name} profile of {model.name} (tp={tp}) times vidur's profiled PyTorch operators, "
+                f"not {target.engine}'s kernels (name it with runtime_estimator: profile to use it)"
+            )
         if path is not None:
             return Offer.accept(ProfileConfig(profile=str(path)), f"a profile of {model.name} on {device.name} (tp={tp})", source=path)
         if skipped:

@@ -205,8 +205,20 @@ class RooflineEstimator(RuntimeEstimator):
     @classmethod
     def can_price(cls, target: PricingTarget) -> Offer:
         """``auto``: always; calibrated on a profile of the same device (another model or TP degree) when
-        one exists (:func:`vidur.fit.roofline.same_device_profile`), else with the default efficiencies."""
+        one exists (:func:`vidur.fit.roofline.same_device_profile`), else with the default efficiencies.
+        When the run prices an engine's kernels (``target.engine``: vLLM V1, SGLang), the defaults
+        stand: they model the engine, and a profile of vidur's executor would pull them towards
+        PyTorch's unfused operators."""
         source = same_device_profile(target.device.name, target.model.name)
+        if source is not None and target.engine:
+            from vidur.store.profiles import measured_engine, read_metadata
+
+            if measured_engine(read_metadata(source)) != target.engine:
+                return Offer.accept(
+                    RooflineConfig(),
+                    f"roofline with default efficiencies, which model {target.engine} (not calibrated on the "
+                    f"{target.device.name} profile: it times vidur's profiled PyTorch operators)",
+                )
         if source is not None:
             return Offer.accept(
                 RooflineConfig(calibrate_from=source), f"roofline calibrated on a {target.device.name} profile (another model or TP degree)", source=source

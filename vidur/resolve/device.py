@@ -27,6 +27,16 @@ class ResolvedDevice:
     node: NodeSpec
     source: str  # "catalog", "plugin 'x' (dist 1.0)", "device file PATH", "profile PATH"
 
+    @property
+    def from_profile_only(self) -> bool:
+        """True for a device known only from a profile of it (e.g. ``cpu``): no datasheet figures,
+        so only its profiles can price it."""
+        return self.source.startswith(PROFILE_ONLY)
+
+
+#: how a device known only from a profile says where it came from
+PROFILE_ONLY = "known only from its profile"
+
 
 def _profile_device(name: str, profile: str | None) -> tuple[DeviceSpec, str] | None:
     """A device known only from a profile of it: its memory from the profile's metadata."""
@@ -47,7 +57,7 @@ def _profile_device(name: str, profile: str | None) -> tuple[DeviceSpec, str] | 
             memory_bandwidth=5e10,
             description=f"known only from its profile ({info.get('name', name)})",
         )
-        return spec, f"known only from its profile {p['path']}"
+        return spec, f"{PROFILE_ONLY} {p['path']}"
     return None
 
 

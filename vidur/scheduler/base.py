@@ -86,6 +86,12 @@ class ReplicaScheduler:
     #: whether the engine this policy models caches prefixes by default
     #: (vLLM V1, SGLang: yes; vLLM v0, Sarathi-Serve, Orca, FasterTransformer: no)
     prefix_caching_default: ClassVar[bool] = False
+    #: the serving engine whose kernels this policy's runs are meant to price (``"vLLM V1"``,
+    #: ``"SGLang"``; None: a batching policy on any kernels). ``runtime_estimator: auto`` then
+    #: passes over profiles of vidur's reference executor (PyTorch's unfused operators, not the
+    #: engine's kernels) and takes the roofline, whose defaults model the engine (see
+    #: :class:`vidur.estimate.base.PricingTarget`)
+    models_engine: ClassVar[str | None] = None
 
     def __init__(
         self,

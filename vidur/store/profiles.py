@@ -229,6 +229,13 @@ def pricing_gap(meta: dict, tp: int) -> str | None:
     return None
 
 
+def measured_engine(meta: dict) -> str | None:
+    """The serving engine whose kernels a profile timed (its metadata's ``engine``), None for
+    vidur's profiler (the reference executor's PyTorch operators) and imported Vidur profiles."""
+    engine = meta.get("engine")
+    return str(engine) if engine else None
+
+
 def find_pricing_profile(device: Any, model: Any, tp: int) -> tuple[Path | None, list[str]]:
     """The first profile of (device, model) whose shard ``tp`` can price a batch, and why each
     profile passed over could not (``"<path>: no attention measurements ..."``)."""

@@ -195,6 +195,7 @@ class SGLangScheduler(ReplicaScheduler):
 
     name = "sglang"
     Config = SGLangConfig
+    models_engine = "SGLang"
     kv_block_size = 1  # SGLang's page_size 1
     lazy_decode = True
     prefix_caching_default = True  # the radix cache

@@ -107,6 +107,7 @@ class VLLMV1Scheduler(ReplicaScheduler):
 
     name = "vllm_v1"
     Config = VLLMV1Config
+    models_engine = "vLLM V1"
     lazy_decode = True
     prefix_caching_default = True  # vLLM V1's enable_prefix_caching
 
