@@ -184,6 +184,7 @@ CASES = {
     "preemption": ("benchmarks/bench_sim.yaml", [("workload.num_requests", 300), ("workload.arrival.qps", 30),
                                                  ("memory_planner", {"name": "paged", "num_gpu_blocks_override": 600})]),
     "max_time": ("benchmarks/bench_sim.yaml", [("workload.num_requests", 400), ("simulation.max_time", 30.0)]),
+    "summary_log": ("benchmarks/bench_sim.yaml", [("workload.num_requests", 400), ("metrics.batch_log", "summary")]),
     "prefix_caching": ("scenarios/shared-prefix.yaml", [("workload.num_requests", 300)]),
     "vllm_v1": ("benchmarks/bench_sim.yaml", [("workload.num_requests", 300), ("workload.arrival.qps", 12)]),
     "multi_turn": ("scenarios/multi-turn.yaml", [("workload.num_requests", 200)]),
@@ -192,7 +193,8 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_run_directories_are_byte_identical(tmp_path, case):
-    """Whole run directories (summary, request and batch tables) with fast paths on and off."""
+    """Whole run directories (summary, request and batch tables or the summarised batch log's
+    files) with fast paths on and off."""
     from vidur.engine.run_scenario import run_scenario
     from vidur.scenario import load_scenario
 
@@ -202,5 +204,8 @@ def test_run_directories_are_byte_identical(tmp_path, case):
     sc = load_scenario(REPO / path, scheduler=sched, settings=settings_)
     for mode, step in (("fast", False), ("step", True)):
         run_scenario(sc, tmp_path / mode, step_mode=step)
-    for f in ("summary.json", "requests.parquet", "batches.parquet"):
+    names = sorted(p.name for p in (tmp_path / "fast").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "step").iterdir())
+    assert "summary.json" in names and "requests.parquet" in names
+    for f in names:
         assert (tmp_path / "fast" / f).read_bytes() == (tmp_path / "step" / f).read_bytes(), f
