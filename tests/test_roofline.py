@@ -140,6 +140,10 @@ def test_vectorised_decode_equals_scalar(setup, engine, n, kv, overhead):
     # and the generic (unvectorised) base implementation agrees
     base = RuntimeEstimator.decode_iteration_times(est, n, np.array(kv, dtype=np.int64))
     assert np.array_equal(base, slow)
+    # and the per-batch-size pricer of fast-forward's scalar loop (kept until the graph sizes change)
+    assert [est.decode_pricer(n)(k) for k in kv] == slow.tolist()
+    est.use_cuda_graphs([1, 8, 40, 200])
+    assert [est.decode_pricer(n)(k) for k in kv] == [est.decode_iteration_time(n, k) for k in kv]
 
 
 def test_tp2_adds_comm_time():

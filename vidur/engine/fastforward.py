@@ -6,9 +6,9 @@ max_time, before the KV blocks run out and at the first completion:
 - **decode runs** (:func:`fast_forward`): a steady decode-only batch (the policy's
   ``is_steady``) repeated ``k`` times. A lazy decode group's run that looks short (a guess of
   how many repetitions fit before the bound, from the first one's duration: at most
-  :data:`SCALAR_RUN`) is stepped in a scalar loop that prices each repetition with
-  ``decode_iteration_time``, as stepping does (:func:`_scalar_run`, a few microseconds a
-  repetition); a longer one is priced as arrays with ``decode_iteration_times`` (bitwise
+  :data:`SCALAR_RUN`) is stepped in a scalar loop that prices each repetition as stepping
+  does, with ``decode_iteration_time`` (through the estimator's ``decode_pricer``, the same
+  values) (:func:`_scalar_run`, a couple of microseconds a repetition); a longer one is priced as arrays with ``decode_iteration_times`` (bitwise
   equal to the scalar price), only as far as the bound: the guessed count, doubled while the
   last priced repetition still ends before it.
 - **prefill runs** (:func:`prefill_run`): a prompt's successive chunks beside a steady decode
@@ -59,8 +59,9 @@ SCALAR_RUN = 24
 def _scalar_run(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0: float, k: int,
                 bound: float) -> tuple[float, int]:
     """:func:`fast_forward` of a lazy group's step for a short run: the repetitions one by one
-    with the scalar pricing stepping uses (``decode_iteration_time``, the same overlap
-    arithmetic), the rows and ITL samples appended as single ones."""
+    with the scalar pricing stepping uses (``decode_iteration_time``'s values through
+    ``decode_pricer``, the same overlap arithmetic), the rows and ITL samples appended as
+    single ones."""
     group = batch.group
     sched, kv, est = rep.scheduler, rep.scheduler.kv, rep.estimator
     n = len(batch.decodes)
@@ -78,12 +79,13 @@ def _scalar_run(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0
     end = now + d0
     rows.extend((index, now, end, n, 0, 0, 0.0, n, dkv, used0, 0))
     first_end = end
+    price = est.decode_pricer(n)
     j = 1
     while j < k and end < bound:
         c = res[(-(step + j)) % bs]  # members whose next token needs a block
         if grown + c > free:
             break
-        d = est.decode_iteration_time(n, dkv + n)
+        d = price(dkv + n)
         if overlap:
             d = max(d - cpu, cpu)
         e = end + d

@@ -8,7 +8,8 @@ token-level operators (they depend on the token count only) and of attention
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import functools
+from typing import Any, Callable, ClassVar
 
 import attrs
 import numpy as np
@@ -239,6 +240,13 @@ class RuntimeEstimator:
         of :meth:`decode_iteration_times` bit for bit (override only with the
         same arithmetic, to skip numpy's per-call overhead)."""
         return float(self.decode_iteration_times(num_decode, np.array([decode_kv], dtype=np.float64))[0])
+
+    def decode_pricer(self, num_decode: int) -> Callable[[int], float]:
+        """:meth:`decode_iteration_time` for a fixed ``num_decode``, as a function of
+        ``decode_kv`` (fast-forward's scalar loop calls it once per repetition). It must give
+        exactly ``decode_iteration_time``'s values; override only to fetch what does not depend
+        on the KV once."""
+        return functools.partial(self.decode_iteration_time, num_decode)
 
     def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
         """Wall time (device + CPU overhead, pp=1) of consecutive decode-only iterations.

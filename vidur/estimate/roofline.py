@@ -31,7 +31,7 @@ reproduces the scalar path operation by operation (bitwise equal).
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterable
+from typing import Callable, ClassVar, Iterable
 
 import attrs
 import numpy as np
@@ -302,6 +302,7 @@ class RooflineEstimator(RuntimeEstimator):
         self._graphs_decode_only = False  # only decode-only batches run as graphs (use_cuda_graphs)
         self._eager_tok_cache: dict[int, float] = {}
         self._tok_cache: dict[int, float] = {}
+        self._pricers: dict[int, Callable[[int], float]] = {}  # decode_pricer's, per batch size
         self._embed_cache: dict[int, float] = {}
         self._head_cache: dict[int, float] = {}
         self._ppx_cache: dict[int, float] = {}
@@ -399,6 +400,7 @@ class RooflineEstimator(RuntimeEstimator):
         self._graphs_decode_only = bool(decode_only) and self._graph_sizes is not None
         self._tok_cache.clear()
         self._eager_tok_cache.clear()
+        self._pricers.clear()
 
     def _eager_token_time(self, num_tokens: int) -> float:
         """:meth:`_token_time` of a batch that runs eagerly, unpadded (a prefill under decode-only graphs)."""
@@ -586,6 +588,31 @@ class RooflineEstimator(RuntimeEstimator):
         else:
             t += self._decode_attention(n, decode_kv)
         return self._L * t + self.embed_time(n) + self.head_time(n) + self._pp_total(n) + self.cpu_overhead(n)
+
+    def decode_pricer(self, num_decode: int) -> Callable[[int], float]:
+        """:meth:`decode_iteration_time` for a fixed ``num_decode`` as a function of ``decode_kv``:
+        what does not depend on the KV is fetched once (the same operations in the same order,
+        so the same values), and the function is kept per ``num_decode`` until the CUDA-graph
+        sizes change."""
+        price = self._pricers.get(num_decode)
+        if price is not None:
+            return price
+        n = num_decode
+        if n <= 0 or not self._plain or type(self).decode_iteration_time is not RooflineEstimator.decode_iteration_time:
+            return super().decode_pricer(n)
+        tok = self._tok_cache.get(n)
+        if tok is None:
+            tok = self._token_time(n)
+        L, flop, per_kv, seq, fixed = self._L, self._d_flop, self._d_kv, n * self._d_seq, self._d_fixed
+        e, h, p, cpu = self.embed_time(n), self.head_time(n), self._pp_total(n), self.cpu_overhead(n)
+
+        def price(decode_kv: int) -> float:
+            c = decode_kv * flop
+            m = decode_kv * per_kv + seq
+            return L * (tok + ((c if c > m else m) + fixed)) + e + h + p + cpu
+
+        self._pricers[n] = price
+        return price
 
     def decode_iteration_times(self, num_decode: int, decode_kv: np.ndarray) -> np.ndarray:
         """Vectorised ``forward_time + cpu_overhead`` of decode-only iterations (bitwise equal to the scalar path)."""
