@@ -209,3 +209,16 @@ def test_run_directories_are_byte_identical(tmp_path, case):
     assert "summary.json" in names and "requests.parquet" in names
     for f in names:
         assert (tmp_path / "fast" / f).read_bytes() == (tmp_path / "step" / f).read_bytes(), f
+
+
+def test_start_up_check_catches_a_pricer_that_disagrees():
+    """The check every fast-forward run makes before it starts compares ``decode_pricer`` too."""
+    from vidur.estimate.wrap import decode_pricing_mismatch
+
+    class Off(LinearEstimator):
+        def decode_pricer(self, num_decode):
+            return lambda kv: self.decode_iteration_time(num_decode, kv) * (1 + 1e-12)
+
+    assert decode_pricing_mismatch(LinearEstimator()) is None
+    wrong = decode_pricing_mismatch(Off())
+    assert wrong is not None and wrong.startswith("decode_pricer(")

@@ -84,7 +84,8 @@ def decode_pricing_mismatch(est: RuntimeEstimator, max_batch: int = 64) -> str |
     """Check, on a small sample of decode-only batches, that ``est``'s vectorised
     :meth:`~RuntimeEstimator.decode_iteration_times` (what fast-forward uses)
     equals its scalar :meth:`~RuntimeEstimator.decode_iteration_time` (what
-    stepping uses) exactly, and both agree with ``forward_time + cpu_overhead``.
+    stepping uses) and :meth:`~RuntimeEstimator.decode_pricer` (fast-forward's scalar
+    loop) exactly, and all agree with ``forward_time + cpu_overhead``.
     Returns what disagrees in a few words, or None."""
     for n in sorted({1, 3, max(1, min(int(max_batch), 24))}):
         kv = n * 100.0 + n * np.arange(6, dtype=np.float64)
@@ -96,6 +97,10 @@ def decode_pricing_mismatch(est: RuntimeEstimator, max_batch: int = 64) -> str |
             if s != v:
                 return (f"decode_iteration_times gives {v!r} but decode_iteration_time gives {s!r} "
                         f"for {n} decodes reading {int(x)} KV tokens; they must be equal")
+            p = est.decode_pricer(n)(int(x))
+            if p != s:
+                return (f"decode_pricer({n}) gives {p!r} but decode_iteration_time gives {s!r} "
+                        f"for {int(x)} KV tokens; they must be equal")
             full = est.forward_time(BatchShape(num_decode=n, decode_kv=int(x))) + est.cpu_overhead(n)
             if not abs(full - s) <= 1e-6 * abs(full):
                 return (f"decode_iteration_time gives {s!r} but forward_time + cpu_overhead gives {full!r} "
