@@ -275,7 +275,8 @@ class EventLoop:
                 and not rep.caching
             ):
                 req = batch.prefills[0]
-                if req.blocks * rep.scheduler.kv.block_size >= req.prefill_target:
+                # chunks left after this one, all of whose KV blocks the request holds
+                if req.kv_len + batch.chunks[0] < req.prefill_target <= req.blocks * sched.kv.block_size:
                     steady = sched.steady_prefill(batch)
                     if steady is not None:
                         end, k = run_prefill(self, rep, batch, end, *steady)
