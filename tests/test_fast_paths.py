@@ -222,3 +222,17 @@ def test_start_up_check_catches_a_pricer_that_disagrees():
     assert decode_pricing_mismatch(LinearEstimator()) is None
     wrong = decode_pricing_mismatch(Off())
     assert wrong is not None and wrong.startswith("decode_pricer(")
+
+
+def test_a_steady_prefill_cap_below_one_is_one_clear_error():
+    from vidur.errors import PolicyOutputError
+
+    class Bad(SarathiScheduler):
+        def steady_prefill(self, batch):
+            return 0, True
+
+    h = ReplicaHarness(Bad, Bad.Config(chunk_size=16, max_batch_size=4), num_blocks=40, block_size=4, fast_forward=True)
+    for gap, p, o in PLANTED:
+        h.add(p, o, at=(h.requests[-1].arrival if h.requests else 0.0) + gap)
+    with pytest.raises(PolicyOutputError, match="steady_prefill"):
+        h.run()

@@ -32,6 +32,7 @@ import numpy as np
 
 from vidur.engine.log import FLUSH_VALUES, NCOL
 from vidur.entities.batch import Batch
+from vidur.errors import PolicyOutputError
 from vidur.estimate.base import BatchShape
 from vidur.metrics.records import BATCH_COLUMNS
 
@@ -233,6 +234,8 @@ def prefill_run(loop: EventLoop, rep: ReplicaState, batch: Batch, end: float, ca
     samples and clock are stepping's. Returns (end of the last iteration, iterations ``k``);
     with ``k > 1`` the batch's chunk becomes the chunks' sum and ``batch.end`` the first
     iteration's end, for ``_batch_end``."""
+    if cap.__class__ is not int or cap < 1:
+        raise PolicyOutputError("replica_scheduler", f"steady_prefill() returned a chunk cap of {cap!r}; it must be an int >= 1")
     group = batch.group
     req = batch.prefills[0]
     target = req.prefill_target
