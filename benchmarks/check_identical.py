@@ -51,8 +51,9 @@ def main() -> int:
     extra = [x for kv in args.settings for x in ("-s", *kv.split("=", 1))]
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.scenarios:
-            a, b = Path(tmp) / f"{name}-a", Path(tmp) / f"{name}-b"
+        for i, name in enumerate(args.scenarios):
+            # inside the temporary directory whatever the name (``../benchmarks/bench_sim.yaml`` too)
+            a, b = Path(tmp) / f"{i}-{Path(name).name}-a", Path(tmp) / f"{i}-{Path(name).name}-b"
             run(REPO, REPO / "scenarios" / name, a, args.requests, extra)
             run(args.base.resolve(), args.base.resolve() / "scenarios" / name, b, args.requests, [])
             diff = [f for f in FILES if not (_file(a, f).name == _file(b, f).name and _file(a, f).is_file()
