@@ -29,7 +29,8 @@ and batch caps make preemption and queueing common):
   the replica when it arrived (plus ``extra_wait_s``), also for a large
   request arriving into a steady stream of small ones;
 - deterministic: the same trace twice gives identical batches and timings;
-- fast-forward equals stepping (checks :meth:`ReplicaScheduler.is_steady`);
+- fast-forward equals stepping (checks :meth:`ReplicaScheduler.is_steady` and
+  :meth:`ReplicaScheduler.steady_prefill`);
 - with ``lazy_decode``, the lazy decode group equals per-request updates.
 
 Global-scheduler properties: the class declares ``name``/``Config``; every
@@ -411,7 +412,7 @@ class ReplicaSchedulerConformance:
         def check(trace):
             a, _ = self.run_trace(trace, fast_forward=False)
             b, _ = self.run_trace(trace, fast_forward=True)
-            _assert_same_run(a, b, "is_steady() let the engine fast-forward a batch that stepping would not repeat")
+            _assert_same_run(a, b, "is_steady() or steady_prefill() let the engine fast-forward a batch that stepping would not repeat")
 
         _run_property(self, self.trace_strategy(), check)
 
