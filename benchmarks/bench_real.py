@@ -118,6 +118,12 @@ def decode_steps(run: RealRun) -> None:
           f"{cost.real * 1e6:.0f} ± {cost.real_se * 1e6:.0f} us{rescaled} vs estimated {cost.estimated * 1e6:.0f} us")
 
 
+def signed(run: RealRun, sim: dict) -> list[float]:
+    """sim / real - 1 for each metric and statistic, in :func:`table`'s order (nothing printed)."""
+    real = run_stats(run.ttft, run.tpot, run.e2e)
+    return [sim[m][s] / real[m][s] - 1.0 for m in METRICS for s in STATS]
+
+
 def per_metric(errs: list[float]) -> dict[str, list[float]]:
     n = len(STATS)
     return {m: errs[i * n:(i + 1) * n] for i, m in enumerate(METRICS)}
@@ -136,6 +142,7 @@ def main(argv=None) -> int:
     from vidur.calibration.replay import device_of
 
     default_errs: dict[str, dict] = {}
+    serial_errs: dict[str, dict] = {}
     loo_errs: dict[str, dict] = {}
     for run in runs:
         print(f"\n== {run.name}: {run.model}, {len(run)} requests")
@@ -144,6 +151,11 @@ def main(argv=None) -> int:
         print(f"  (a) defaults: {desc} [{time.perf_counter() - t0:.1f} s]")
         default_errs[run.name] = per_metric(table(run, sim, "(a) defaults"))
         decode_steps(run)
+        serial, _ = replay(run, serial_host=True)
+        serial_errs[run.name] = per_metric(signed(run, serial))
+        print("  (a) what-if, host work not overlapped (serial_host): mean err "
+              + ", ".join(f"{m.upper()} {serial_errs[run.name][m][0]:+.1%}" for m in METRICS))
+        serial_errs[run.name] = {m: [abs(e) for e in v] for m, v in serial_errs[run.name].items()}
         if args.defaults_only or len(runs) < 2:
             continue
         others = same_device_runs([r for r in runs if r is not run], device_of(run))
@@ -165,6 +177,8 @@ def main(argv=None) -> int:
     print()
     a, by = summary(default_errs)
     print(f"defaults median |err| {a:.1%} (TTFT {by['ttft']:.1%}, TPOT {by['tpot']:.1%}, E2E {by['e2e']:.1%})")
+    a, by = summary(serial_errs)
+    print(f"what-if serial host median |err| {a:.1%} (TTFT {by['ttft']:.1%}, TPOT {by['tpot']:.1%}, E2E {by['e2e']:.1%})")
     if loo_errs:
         a, by = summary(loo_errs)
         print(f"leave-one-out median |err| {a * 100:.1f} % (TTFT {by['ttft'] * 100:.1f} %, "

@@ -123,18 +123,21 @@ def scenario_dict(run: RealRun, calibration=None, *, policy: str = "vllm_v1") ->
     }
 
 
-def simulate_run(run: RealRun, calibration=None, *, policy: str = "vllm_v1"):
-    """Run the replay; returns the :class:`~vidur.engine.simulation.Simulation` result."""
+def simulate_run(run: RealRun, calibration=None, *, policy: str = "vllm_v1", serial_host: bool = False):
+    """Run the replay; returns the :class:`~vidur.engine.simulation.Simulation` result. ``serial_host``:
+    price each step's host work after its GPU work even under async scheduling (a what-if)."""
     from vidur.engine.simulation import Simulation
     from vidur.scenario import scenario_from_dict
 
-    sim = Simulation(scenario_from_dict(scenario_dict(run, calibration, policy=policy)), requests=run.table)
+    sim = Simulation(
+        scenario_from_dict(scenario_dict(run, calibration, policy=policy)), requests=run.table, serial_host=serial_host
+    )
     return sim.run(progress=False)
 
 
-def replay(run: RealRun, calibration=None, *, policy: str = "vllm_v1") -> tuple[dict, str]:
+def replay(run: RealRun, calibration=None, *, policy: str = "vllm_v1", serial_host: bool = False) -> tuple[dict, str]:
     """Simulated statistics of ``run`` (as :func:`run_stats`) and the estimator's description."""
-    res = simulate_run(run, calibration, policy=policy)
+    res = simulate_run(run, calibration, policy=policy, serial_host=serial_host)
     return result_stats(res), res.estimator
 
 
