@@ -763,6 +763,21 @@ def test_a_tail_slo_on_too_few_requests_is_warned_with_the_count_and_the_fix():
     assert "lengthen the probes" in msg and "\n" not in msg
 
 
+def test_configurations_priced_on_different_bases_are_warned():
+    """A profile for one device, the roofline's defaults for another: one line naming both groups."""
+    from vidur.search.outputs import mixed_pricing_warning
+
+    def row(device, tp, est, src=None, status="ok"):
+        return {"device": device, "tensor_parallel": tp, "estimator": est, "estimator_source": src, "status": status}
+
+    same = [row("a100", 1, "roofline"), row("h100", 2, "roofline"), row("h200", 1, "profile", "/p", "skipped")]
+    assert mixed_pricing_warning(same) is None  # a skipped configuration was not priced
+    msg = mixed_pricing_warning([row("a100", 1, "roofline"), row("h200", 1, "profile", "/p"), row("h200", 2, "profile", "/p"),
+                                 row("h100", 4, "roofline", "/p")])
+    assert "profile: h200 TP1, h200 TP2" in msg and "roofline defaults: a100 TP1" in msg
+    assert "roofline calibrated: h100 TP4" in msg and "runtime_estimator" in msg and "\n" not in msg
+
+
 # ------------------------------------------------------------ item 3b: steady state
 
 

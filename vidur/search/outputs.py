@@ -340,6 +340,34 @@ def thin_tail_warning(spec, rows: list[dict[str, Any]]) -> str | None:
             f"needs about {need:,} (10 beyond it): lengthen the probes (workload.duration)")
 
 
+def pricing_basis(row: dict[str, Any]) -> str | None:
+    """How a searched configuration was priced, in a few words: ``profile`` (measured), ``roofline
+    defaults``, ``roofline calibrated`` (on a profile or calibration file), or a plugin's name."""
+    est = row.get("estimator")
+    if not est:
+        return None
+    if est == "roofline":
+        return "roofline calibrated" if row.get("estimator_source") else "roofline defaults"
+    return str(est)
+
+
+def mixed_pricing_warning(rows: list[dict[str, Any]]) -> str | None:
+    """One line when the searched configurations were priced on different bases (a profile of one
+    device or TP degree, the roofline's defaults for the others): their QPS then also differ by
+    the estimators, not only by the hardware; else None."""
+    groups: dict[str, set[str]] = {}
+    for r in rows:
+        basis = pricing_basis(r)
+        if basis is None or r["status"] not in ("ok", "capped"):
+            continue
+        groups.setdefault(basis, set()).add(f"{r['device']} TP{r['tensor_parallel']}")
+    if len(groups) < 2:
+        return None
+    parts = "; ".join(f"{b}: {', '.join(sorted(where))}" for b, where in sorted(groups.items()))
+    return (f"configurations are priced on different bases ({parts}), so their QPS differ by estimator as well as by "
+            f"hardware; set runtime_estimator (e.g. roofline) to compare like with like")
+
+
 def write_outputs(spec, outcome, log: Callable[[str], None]) -> str:
     """Write every output file into ``outcome.out_dir``; returns the report text."""
     out: Path = outcome.out_dir
@@ -383,6 +411,10 @@ def write_outputs(spec, outcome, log: Callable[[str], None]) -> str:
     if thin:
         log(f"warning: {thin}")
         notes.append(thin)
+    mixed = mixed_pricing_warning(rows)
+    if mixed:
+        log(f"warning: {mixed}")
+        notes.append(mixed)
     if spec.probe_requests is not None:
         notes.append("probes are sized by request count: at high QPS they span less time and may not expose a "
                      "slow overload; prefer workload.duration")
