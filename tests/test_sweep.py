@@ -358,3 +358,30 @@ def test_a_sweep_points_mfu_and_mbu_do_not_depend_on_the_batch_log_mode(mode, mo
     for got, want in zip(cell["replicas"], ref["replicas"], strict=True):
         for k in ("mfu", "mbu"):
             assert want[k] is not None and got[k] == pytest.approx(want[k], rel=1e-9)
+
+
+def test_policies_priced_by_different_estimators_are_noted():
+    """Under auto an engine model (vllm_v1) takes the roofline where sarathi takes a profile: one note."""
+    from vidur.sweep.outputs import mixed_estimator_note
+
+    prof = "profile (h200/meta-llama/Meta-Llama-3-8B (tp 1) at /p, cuda_graphs)"
+    roof = "roofline (analytical; h200, compute 70%, memory 85%, cuda_graphs)"
+    cal = "roofline (analytical; h200, compute 61%, memory 80%, cuda_graphs, calibrated on /p)"
+    same = [{"policy": "sarathi", "estimator": prof}, {"policy": "vllm", "estimator": prof}]
+    assert mixed_estimator_note(same) is None
+    msg = mixed_estimator_note(same + [{"policy": "vllm_v1", "estimator": roof}])
+    assert "profile: sarathi, vllm" in msg and "roofline: vllm_v1" in msg and "runtime_estimator" in msg
+    msg = mixed_estimator_note([{"policy": "sarathi", "estimator": cal}, {"policy": "vllm_v1", "estimator": roof}])
+    assert "roofline calibrated: sarathi" in msg and "roofline: vllm_v1" in msg and "\n" not in msg
+
+
+def test_a_sweep_of_sarathi_and_vllm_v1_on_a_profiled_gpu_notes_the_two_estimators(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "sw"
+    assert main(["sweep", str(root / "scenarios" / "quickstart.yaml"), "--policy", "sarathi,vllm_v1", "--qps", "2",
+                 "-s", "cluster.device", "h200", "-s", "model", "meta-llama/Meta-Llama-3-8B",
+                 "-s", "workload.num_requests", "40", "--out", str(out), "--no-progress"]) == 0
+    report = (out / "report.txt").read_text()
+    assert "policies were priced by different estimators" in report and "vllm_v1" in report

@@ -109,10 +109,33 @@ def format_report(spec, summary: list[dict], paired: list[dict], cells: list[dic
     ests = sorted({c.get("estimator", "") for c in ok} - {""})
     if ests:
         lines.append("estimator: " + "; ".join(ests))
+    mixed = mixed_estimator_note(ok)
+    if mixed:
+        notes.append(mixed)
     for n_ in notes:
         lines.append(f"note: {n_}")
     lines.append("files: " + ", ".join(files))
     return "\n".join(lines) + "\n"
+
+
+def mixed_estimator_note(cells: list[dict[str, Any]]) -> str | None:
+    """One line when the policies of a sweep were priced by different estimators (under
+    ``runtime_estimator: auto`` an engine model such as ``vllm_v1`` takes the roofline where a
+    batching policy takes a profile): their differences then include the cost model; else None."""
+    by_est: dict[str, set[str]] = {}
+    for c in cells:
+        if c.get("estimator"):
+            by_est.setdefault(c["estimator"], set()).add(str(c["policy"]))
+    if len(by_est) < 2:
+        return None
+
+    def short(desc: str) -> str:
+        name = desc.split(" (")[0]
+        return f"{name} calibrated" if "calibrated on" in desc else name
+
+    parts = "; ".join(f"{short(e)}: {', '.join(sorted(p))}" for e, p in sorted(by_est.items()))
+    return (f"policies were priced by different estimators ({parts}), so their differences include the cost model; "
+            f"set runtime_estimator (e.g. roofline) to compare them on one")
 
 
 # ------------------------------------------------------------------ plots
