@@ -123,7 +123,7 @@ def abs_errors(real: dict, sim: dict) -> dict[str, list[float]]:
 def _score(runs: Sequence[RealRun], reals: list[dict], params: dict, samples: list | None = None) -> float:
     """Mean over runs of the run's error: :func:`stats_error`, averaged with the decode-step error
     (:func:`vidur.calibration.steps.step_error`) when the run has prompt-free seconds."""
-    from vidur.calibration.replay import replay_with_estimator
+    from vidur.calibration.replay import engine_settings, replay_with_estimator
     from vidur.calibration.steps import decode_seconds, step_error
 
     cal = Calibration(params=dict(params))
@@ -131,8 +131,9 @@ def _score(runs: Sequence[RealRun], reals: list[dict], params: dict, samples: li
     for i, (run, real) in enumerate(zip(runs, reals)):
         stats, est = replay_with_estimator(run, calibration=cal)
         e = stats_error(real, stats)
-        if samples is not None and samples[i]:
-            e = 0.5 * (e + step_error(decode_seconds(run, est, samples=samples[i])))
+        if samples is not None and samples[i]:  # the decode step as the replay prices it (host overlap)
+            overlap = bool(engine_settings(run)["async_scheduling"])
+            e = 0.5 * (e + step_error(decode_seconds(run, est, samples=samples[i], overlap=overlap)))
         errs.append(e)
     return float(np.mean(errs))
 

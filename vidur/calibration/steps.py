@@ -71,10 +71,14 @@ def decode_samples(run: RealRun, *, min_seqs: int = 4) -> list[tuple[float, int,
     return out
 
 
-def decode_seconds(run: RealRun, estimator, *, min_seqs: int = 4, samples=None) -> list[DecodeSecond]:
-    """:func:`decode_samples` with ``estimator``'s decode step for each (``samples``: precomputed)."""
+def decode_seconds(run: RealRun, estimator, *, min_seqs: int = 4, samples=None, overlap: bool = False) -> list[DecodeSecond]:
+    """:func:`decode_samples` with ``estimator``'s decode step for each (``samples``: precomputed):
+    device + host, or as the simulator prices it under async scheduling (``overlap``: max of the two)."""
     rows = decode_samples(run, min_seqs=min_seqs) if samples is None else samples
-    return [DecodeSecond(t, k, kv, real, float(estimator.decode_iteration_time(k, kv))) for t, k, kv, real in rows]
+    if not overlap:
+        return [DecodeSecond(t, k, kv, real, float(estimator.decode_iteration_time(k, kv))) for t, k, kv, real in rows]
+    return [DecodeSecond(t, k, kv, real, step_time(estimator, BatchShape(num_decode=k, decode_kv=kv), overlap=True))
+            for t, k, kv, real in rows]
 
 
 def step_time(estimator, shape: BatchShape, *, overlap: bool = False) -> float:
