@@ -293,6 +293,14 @@ def test_decode_samples_read_prompt_free_seconds(tmp_path):
     [sec] = decode_seconds(run, est)
     assert sec.estimated == pytest.approx(est.decode_iteration_time(4, kv))
     assert step_error([sec]) == pytest.approx(abs(np.log(sec.estimated / 0.01)))
+    # under async scheduling the step is priced as the simulator prices it: max(device, host)
+    from vidur.calibration.steps import step_time
+    from vidur.estimate.base import BatchShape
+
+    [hid] = decode_seconds(run, est, overlap=True)
+    shape = BatchShape(num_decode=4, decode_kv=kv)
+    assert hid.estimated == step_time(est, shape, overlap=True)
+    assert hid.estimated == max(est.forward_time(shape), est.cpu_overhead(4)) < sec.estimated
     assert decode_samples(RealRun("y", str(tmp_path / "none"), table, run.ttft, run.tpot, run.e2e, {})) == []
 
 
