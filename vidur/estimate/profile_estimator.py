@@ -43,9 +43,8 @@ from vidur.store.profiles import (
     find_pricing_profile,
     find_profile,
     load_profile,
-    measured_engine,
     model_layer_ops,
-    read_metadata,
+    prices_engine,
 )
 from vidur.hardware.spec import DeviceSpec, NodeSpec
 from vidur.model.spec import ModelSpec
@@ -106,7 +105,7 @@ class ProfileEstimator(RuntimeEstimator):
         if target.profile:
             return Offer.accept(ProfileConfig(profile=str(target.profile)), "the profile given", source=target.profile)
         path, skipped = find_pricing_profile(device.name, model.name, tp)
-        if path is not None and target.engine and measured_engine(read_metadata(path)) != target.engine:
+        if path is not None and not prices_engine(path, target.engine):
             return Offer.decline(
                 f"the {device.name} profile of {model.name} (tp={tp}) times vidur's profiled PyTorch operators, "
                 f"not {target.engine}'s kernels (name it with runtime_estimator: profile to use it)"

@@ -209,16 +209,15 @@ class RooflineEstimator(RuntimeEstimator):
         When the run prices an engine's kernels (``target.engine``: vLLM V1, SGLang), the defaults
         stand: they model the engine, and a profile of vidur's executor would pull them towards
         PyTorch's unfused operators."""
-        source = same_device_profile(target.device.name, target.model.name)
-        if source is not None and target.engine:
-            from vidur.store.profiles import measured_engine, read_metadata
+        from vidur.store.profiles import prices_engine
 
-            if measured_engine(read_metadata(source)) != target.engine:
-                return Offer.accept(
-                    RooflineConfig(),
-                    f"roofline with default efficiencies, which model {target.engine} (not calibrated on the "
-                    f"{target.device.name} profile: it times vidur's profiled PyTorch operators)",
-                )
+        source = same_device_profile(target.device.name, target.model.name)
+        if source is not None and not prices_engine(source, target.engine):
+            return Offer.accept(
+                RooflineConfig(),
+                f"roofline with default efficiencies, which model {target.engine} (not calibrated on the "
+                f"{target.device.name} profile: it times vidur's profiled PyTorch operators)",
+            )
         if source is not None:
             return Offer.accept(
                 RooflineConfig(calibrate_from=source), f"roofline calibrated on a {target.device.name} profile (another model or TP degree)", source=source

@@ -229,11 +229,15 @@ def pricing_gap(meta: dict, tp: int) -> str | None:
     return None
 
 
-def measured_engine(meta: dict) -> str | None:
-    """The serving engine whose kernels a profile timed (its metadata's ``engine``), None for
-    vidur's profiler (the reference executor's PyTorch operators) and imported Vidur profiles."""
-    engine = meta.get("engine")
-    return str(engine) if engine else None
+def prices_engine(path: str | Path, engine: str | None) -> bool:
+    """Whether the profile at ``path`` may price a run meant for ``engine``'s kernels (a policy's
+    ``models_engine``): always when ``engine`` is None, else only when the profile's metadata
+    says it timed that engine (``engine:``); vidur's profiler times the reference executor's
+    PyTorch operators and imported Vidur profiles Sarathi-Serve's, so neither does."""
+    if not engine:
+        return True
+    measured = read_metadata(path).get("engine")
+    return bool(measured) and str(measured) == engine
 
 
 def find_pricing_profile(device: Any, model: Any, tp: int) -> tuple[Path | None, list[str]]:
