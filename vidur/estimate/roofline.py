@@ -305,6 +305,11 @@ class RooflineEstimator(RuntimeEstimator):
         self._embed_cache: dict[int, float] = {}
         self._head_cache: dict[int, float] = {}
         self._ppx_cache: dict[int, float] = {}
+        #: forward_time may inline its parts: plain attention arithmetic and none of them overridden
+        R = RooflineEstimator
+        self._inline_forward = self._plain and all(
+            getattr(type(self), f) is getattr(R, f) for f in ("layer_time", "embed_time", "head_time", "_pp_total")
+        )
 
     # -- building blocks ------------------------------------------------------
     def _token_coeffs(self, op: OpCost) -> tuple:
@@ -564,12 +569,42 @@ class RooflineEstimator(RuntimeEstimator):
     def forward_time(self, shape: BatchShape) -> float:
         """Device time of the whole forward pass (all stages back to back)."""
         n = shape.num_tokens
-        return (
-            self._L * self.layer_time(shape)
-            + self.embed_time(n)
-            + self.head_time(shape.num_seqs)
-            + self._pp_total(n)
-        )
+        if not self._inline_forward:
+            return (
+                self._L * self.layer_time(shape)
+                + self.embed_time(n)
+                + self.head_time(shape.num_seqs)
+                + self._pp_total(n)
+            )
+        # layer_time, embed_time, head_time and _pp_total inlined (the event loop prices every batch
+        # here): the same operations in the same order, so the same values
+        if shape.num_prefill and self._graphs_decode_only:
+            t = self._eager_token_time(n)
+        else:
+            t = self._tok_cache.get(n)
+            if t is None:
+                t = self._token_time(n)
+        if shape.num_prefill:
+            c = shape.prefill_work * self._p_work
+            m = shape.prefill_tokens * self._p_tok + shape.prefill_kv * self._p_kv
+            t += (c if c > m else m) + self._p_fixed
+        nd = shape.num_decode
+        if nd:
+            kv = shape.decode_kv
+            c = kv * self._d_flop
+            m = kv * self._d_kv + nd * self._d_seq
+            t += (c if c > m else m) + self._d_fixed
+        e = self._embed_cache.get(n)
+        if e is None:
+            e = self.embed_time(n)
+        seqs = shape.num_prefill + nd
+        h = self._head_cache.get(seqs)
+        if h is None:
+            h = self.head_time(seqs)
+        p = self._ppx_cache.get(n)
+        if p is None:
+            p = self._pp_total(n)
+        return self._L * t + e + h + p
 
     def decode_iteration_time(self, num_decode: int, decode_kv: int) -> float:
         """Scalar twin of :meth:`decode_iteration_times`: ``forward_time + cpu_overhead`` of a decode-only
