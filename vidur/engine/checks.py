@@ -15,26 +15,33 @@ from vidur.entities.batch import Batch
 from vidur.errors import PolicyOutputError
 
 
+def _where(now: float, replica: int) -> str:
+    return f"at t={now:.6g} s on replica {replica}"
+
+
 def check_batch(batch, max_batch_size: float, replica: int, now: float) -> None:
     """Raise if ``batch`` (just returned by ``schedule()``) cannot run."""
-    where = f"at t={now:.6g} s on replica {replica}"
     if not isinstance(batch, Batch):
+        where = _where(now, replica)
         raise PolicyOutputError(
             "replica_scheduler", f"schedule() returned {type(batch).__name__} {where}; return a Batch or None"
         )
     s = batch.shape
     if s.num_tokens == 0 or not batch:
+        where = _where(now, replica)
         raise PolicyOutputError(
             "replica_scheduler", f"schedule() returned an empty Batch {where}; return None when there is nothing to run"
         )
     n = s.num_prefill + s.num_decode
     if n > max_batch_size:
+        where = _where(now, replica)
         raise PolicyOutputError(
             "replica_scheduler",
             f"schedule() returned a batch of {n} requests {where}, over max_batch_size {max_batch_size:g}",
         )
     ids = [r.id for r in batch.prefills]
     if len(set(ids)) < len(ids):
+        where = _where(now, replica)
         dup = next(i for i in ids if ids.count(i) > 1)
         raise PolicyOutputError(
             "replica_scheduler", f"schedule() put request {dup} into one batch twice {where}"

@@ -96,10 +96,10 @@ def _scalar_run(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0
         dkv += n
         rows.extend((index, end, e, n, 0, 0, 0.0, n, dkv, used0 + grown, 0))
         itl_v.append(e - end)
-        itl_c.append(n)
         end = e
         j += 1
     if j > 1:
+        itl_c += [n] * (j - 1)  # each repetition after the first: one ITL sample of weight n
         sched.on_repeat(j - 1)
         kv.used = used0 + grown
         batch.end = first_end
@@ -274,8 +274,8 @@ def prefill_run(loop: EventLoop, rep: ReplicaState, batch: Batch, end: float, ca
         if grown + c > free:
             break
         dkv += n
-        s = BatchShape(num_decode=n, decode_kv=dkv)
-        s.add_prefill(q, ctx)
+        # BatchShape(num_decode=n, decode_kv=dkv) plus add_prefill(q, ctx), in one call
+        s = BatchShape(1, q, q * (ctx + (q + 1) / 2), ctx + q, q * q, n, dkv)
         if overlap:
             fwd, cpu = est.forward_time(s), est.cpu_overhead(n + 1)
             e = start + (fwd if fwd > cpu else cpu)

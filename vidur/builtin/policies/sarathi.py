@@ -42,15 +42,17 @@ class SarathiScheduler(ReplicaScheduler):
         decoding = self.ready_decoding()
         self.decode_all(batch, decoding if len(decoding) <= budget else decoding[:budget])
         budget -= len(batch.decodes)
-        for req in list(self.ready_prefilling()):
-            if budget == 0:
-                break
-            if req.blocks:
-                chunk = min(req.prefill_target - req.kv_len, budget)
-                batch.add(req, chunk)
-                budget -= chunk
-        kv, waiting = self.kv, self.waiting
-        while budget > 0 and waiting and len(self.running) < self.config.max_batch_size:
+        prefilling = self.ready_prefilling()
+        if prefilling and budget:
+            for req in list(prefilling):
+                if budget == 0:
+                    break
+                if req.blocks:
+                    chunk = min(req.prefill_target - req.kv_len, budget)
+                    batch.add(req, chunk)
+                    budget -= chunk
+        kv, waiting, running = self.kv, self.waiting, self.running
+        while budget > 0 and waiting and len(running) < self.config.max_batch_size:
             req = waiting[0]
             blocks = kv.blocks_for(req.prefill_target)
             if not kv.can_admit(req, blocks, self.watermark):
