@@ -86,3 +86,26 @@ def test_merge_samples_matches_unique_and_bincount(samples):
     got_v, got_c = merge_samples(v.copy(), c.copy())
     assert got_v.tobytes() == uniq.tobytes()
     assert np.array_equal(got_c, want) and got_c.dtype == np.int64
+
+
+def _merge_stable(v, c):
+    """merge_samples as it was: a stable sort, the first of equal values standing for them."""
+    perm = np.argsort(v, kind="stable")
+    vs, cs = v[perm], c[perm]
+    starts = np.flatnonzero(np.concatenate(([True], vs[1:] != vs[:-1])))
+    return vs[starts], np.add.reduceat(cs, starts)
+
+
+@settings(max_examples=100, deadline=None)
+@given(samples=st.lists(st.tuples(st.sampled_from([0.0, -0.0, 0.5, 1.0, 1e-3, 2.5]) | st.floats(-10, 10),
+                                  st.integers(1, 10**6)), min_size=1, max_size=60),
+       float_counts=st.booleans())
+def test_merge_samples_is_bitwise_the_stable_merge(samples, float_counts):
+    # the unstable sort changes no bit of the answer: not the sign of a zero, not a float count's sum
+    v = np.array([s[0] for s in samples], dtype=np.float64)
+    c = np.array([s[1] * (1.1 if float_counts else 1) for s in samples],
+                 dtype=np.float64 if float_counts else np.int64)
+    want_v, want_c = _merge_stable(v, c)
+    got_v, got_c = merge_samples(v.copy(), c.copy())
+    assert got_v.tobytes() == want_v.tobytes()
+    assert got_c.tobytes() == want_c.tobytes() and got_c.dtype == want_c.dtype

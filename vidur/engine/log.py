@@ -143,9 +143,21 @@ class BatchLog:
 def merge_samples(v: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted samples sorted by value, equal values combined (counts summed
     exactly): the same answer as ``np.unique`` + ``np.bincount`` with about
-    half the temporary memory (one permutation and the sorted copies)."""
-    perm = np.argsort(v, kind="stable")
+    half the temporary memory (one permutation and the sorted copies).
+
+    The sort need not be stable (~4x faster): equal values are merged and their
+    integer counts summed, in any order. Sorted stably (as always) where order
+    shows: +0.0 and -0.0 both present (equal, not the same bits: the first in
+    ``v`` stands for both) or float counts (summed in the order they came)."""
+    stable = np.asarray(c).dtype.kind not in "iub"  # float counts: summed in the order they came
+    perm = np.argsort(v, kind="stable" if stable else None)
     vs = v[perm]
+    if not stable:
+        lo, hi = np.searchsorted(vs, 0.0, side="left"), np.searchsorted(vs, 0.0, side="right")
+        neg = np.signbit(vs[lo:hi])
+        if neg.any() and not neg.all():
+            perm = np.argsort(v, kind="stable")
+            vs = v[perm]
     if len(vs) and np.isnan(vs[-1]):  # NaNs: let np.unique collapse them as it always has
         uniq, inv = np.unique(v, return_inverse=True)
         return uniq, np.bincount(inv.ravel(), weights=c, minlength=len(uniq)).astype(np.int64)
