@@ -111,21 +111,33 @@ class BatchLog:
             pieces = [pc[i] for pc in cols]
             return np.concatenate(pieces) if pieces else np.empty(0)
 
-        order = np.lexsort((column(start_i), column(rep_i)))
+        rep, start = column(rep_i), column(start_i)
+        if len(rep) < 2 or bool(np.all((rep[1:] > rep[:-1]) | ((rep[1:] == rep[:-1]) & (start[1:] >= start[:-1])))):
+            order = None  # already in (replica, start) order, as a stable sort would leave it: no permutation
+        else:
+            order = np.lexsort((start, rep))
+        del rep, start
         out = {}
         for i, c in enumerate(BATCH_COLUMNS):
-            v = column(i)
+            dtype = np.float64 if c in ("start", "end", "prefill_work") else np.int64
+            pieces = [pc[i] for pc in cols]
             for pc in cols:
                 pc[i] = None
-            v = v[order]
-            out[c] = v if c in ("start", "end", "prefill_work") else v.astype(np.int64)
-            del v
+            if order is None:  # one copy, cast as it is joined
+                out[c] = np.concatenate(pieces, dtype=dtype, casting="unsafe") if pieces else np.empty(0, dtype)
+            else:
+                v = np.concatenate(pieces) if pieces else np.empty(0)
+                out[c] = v[order].astype(dtype, copy=False)
+                del v
+            del pieces
         spans = None
         if self.spans:
             sp = np.array(self.spans, dtype=np.float64)
-            rank = np.empty(len(order), dtype=np.int64)
-            rank[order] = np.arange(len(order))
-            batch = rank[sp[:, 4].astype(np.int64)]
+            batch = sp[:, 4].astype(np.int64)  # the row a span's batch was logged as -> its row in the columns
+            if order is not None:
+                rank = np.empty(len(order), dtype=np.int64)
+                rank[order] = np.arange(len(order))
+                batch = rank[batch]
             # in batch-row order, then stage: an order that does not depend on how events of
             # different replicas interleave (the same whether replicas run in one process or many)
             by = np.lexsort((sp[:, 1], batch))
