@@ -199,6 +199,36 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     assert (old / "summary.json").read_text() == "{}"
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_background_writer_writes_what_write_run_dir_writes(tmp_path, fmt):
+    rec = make_records(spans=True)
+    s = summarize(rec)
+    write_run_dir(tmp_path / "a", SCENARIO, s, rec, chrome_trace=True, plots=False, table_format=fmt)
+    w = outputs.RunDirWriter(tmp_path / "b", rec, table_format=fmt)  # tables in a thread
+    w.finish(SCENARIO, s, chrome_trace=True, plots=False)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for n in names:
+        assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temp dirs left
+
+
+def test_background_writer_failure_or_abort_leaves_nothing(tmp_path, monkeypatch):
+    rec = make_records()
+    w = outputs.RunDirWriter(tmp_path / "run", rec)
+    w.abort()  # e.g. the summary failed: the tables' thread is waited for, its directory removed
+    assert list(tmp_path.iterdir()) == []
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(outputs, "write_batches_table", boom)
+    w = outputs.RunDirWriter(tmp_path / "run", rec)
+    with pytest.raises(OSError, match="disk full"):  # raised where the caller finishes
+        w.finish(SCENARIO, summarize(rec), chrome_trace=False, plots=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_plots_created(tmp_path):
     pytest.importorskip("matplotlib")
     out, _ = _write(tmp_path, plots=True, chrome_trace=False)

@@ -134,20 +134,22 @@ def run_scenario(
             stacklevel=2,
         )
     result = sim.run(step_mode=step_mode, executor=executor)
-    summary = summarize_result(sim, result)
-    if out_dir is not None:
-        from vidur.metrics.outputs import write_run_dir
+    if out_dir is None:
+        return result, summarize_result(sim, result)
+    from vidur.metrics.outputs import RunDirWriter
 
-        m = scenario.metrics
-        write_run_dir(
-            out_dir,
-            scenario.to_yaml(),
-            {k: v for k, v in summary.items() if k != "wall_seconds"},
-            result.records,
-            chrome_trace=m.chrome_trace,
-            plots=m.plots,
-            tables=m.tables,
-            overwrite=overwrite,
-            table_format=m.table_format,
-        )
+    m = scenario.metrics
+    # the tables are written (another thread, GIL released) while the summary is computed
+    writer = RunDirWriter(out_dir, result.records, tables=m.tables, overwrite=overwrite, table_format=m.table_format)
+    try:
+        summary = summarize_result(sim, result)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.finish(
+        scenario.to_yaml(),
+        {k: v for k, v in summary.items() if k != "wall_seconds"},
+        chrome_trace=m.chrome_trace,
+        plots=m.plots,
+    )
     return result, summary

@@ -487,57 +487,141 @@ def write_run_dir(
     :class:`VidurError` unless ``overwrite`` is true (they are then
     replaced). Plots are skipped with a warning when matplotlib is missing.
     Tables are Parquet (``table_format="parquet"``) or CSV (``"csv"``).
+    (:class:`RunDirWriter` writes the same directory, its tables while the caller summarises.)
     """
-    if table_format not in TABLE_FORMATS:
-        raise VidurError(f"table format must be one of {', '.join(TABLE_FORMATS)}, got {table_format!r}")
-    suffix = TABLE_FORMATS[table_format]
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise VidurError(f"output path {out} exists and is not a directory")
-    previous = run_files_in(out)
-    if previous and not overwrite:
-        raise VidurError(
-            f"{out} already holds a run ({', '.join(previous)}); choose another --out or pass --overwrite"
-        )
-    parent = out.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    from vidur.outdir import TEMP_INFIX, remove_stale_temps
+    writer = RunDirWriter(out_dir, records, tables=tables, overwrite=overwrite, table_format=table_format,
+                          background=False)
+    return writer.finish(scenario_yaml_text, summary, chrome_trace=chrome_trace, plots=plots,
+                         trace_max_events=trace_max_events)
 
-    remove_stale_temps(out)  # what a writer killed mid-write (SIGKILL) left behind
-    tmp = parent / f".{out.name}{TEMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        (tmp / "scenario.yaml").write_text(scenario_yaml_text, encoding="utf-8")
-        write_summary_json(tmp / "summary.json", summary)
-        if tables:
-            write_requests_table(tmp / f"requests{suffix}", records)
-            if records.batch_summary is not None:
-                write_batch_summary_tables(tmp, records, suffix)
-            else:
-                write_batches_table(tmp / f"batches{suffix}", records)
-        if chrome_trace:
-            write_chrome_trace(tmp / "trace.json", records, max_events=trace_max_events)
-        if plots:
-            if plots_available():
-                write_plots(tmp / "plots", records)
-            else:
-                warnings.warn(
-                    "plots skipped: matplotlib is not installed (pip install 'vidur-sim[plot]')",
-                    stacklevel=2,
-                )
-        if out.exists():
-            for name in previous:  # an earlier run's files (overwrite): replaced whole
-                old = out / name
-                shutil.rmtree(old) if old.is_dir() else old.unlink()
-            for item in tmp.iterdir():
-                os.replace(item, out / item.name)
-            tmp.rmdir()
+
+class RunDirWriter:
+    """A run directory being written, as :func:`write_run_dir` writes it, in two steps.
+
+    Built once the run's records are complete: it checks ``out_dir`` (the same
+    refusals), makes the hidden temporary sibling and writes the tables into it,
+    in a background thread with ``background=True`` (pyarrow's Parquet writer
+    releases the GIL: the tables are written while the caller computes the
+    summary, on another core). :meth:`finish` then writes the scenario, the
+    summary, the Chrome trace and plots, waits for the tables (an error they met
+    is raised here) and moves everything into place; :meth:`abort` (or an error
+    in :meth:`finish`) waits for the tables and removes the temporary directory.
+    The records are only read, by both threads.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        records: RunRecords,
+        *,
+        tables: bool = True,
+        overwrite: bool = False,
+        table_format: str = "parquet",
+        background: bool = True,
+    ):
+        if table_format not in TABLE_FORMATS:
+            raise VidurError(f"table format must be one of {', '.join(TABLE_FORMATS)}, got {table_format!r}")
+        self.suffix = TABLE_FORMATS[table_format]
+        self.out = out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise VidurError(f"output path {out} exists and is not a directory")
+        self.previous = previous = run_files_in(out)
+        if previous and not overwrite:
+            raise VidurError(
+                f"{out} already holds a run ({', '.join(previous)}); choose another --out or pass --overwrite"
+            )
+        parent = out.absolute().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        from vidur.outdir import TEMP_INFIX, remove_stale_temps
+
+        remove_stale_temps(out)  # what a writer killed mid-write (SIGKILL) left behind
+        self.tmp = tmp = parent / f".{out.name}{TEMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        self.records = records
+        self._thread = None
+        self._error: BaseException | None = None
+        if not tables:
+            return
+        if not background:
+            try:
+                self._write_tables()
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return
+        import threading
+
+        self._thread = threading.Thread(target=self._tables_caught, name="vidur-run-tables", daemon=True)
+        self._thread.start()
+
+    def _write_tables(self) -> None:
+        tmp, records, suffix = self.tmp, self.records, self.suffix
+        write_requests_table(tmp / f"requests{suffix}", records)
+        if records.batch_summary is not None:
+            write_batch_summary_tables(tmp, records, suffix)
         else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+            write_batches_table(tmp / f"batches{suffix}", records)
+
+    def _tables_caught(self) -> None:
+        try:
+            self._write_tables()
+        except BaseException as exc:  # raised in the caller's thread by finish()
+            self._error = exc
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def finish(
+        self,
+        scenario_yaml_text: str,
+        summary: Mapping,
+        *,
+        chrome_trace: bool,
+        plots: bool,
+        trace_max_events: int = TRACE_MAX_EVENTS,
+    ) -> Path:
+        """Write the rest, wait for the tables and move the directory into place; returns its path."""
+        tmp, out, records = self.tmp, self.out, self.records
+        try:
+            (tmp / "scenario.yaml").write_text(scenario_yaml_text, encoding="utf-8")
+            write_summary_json(tmp / "summary.json", summary)
+            self._wait()
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if chrome_trace:
+                write_chrome_trace(tmp / "trace.json", records, max_events=trace_max_events)
+            if plots:
+                if plots_available():
+                    write_plots(tmp / "plots", records)
+                else:
+                    warnings.warn(
+                        "plots skipped: matplotlib is not installed (pip install 'vidur-sim[plot]')",
+                        stacklevel=3,
+                    )
+            if out.exists():
+                for name in self.previous:  # an earlier run's files (overwrite): replaced whole
+                    old = out / name
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+                for item in tmp.iterdir():
+                    os.replace(item, out / item.name)
+                tmp.rmdir()
+            else:
+                os.rename(tmp, out)
+        except BaseException:
+            self.abort()
+            raise
+        return out
+
+    def abort(self) -> None:
+        """Give up: wait for the tables (a thread writing them cannot be stopped) and remove
+        the temporary directory; ``out_dir`` is untouched."""
+        try:
+            self._wait()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 #: what :func:`write_run_dir` may write into a run directory
