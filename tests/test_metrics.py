@@ -389,3 +389,21 @@ def test_model_cost_fns_give_replica_totals():
     rec = records_from_rows(REQS, [dict(BATCHES[1], num_seqs=2, prefill_work=0.0)])
     r = summarize(rec, flops_fn=ff, bytes_fn=bf)["replicas"][0]
     assert 0 < r["mfu"] < 1 and 0 < r["mbu"] < 1
+
+
+@pytest.mark.parametrize("name", ["meta-llama/Llama-2-7b-hf", "mistralai/Mixtral-8x7B-v0.1", "openai/gpt-oss-20b"])
+def test_model_cost_fns_price_a_long_log_in_pieces_with_the_same_bits(name, monkeypatch):
+    import vidur.metrics.summary as S
+    from vidur.model.catalog import load_model
+
+    rng = np.random.default_rng(3)
+    n = 1001
+    cols = dict(prefill_tokens=rng.integers(0, 600, n), num_decode=rng.integers(0, 128, n),
+                prefill_work=rng.random(n) * 1e5, decode_kv=rng.integers(0, 200_000, n),
+                num_seqs=rng.integers(1, 129, n), prefill_kv=rng.integers(0, 700, n))
+    ff, bf = S.model_cost_fns(load_model(name))
+    whole = ff(cols, replica_info(0, tp=2)), bf(cols, replica_info(0, tp=2))
+    monkeypatch.setattr(S, "COST_CHUNK", 64)  # 16 pieces, the last a short one
+    ff, bf = S.model_cost_fns(load_model(name))
+    pieces = ff(cols, replica_info(0, tp=2)), bf(cols, replica_info(0, tp=2))
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(whole, pieces))

@@ -523,7 +523,27 @@ def model_cost_fns(model, *, kv_dtype_bytes: int | None = None) -> tuple[BatchCo
         )
         return per_gpu * (info.tp * info.pp)
 
-    return flops_fn, bytes_fn
+    return _in_chunks(flops_fn), _in_chunks(bytes_fn)
+
+
+#: rows per piece when a cost function prices a long column (its temporaries stay in cache)
+COST_CHUNK = 32_768
+
+
+def _in_chunks(fn: BatchCostFn) -> BatchCostFn:
+    """``fn`` (per-row arithmetic only) applied to pieces of at most :data:`COST_CHUNK` rows and
+    joined: the same values (each row's arithmetic is the same), ~2x faster on a long log."""
+
+    def chunked(cols, info):
+        n = len(cols["prefill_tokens"])
+        if n <= COST_CHUNK:
+            return fn(cols, info)
+        return np.concatenate([
+            fn({k: v[lo:lo + COST_CHUNK] for k, v in cols.items()}, info) for lo in range(0, n, COST_CHUNK)
+        ])
+
+    chunked.__doc__ = fn.__doc__
+    return chunked
 
 
 # ---------------------------------------------------------------- summarize
