@@ -124,13 +124,10 @@ class BatchLog:
             pieces = [pc[i] for pc in cols]
             for pc in cols:
                 pc[i] = None
-            if order is None:  # one copy, cast as it is joined
-                out[c] = np.concatenate(pieces, dtype=dtype, casting="unsafe") if pieces else np.empty(0, dtype)
-            else:
-                v = np.concatenate(pieces) if pieces else np.empty(0)
-                out[c] = v[order].astype(dtype, copy=False)
-                del v
+            v = np.concatenate(pieces, dtype=dtype, casting="unsafe") if pieces else np.empty(0, dtype)  # cast as joined
             del pieces
+            out[c] = v if order is None else v[order]
+            del v
         spans = None
         if self.spans:
             sp = np.array(self.spans, dtype=np.float64)
