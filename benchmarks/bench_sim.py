@@ -14,6 +14,10 @@ the fast-forward mode writes exactly the files that stepping every iteration
 writes.
 
     python benchmarks/bench_sim.py [--requests N] [--repeat R] [--check-requests M] [--scheduler NAME] [-s KEY VALUE ...]
+                                   [--tree CHECKOUT]
+
+``--tree`` times another checkout's vidur (``git worktree add /tmp/old <commit>``) with this
+script and scenario, for before/after figures measured back to back on one machine.
 
 ``--scheduler`` switches the replica scheduler (options it does not take are dropped, as
 ``vidur run --scheduler`` does), ``-s`` overrides scenario keys (e.g. ``-s memory_planner sglang``).
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import os
 import resource
 import subprocess
 import sys
@@ -34,13 +39,27 @@ HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "bench_sim.yaml"
 
 
+#: ``--tree``: the vidur checkout to time (None: the one this Python imports)
+TREE: Path | None = None
+
+
+def _child() -> dict:
+    """Where the subprocesses run and with which environment: with ``--tree``, in that checkout
+    with it first on the path (``python -m`` also puts the working directory first, so timing
+    another checkout from this one would silently time this one)."""
+    if TREE is None:
+        return {}
+    env = dict(os.environ, PYTHONPATH=str(TREE))
+    return {"cwd": TREE, "env": env}
+
+
 def run(out: Path, requests: int, *extra: str) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds and peak RSS (MB) of one ``vidur run`` subprocess."""
     cmd = [sys.executable, "-m", "vidur.cli", "run", str(SCENARIO), "--out", str(out), "--no-progress",
            "-s", "workload.num_requests", str(requests), *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **_child())
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -53,11 +72,12 @@ def compile_bytecode() -> str:
     compiles modules from source (a checkout run with PYTHONDONTWRITEBYTECODE=1, as some
     machines set it, would otherwise pay ~0.1-0.25 s of compiling in every run)."""
     out = subprocess.run(
-        [sys.executable, "-c", "import compileall, pathlib, vidur; "
-         "print(compileall.compile_dir(pathlib.Path(vidur.__file__).parent, quiet=1))"],
-        capture_output=True, text=True,
+        [sys.executable, "-c", "import compileall, pathlib, vidur; p = pathlib.Path(vidur.__file__).parent; "
+         "print(compileall.compile_dir(p, quiet=1), p)"],
+        capture_output=True, text=True, **_child(),
     )
-    return "bytecode compiled" if out.stdout.strip() == "True" else "bytecode NOT compiled (read-only package?)"
+    ok, _, where = out.stdout.strip().partition(" ")
+    return f"timing {where}: " + ("bytecode compiled" if ok == "True" else "bytecode NOT compiled (read-only package?)")
 
 
 def main() -> int:
@@ -67,7 +87,14 @@ def main() -> int:
     ap.add_argument("--check-requests", type=int, default=5_000)
     ap.add_argument("--scheduler", default=None, help="replica scheduler instead of the scenario's sarathi")
     ap.add_argument("-s", "--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    ap.add_argument("--tree", type=Path, default=None,
+                    help="time the vidur of this checkout (e.g. an older commit's worktree) instead of this Python's")
     args = ap.parse_args()
+    global TREE
+    if args.tree is not None:
+        if not (args.tree / "vidur" / "cli.py").is_file():
+            ap.error(f"--tree {args.tree}: no vidur checkout there (vidur/cli.py missing)")
+        TREE = args.tree.resolve()
     print(compile_bytecode())
     extra = (["--scheduler", args.scheduler] if args.scheduler else []) + [x for kv in args.set for x in ("-s", *kv)]
     with tempfile.TemporaryDirectory() as tmp:
