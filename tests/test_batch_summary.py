@@ -83,6 +83,10 @@ def test_summary_mode_gives_the_full_logs_numbers(case, flush_rows, monkeypatch)
 
     monkeypatch.setattr(log, "FLUSH_ROWS", flush_rows)
     monkeypatch.setattr(loop, "FLUSH_VALUES", flush_rows * NCOL)
+    import vidur.engine.fastforward as ff
+
+    monkeypatch.setattr(ff, "FLUSH_VALUES", flush_rows * NCOL)
+    monkeypatch.setattr(ff, "FLUSH_RUN_VALUES", flush_rows * 2)
     name, n, extra = CASES[case]
     _, full = _run(name, n, "full", **extra)
     res, folded = _run(name, n, "summary", **extra)

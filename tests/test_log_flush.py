@@ -7,6 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import vidur.engine.fastforward as ff_mod
 import vidur.engine.loop as loop_mod
 from vidur.builtin.policies.sarathi import SarathiScheduler
 from vidur.engine.log import NCOL, merge_samples
@@ -43,13 +44,44 @@ def _same(a, b):
 )
 def test_records_do_not_depend_on_flush_size(reqs, stages, fast, every):
     whole = _records(reqs, stages, fast)
-    saved = loop_mod.FLUSH_VALUES
-    loop_mod.FLUSH_VALUES = every * NCOL
+    saved = loop_mod.FLUSH_VALUES, ff_mod.FLUSH_VALUES, ff_mod.FLUSH_RUN_VALUES
+    loop_mod.FLUSH_VALUES = ff_mod.FLUSH_VALUES = every * NCOL
+    ff_mod.FLUSH_RUN_VALUES = every * 2  # decode runs' compact steps (two values each)
     try:
         chunked = _records(reqs, stages, fast)
     finally:
-        loop_mod.FLUSH_VALUES = saved
+        loop_mod.FLUSH_VALUES, ff_mod.FLUSH_VALUES, ff_mod.FLUSH_RUN_VALUES = saved
     _same(whole, chunked)
+
+
+def test_compact_decode_runs_rebuild_their_rows():
+    """Runs logged as (head, per-step end and KV blocks) come back as the rows a row per step
+    would have written, in any number of packs."""
+    from vidur.engine.log import BatchLog
+    from vidur.metrics.records import BATCH_COLUMNS
+
+    runs = [(0, 3, 1.0, 40, [(1.5, 10), (2.25, 10), (3.0, 11)]), (2, 5, 7.0, 100, [(7.125, 20)]),
+            (1, 1, 9.0, 7, [(9.5, 3), (10.0, 4)])]
+    expect = []
+    for rep, n, start, dkv, steps in runs:
+        for j, (end, used) in enumerate(steps):
+            row = dict.fromkeys(BATCH_COLUMNS, 0.0)
+            row.update(replica=rep, start=start, end=end, num_seqs=n, num_decode=n, decode_kv=dkv + n * j,
+                       kv_blocks_used=used)
+            expect.append([row[c] for c in BATCH_COLUMNS])
+            start = end
+    for pack_after in (None, 0, 1):
+        log = BatchLog()
+        for i, (rep, n, start, dkv, steps) in enumerate(runs):
+            for st_ in steps:
+                log.run_rows.extend(st_)
+            log.run_heads.extend((rep, n, start, dkv, len(steps)))
+            if pack_after == i:
+                log.flush()
+        cols, _ = log.to_columns()
+        got = np.column_stack([cols[c] for c in BATCH_COLUMNS]).astype(np.float64)
+        want = np.array(sorted(expect, key=lambda r: (r[BATCH_COLUMNS.index("replica")], r[BATCH_COLUMNS.index("start")])))
+        assert np.array_equal(got, want)
 
 
 def test_to_columns_twice_gives_the_same():

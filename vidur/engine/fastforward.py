@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vidur.engine.log import FLUSH_VALUES, NCOL
+from vidur.engine.log import FLUSH_RUN_VALUES, FLUSH_VALUES, NCOL
 from vidur.entities.batch import Batch
 from vidur.errors import PolicyOutputError
 from vidur.estimate.base import BatchShape
@@ -74,11 +74,12 @@ def _scalar_run(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0
     overlap = rep.overlap
     cpu = est.cpu_overhead(n) if overlap else 0.0
     max_time = loop.max_time
-    index = rep.index
-    rows = loop.batches.rows
+    log = loop.batches
+    steps = log.run_rows  # each step's (end, kv blocks used); the run's head is logged after the loop
     itl_v, itl_c = loop.itl.values, loop.itl.counts
+    dkv0 = dkv
     end = now + d0
-    rows.extend((index, now, end, n, 0, 0, 0.0, n, dkv, used0, 0))
+    steps.extend((end, used0))
     first_end = end
     price = est.decode_pricer(n)
     j = 1
@@ -94,17 +95,18 @@ def _scalar_run(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0
             break
         grown += c
         dkv += n
-        rows.extend((index, end, e, n, 0, 0, 0.0, n, dkv, used0 + grown, 0))
+        steps.extend((e, used0 + grown))
         itl_v.append(e - end)
         end = e
         j += 1
+    log.run_heads.extend((rep.index, n, now, dkv0, j))
     if j > 1:
         itl_c += [n] * (j - 1)  # each repetition after the first: one ITL sample of weight n
         sched.on_repeat(j - 1)
         kv.used = used0 + grown
         batch.end = first_end
-    if len(rows) >= FLUSH_VALUES:
-        loop.batches.flush()
+    if len(steps) >= FLUSH_RUN_VALUES:
+        log.flush()
         loop.itl.flush()
     return end, j
 

@@ -9,6 +9,11 @@ from vidur.metrics.batch_summary import BatchSummary
 from vidur.metrics.records import BATCH_COLUMNS
 
 NCOL = len(BATCH_COLUMNS)
+_COL = {c: i for i, c in enumerate(BATCH_COLUMNS)}
+_C_REPLICA, _C_START, _C_END, _C_NUM_SEQS = _COL["replica"], _COL["start"], _COL["end"], _COL["num_seqs"]
+_C_NUM_DECODE, _C_DECODE_KV, _C_KV_USED = _COL["num_decode"], _COL["decode_kv"], _COL["kv_blocks_used"]
+#: values of compact decode-run steps (2 each) held before :meth:`BatchLog.pack_runs`
+FLUSH_RUN_VALUES = 2 * 65536
 #: values (``FLUSH_ROWS`` rows) the single-row list holds before it is packed
 #: into a float64 chunk: a Python float in a list costs ~32 bytes, in numpy 8
 FLUSH_ROWS = 16384
@@ -36,7 +41,10 @@ class BatchLog:
     The loop sets the summary's ``done_until`` (latest completion) as requests
     complete."""
 
-    __slots__ = ("rows", "chunks", "flushed", "blocks", "packed", "spans", "done", "summary", "block_rows")
+    __slots__ = (
+        "rows", "chunks", "flushed", "blocks", "packed", "spans", "done", "summary", "block_rows", "run_heads",
+        "run_rows",
+    )
 
     def __init__(self, summary: BatchSummary | None = None):
         self.summary = summary
@@ -48,10 +56,15 @@ class BatchLog:
         self.packed = 0  # blocks[:packed] are already merged (one array per flush)
         self.spans: list[tuple] = []  # (replica, stage, start, end, row number of the batch)
         self.done: tuple | None = None  # to_columns' answer, once asked
+        #: decode runs logged compactly (:meth:`pack_runs`): per run (replica, batch size, start,
+        #: decode_kv of its first step, steps), and per step (end, kv_blocks_used)
+        self.run_heads: list = []
+        self.run_rows: list = []
 
     def flush(self) -> None:
         """Pack the single rows logged so far into a float64 chunk (summary mode:
         fold it and the blocks into the summary)."""
+        self.pack_runs()
         n = len(self.rows)
         if n:
             # np.array converts a list ~10 % faster than np.fromiter (the same values)
@@ -67,6 +80,40 @@ class BatchLog:
             summary.commit()
             return
         self.packed = _merge_tail(self.blocks, self.packed)
+
+    def pack_runs(self) -> None:
+        """Turn the decode runs logged compactly into one block of full rows.
+
+        A run of ``k`` steps of one decode batch of ``n`` requests on one replica (fast-forward's
+        scalar loop) is logged as its head plus each step's end and KV blocks in use: its rows
+        differ only there, a step starting where the one before ended and reading ``n`` more KV
+        entries. The rows rebuilt here hold the values a row per step would hold (starts are the
+        ends logged, decode_kv is integer arithmetic below 2**53)."""
+        heads = self.run_heads
+        if not heads:
+            return
+        h = np.array(heads, dtype=np.float64).reshape(-1, 5)
+        steps = np.array(self.run_rows, dtype=np.float64).reshape(-1, 2)
+        heads.clear()
+        self.run_rows.clear()
+        lens = h[:, 4].astype(np.int64)
+        first = np.cumsum(lens) - lens  # row of each run's first step
+        run = np.repeat(np.arange(len(h)), lens)
+        pos = np.arange(len(steps)) - first[run]  # step within its run
+        end = steps[:, 0]
+        start = np.empty_like(end)
+        start[1:] = end[:-1]
+        start[first] = h[:, 2]
+        n = h[run, 1]
+        block = np.zeros((len(steps), NCOL))  # the prefill columns stay 0
+        block[:, _C_REPLICA] = h[run, 0]
+        block[:, _C_START] = start
+        block[:, _C_END] = end
+        block[:, _C_NUM_SEQS] = n
+        block[:, _C_NUM_DECODE] = n
+        block[:, _C_DECODE_KV] = h[run, 3] + n * pos
+        block[:, _C_KV_USED] = steps[:, 1]
+        self.blocks.append(block)  # flush() folds or merges it next (add_block would flush again)
 
     def add_block(self, block: np.ndarray) -> None:
         """Log a fast-forwarded run of rows (``(k, NCOL)`` float64)."""
