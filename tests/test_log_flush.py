@@ -57,7 +57,7 @@ def test_records_do_not_depend_on_flush_size(reqs, stages, fast, every):
 def test_compact_decode_runs_rebuild_their_rows():
     """Runs logged as (head, per-step end and KV blocks) come back as the rows a row per step
     would have written, in any number of packs."""
-    from vidur.engine.log import BatchLog
+    from vidur.engine.log import BatchLog, ITLLog
     from vidur.metrics.records import BATCH_COLUMNS
 
     runs = [(0, 3, 1.0, 40, [(1.5, 10), (2.25, 10), (3.0, 11)]), (2, 5, 7.0, 100, [(7.125, 20)]),
@@ -70,8 +70,14 @@ def test_compact_decode_runs_rebuild_their_rows():
                        kv_blocks_used=used)
             expect.append([row[c] for c in BATCH_COLUMNS])
             start = end
+    weights: dict[float, int] = {}  # equal latencies are merged, their weights summed
+    for _, n, _, _, steps in runs:
+        for (prev, _), (end, _) in zip(steps, steps[1:]):
+            weights[end - prev] = weights.get(end - prev, 0) + n
+    itl_expect = sorted(weights.items())
     for pack_after in (None, 0, 1):
         log = BatchLog()
+        log.itl = ITLLog()
         for i, (rep, n, start, dkv, steps) in enumerate(runs):
             for st_ in steps:
                 log.run_rows.extend(st_)
@@ -82,6 +88,8 @@ def test_compact_decode_runs_rebuild_their_rows():
         got = np.column_stack([cols[c] for c in BATCH_COLUMNS]).astype(np.float64)
         want = np.array(sorted(expect, key=lambda r: (r[BATCH_COLUMNS.index("replica")], r[BATCH_COLUMNS.index("start")])))
         assert np.array_equal(got, want)
+        v, c = log.itl.to_arrays()
+        assert sorted(zip(v.tolist(), c.tolist())) == itl_expect
 
 
 def test_to_columns_twice_gives_the_same():

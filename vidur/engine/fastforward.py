@@ -76,7 +76,6 @@ def _scalar_run(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0
     max_time = loop.max_time
     log = loop.batches
     steps = log.run_rows  # each step's (end, kv blocks used); the run's head is logged after the loop
-    itl_v, itl_c = loop.itl.values, loop.itl.counts
     dkv0 = dkv
     end = now + d0
     steps.extend((end, used0))
@@ -95,13 +94,11 @@ def _scalar_run(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0
             break
         grown += c
         dkv += n
-        steps.extend((e, used0 + grown))
-        itl_v.append(e - end)
+        steps.extend((e, used0 + grown))  # and an ITL sample e - end of weight n (pack_runs)
         end = e
         j += 1
     log.run_heads.extend((rep.index, n, now, dkv0, j))
     if j > 1:
-        itl_c += [n] * (j - 1)  # each repetition after the first: one ITL sample of weight n
         sched.on_repeat(j - 1)
         kv.used = used0 + grown
         batch.end = first_end

@@ -43,7 +43,7 @@ class BatchLog:
 
     __slots__ = (
         "rows", "chunks", "flushed", "blocks", "packed", "spans", "done", "summary", "block_rows", "run_heads",
-        "run_rows",
+        "run_rows", "itl",
     )
 
     def __init__(self, summary: BatchSummary | None = None):
@@ -60,6 +60,8 @@ class BatchLog:
         #: decode_kv of its first step, steps), and per step (end, kv_blocks_used)
         self.run_heads: list = []
         self.run_rows: list = []
+        #: where the decode runs' inter-token latencies go when they are packed (the event loop's)
+        self.itl: ITLLog | None = None
 
     def flush(self) -> None:
         """Pack the single rows logged so far into a float64 chunk (summary mode:
@@ -88,7 +90,9 @@ class BatchLog:
         scalar loop) is logged as its head plus each step's end and KV blocks in use: its rows
         differ only there, a step starting where the one before ended and reading ``n`` more KV
         entries. The rows rebuilt here hold the values a row per step would hold (starts are the
-        ends logged, decode_kv is integer arithmetic below 2**53)."""
+        ends logged, decode_kv is integer arithmetic below 2**53); each step after a run's first
+        gives :attr:`itl` one inter-token latency of weight ``n``, its end minus the one before
+        (the same subtraction)."""
         heads = self.run_heads
         if not heads:
             return
@@ -114,6 +118,13 @@ class BatchLog:
         block[:, _C_DECODE_KV] = h[run, 3] + n * pos
         block[:, _C_KV_USED] = steps[:, 1]
         self.blocks.append(block)  # flush() folds or merges it next (add_block would flush again)
+        later = pos > 0
+        if self.itl is None:
+            if later.any():
+                raise RuntimeError("BatchLog.pack_runs: decode runs with inter-token latencies but no ITL log")
+            return
+        self.itl.block_values.append(end[later] - start[later])
+        self.itl.block_counts.append(n[later].astype(np.int64))
 
     def add_block(self, block: np.ndarray) -> None:
         """Log a fast-forwarded run of rows (``(k, NCOL)`` float64)."""

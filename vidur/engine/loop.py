@@ -124,6 +124,7 @@ class EventLoop:
         self.batches = BatchLog() if batch_log is None else batch_log
         self.summary = self.batches.summary  # metrics.batch_log: summary (told the latest completion)
         self.itl = ITLLog()
+        self.batches.itl = self.itl  # the decode runs' ITL samples, when they are packed
         self.heap: list[tuple] = []
         self.seq = 0
         self.now = 0.0
@@ -192,6 +193,7 @@ class EventLoop:
                 break
         for rep in self.replicas:
             rep.scheduler.sync_decoding()
+        self.batches.pack_runs()  # the compact decode runs into rows and ITL samples
         return self.now
 
     def _arrive(self, req: Request, t: float, next_static: float) -> None:
