@@ -102,20 +102,19 @@ class BatchLog:
         self.run_rows.clear()
         lens = h[:, 4].astype(np.int64)
         first = np.cumsum(lens) - lens  # row of each run's first step
-        run = np.repeat(np.arange(len(h)), lens)
-        pos = np.arange(len(steps)) - first[run]  # step within its run
+        pos = np.arange(len(steps)) - np.repeat(first, lens)  # step within its run
         end = steps[:, 0]
         start = np.empty_like(end)
         start[1:] = end[:-1]
         start[first] = h[:, 2]
-        n = h[run, 1]
+        n = np.repeat(h[:, 1], lens)
         block = np.zeros((len(steps), NCOL))  # the prefill columns stay 0
-        block[:, _C_REPLICA] = h[run, 0]
+        block[:, _C_REPLICA] = np.repeat(h[:, 0], lens)
         block[:, _C_START] = start
         block[:, _C_END] = end
         block[:, _C_NUM_SEQS] = n
         block[:, _C_NUM_DECODE] = n
-        block[:, _C_DECODE_KV] = h[run, 3] + n * pos
+        block[:, _C_DECODE_KV] = np.repeat(h[:, 3], lens) + n * pos
         block[:, _C_KV_USED] = steps[:, 1]
         self.blocks.append(block)  # flush() folds or merges it next (add_block would flush again)
         later = pos > 0

@@ -140,8 +140,10 @@ class DecodeGroup:
         self.steps_done += 1
         self.last_end = end
         self.synced = self.size
-        done = []
         heap, step = self.finish, self.step
+        if not heap or heap[0][0] > step:
+            return []  # nobody finishes (most steps)
+        done = []
         last = None
         while heap and heap[0][0] <= step:
             fs, _, r = heapq.heappop(heap)
