@@ -260,19 +260,30 @@ class EventLoop:
             self._log_row(rep, batch, now, end)
             self._push(end, BATCH_END, rep, batch, 1)
             return
-        if shape.num_prefill:
+        num_prefill = shape.num_prefill
+        if num_prefill:
+            seqs = num_prefill + shape.num_decode
             if rep.overlap:
-                fwd, cpu = est.forward_time(shape), est.cpu_overhead(shape.num_seqs)
+                fwd, cpu = est.forward_time(shape), est.cpu_overhead(seqs)
                 end = now + (fwd if fwd > cpu else cpu)
             else:
-                end = now + (est.forward_time(shape) + est.cpu_overhead(shape.num_seqs))
-            self._log_row(rep, batch, now, end)
+                end = now + (est.forward_time(shape) + est.cpu_overhead(seqs))
+            rows = self.batches.rows
+            rows.extend(  # _log_row's row, inlined on the busiest path
+                (
+                    rep.index, now, end, seqs, num_prefill, shape.prefill_tokens, shape.prefill_work,
+                    shape.num_decode, shape.decode_kv, sched.kv.used, shape.prefill_kv,
+                )
+            )
+            if len(rows) >= FLUSH_VALUES:
+                self.batches.flush()
+                self.itl.flush()
             k = 1
             # a prompt's chunks beside a steady decode group: the next chunks in one event
             if (
                 self.fast_forward
                 and batch.group is not None
-                and shape.num_prefill == 1
+                and num_prefill == 1
                 and end < self.next_arrival
                 and not rep.caching
             ):
@@ -282,7 +293,8 @@ class EventLoop:
                     steady = sched.steady_prefill(batch)
                     if steady is not None:
                         end, k = run_prefill(self, rep, batch, end, *steady)
-            self._push(end, BATCH_END, rep, batch, k)
+            self.seq += 1  # _push, inlined
+            heapq.heappush(self.heap, (end, BATCH_END, self.seq, rep, batch, k))
             return
         d0 = est.decode_iteration_time(shape.num_decode, shape.decode_kv)
         if rep.overlap:  # the same arithmetic as fast_forward's
@@ -301,7 +313,8 @@ class EventLoop:
             and sched.is_steady(batch)
         ):
             end, k = run_fast_forward(self, rep, batch, now, d0)
-            self._push(end, BATCH_END, rep, batch, k)
+            self.seq += 1  # _push, inlined
+            heapq.heappush(self.heap, (end, BATCH_END, self.seq, rep, batch, k))
             return
         self._log_row(rep, batch, now, end)
         self._push(end, BATCH_END, rep, batch, 1)
