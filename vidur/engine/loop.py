@@ -296,7 +296,9 @@ class EventLoop:
             self.seq += 1  # _push, inlined
             heapq.heappush(self.heap, (end, BATCH_END, self.seq, rep, batch, k))
             return
-        d0 = est.decode_iteration_time(shape.num_decode, shape.decode_kv)
+        # decode_iteration_time's value through the estimator's decode_pricer (the roofline keeps one
+        # per batch size: a dict lookup instead of the whole call; equal values, checked at start-up)
+        d0 = est.decode_pricer(shape.num_decode)(shape.decode_kv)
         if rep.overlap:  # the same arithmetic as fast_forward's
             cpu = est.cpu_overhead(shape.num_decode)
             d0 = max(d0 - cpu, cpu)
