@@ -120,8 +120,8 @@ def fast_forward(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d
     n = len(reqs)
     group = batch.group
     bs = kv.block_size
-    k = first_finish(batch)
-    bound = min(loop.next_arrival, loop.max_time)
+    k = group.steps_to_first_finish() if group is not None else first_finish(batch)
+    bound = loop.next_arrival if loop.next_arrival < loop.max_time else loop.max_time
     if loop.followups is not None and loop.heap:
         # a completion elsewhere may release a request before the next known
         # arrival; none happens before the next pending event

@@ -146,9 +146,13 @@ class EventLoop:
         ptr = 0
         max_time = self.max_time
         pop = heapq.heappop
-        nrep = len(self.replicas)
+        replicas = self.replicas
+        nrep = len(replicas)
+        route = self.router.route
+        closed = self.followups is not None
+        inf = math.inf
         while True:
-            ta = arrivals[ptr] if ptr < n else math.inf
+            ta = arrivals[ptr] if ptr < n else inf
             if heap and heap[0][0] < ta:
                 t, kind, _, rep, batch, repeats = pop(heap)
                 if t > max_time:
@@ -175,14 +179,14 @@ class EventLoop:
                     arrivals, reqs = next(blocks, ((), ()))
                     n = len(arrivals)
                     ptr = 0
-                if self.followups is not None:
-                    self._arrive(req, ta, arrivals[ptr] if ptr < n else math.inf)
+                if closed:
+                    self._arrive(req, ta, arrivals[ptr] if ptr < n else inf)
                     continue
-                self.next_arrival = arrivals[ptr] if ptr < n else math.inf
-                i = self.router.route(req)
+                self.next_arrival = arrivals[ptr] if ptr < n else inf
+                i = route(req)
                 if i.__class__ is not int or not 0 <= i < nrep:
                     i = checks.route_index(i, nrep, req)
-                rep = self.replicas[i]
+                rep = replicas[i]
                 req.replica = rep.index
                 rep.scheduler.add_request(req)
                 if not rep.busy and not rep.wake_pending:
