@@ -61,8 +61,9 @@ def _scalar_run(loop: EventLoop, rep: ReplicaState, batch: Batch, now: float, d0
                 bound: float) -> tuple[float, int]:
     """:func:`fast_forward` of a lazy group's step for a short run: the repetitions one by one
     with the scalar pricing stepping uses (``decode_iteration_time``'s values through
-    ``decode_pricer``, the same overlap arithmetic), the rows and ITL samples appended as
-    single ones."""
+    ``decode_pricer``, the same overlap arithmetic); each step is logged compactly as its end
+    and KV blocks in use, the run's head after it (:meth:`~vidur.engine.log.BatchLog.pack_runs`
+    rebuilds the rows and the ITL samples)."""
     group = batch.group
     sched, kv, est = rep.scheduler, rep.scheduler.kv, rep.estimator
     n = len(batch.decodes)

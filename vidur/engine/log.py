@@ -33,7 +33,8 @@ class BatchLog:
     """Per-iteration rows: single rows flattened into one list (``len(BATCH_COLUMNS)``
     values each) and packed into float64 chunks every ``FLUSH_ROWS`` rows
     (:meth:`flush`, called by the loop when ``len(rows) >= FLUSH_VALUES``),
-    fast-forwarded runs as numpy blocks (:meth:`add_block`).
+    fast-forwarded runs as numpy blocks (:meth:`add_block`), and short decode runs
+    compactly, rebuilt into a block at each flush (:meth:`pack_runs`).
 
     With a :class:`~vidur.metrics.batch_summary.BatchSummary` (``metrics.batch_log:
     summary``) every packed chunk and block is folded into it and dropped:
