@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vidur.cli import main
@@ -127,3 +128,59 @@ def test_profile_command_small_grid(capsys, tmp_path):
     assert (out / "fitted.json").is_file()
     code, text, _ = run(capsys, *TINY_ARGS, "--profile", str(out), "--prefill", "32", "--json")
     assert code == 0 and json.loads(text)["estimator"] == "profile"
+
+
+@pytest.mark.parametrize("scheduler", ["sarathi", "vllm_v1", "sglang"])
+def test_estimate_scheduler_prices_a_decode_step_as_that_run_does(capsys, tmp_path, scheduler):
+    """``--scheduler`` prices as a run with that policy: the estimator ``auto`` picks for the engine
+    it models (the H200 profile of vidur's executor for sarathi, the roofline for vLLM V1 and
+    SGLang), its CUDA-graph padding and its host overlap. Every single-request decode step of a
+    short run on the H200 lasts exactly what ``vidur estimate --scheduler`` prices for it."""
+    from vidur.engine.run_scenario import run_scenario
+    from vidur.scenario import load_scenario
+
+    path = tmp_path / "scenario.yaml"
+    path.write_text(
+        "model: meta-llama/Meta-Llama-3-8B\n"
+        "cluster: {device: h200}\n"
+        f"replica_scheduler: {{name: {scheduler}}}\n"
+        "workload: {num_requests: 40, arrival: {name: poisson, qps: 10}, lengths: {name: lognormal, max_tokens: 4096}}\n"
+        "metrics: {batch_log: full}\n"
+        "simulation: {progress: false}\n"
+    )
+    sc = load_scenario(path)
+    result, _ = run_scenario(sc, None)
+    b = result.records.batches
+    single = (b["num_decode"] == 1) & (b["num_prefill"] == 0)
+    assert single.sum() > 20
+    idx = np.flatnonzero(single)[:: max(1, int(single.sum()) // 8)]
+    for i in idx:
+        ctx = int(b["decode_kv"][i]) - 1
+        code, out, err = run(capsys, "estimate", "--model", "meta-llama/Meta-Llama-3-8B", "--device", "h200",
+                             "--decode", f"1:{ctx}", "--scheduler", scheduler, "--json")
+        assert code == 0, err
+        d = json.loads(out)
+        assert d["estimator_detail"] == result.estimator
+        assert d["host_overlap"] is (scheduler != "sarathi")
+        assert d["total_ms"] / 1e3 == pytest.approx(float(b["end"][i] - b["start"][i]), rel=1e-9)
+    if scheduler == "sarathi":
+        return
+    # the roofline prices a decode batch by its size and summed context: steps of 3, 5 and 7 requests
+    # (padded to CUDA-graph sizes 4 and 8 by both engines) priced from one split of that sum
+    for n in (3, 5, 7):
+        rows = np.flatnonzero((b["num_decode"] == n) & (b["num_prefill"] == 0))
+        assert len(rows), n
+        i = rows[0]
+        kv = int(b["decode_kv"][i]) - n  # the contexts' sum before this step's token
+        c = kv // n
+        code, out, err = run(capsys, "estimate", "--model", "meta-llama/Meta-Llama-3-8B", "--device", "h200",
+                             "--decode", f"{n - 1}:{c}", "--decode", f"1:{kv - c * (n - 1)}",
+                             "--scheduler", scheduler, "--json")
+        assert code == 0, err
+        assert json.loads(out)["total_ms"] / 1e3 == pytest.approx(float(b["end"][i] - b["start"][i]), rel=1e-9)
+
+
+def test_estimate_scheduler_unknown_is_one_line(capsys):
+    code, out, err = run(capsys, *TINY_ARGS, "--decode", "4:100", "--scheduler", "no_such_policy")
+    assert code != 0
+    assert "no_such_policy" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

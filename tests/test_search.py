@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import REPO, SCENARIOS, need_shared
+from tests.conftest import REPO, SCENARIOS, TRACES, need_shared
 from vidur.cli import main
 from vidur.errors import VidurError
 from vidur.search import load_search_spec, run_search, spec_from_dict
@@ -162,12 +163,28 @@ def test_slos_default_added_dropped_and_listed():
     assert "scheduling_delay_p99_s" not in [s.column for s in spec_from_dict(raw).slos]
 
 
-def test_trace_path_resolves_from_the_spec_file():
-    need_shared()
+def test_shipped_search_spec_loads_without_data_files():
     spec = load_search_spec(SCENARIOS / "search-llama3-8b.yaml")
-    assert Path(spec.workload["lengths"]["path"]).is_file()
+    assert spec.workload["lengths"]["name"] == "lognormal"
     assert len(spec.configs) == 36
     assert {c.replicas for c in spec.configs} == {8, 4, 2}
+
+
+def test_trace_path_resolves_from_the_spec_file(tmp_path, monkeypatch):
+    """A relative trace path in a search spec is read from the spec's folder, not the working one."""
+    need_shared()
+    trace = TRACES / "splitwise_conv.csv"
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    rel = os.path.relpath(trace, folder)
+    text = (SCENARIOS / "search-llama3-8b.yaml").read_text()
+    old = "lengths: {name: lognormal, max_tokens: 8192}"
+    assert old in text
+    (folder / "spec.yaml").write_text(text.replace(old, f"lengths: {{name: trace, path: {rel}, max_tokens: 8192}}"))
+    monkeypatch.chdir(tmp_path)  # rel does not resolve from here
+    spec = load_search_spec(folder / "spec.yaml")
+    assert Path(spec.workload["lengths"]["path"]).resolve() == trace.resolve()
+    assert len(spec.configs) == 36
 
 
 # ------------------------------------------------------------ end to end

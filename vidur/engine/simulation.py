@@ -18,6 +18,7 @@ from vidur.engine.request_view import RequestsView
 from vidur.engine.requests import TableRequests, requests_for_rows
 from vidur.entities.request import Request
 from vidur.errors import PluginError, PolicyOutputError, VidurError
+from vidur.estimate.base import apply_policy_cuda_graphs
 from vidur.metrics.records import REQUEST_COLUMNS, BatchRowsNotKept, ReplicaInfo, RunRecords
 from vidur.plugins import PluginHost, get_host
 from vidur.scenario import Scenario
@@ -220,8 +221,8 @@ class Simulation:
             given = self.engine_overrides["cuda_graph_sizes"]
             if given or sizes:  # after the policies' own calls: the last one holds; the executor graphs decodes only
                 self.estimator.use_cuda_graphs(given, decode_only=True)
-        elif sizes:
-            self.estimator.use_cuda_graphs(sizes, decode_only=bool(getattr(schedulers[0], "cuda_graph_decode_only", False)))
+        else:
+            apply_policy_cuda_graphs(self.estimator, schedulers[0])
         if pp == 1 and sc.simulation.fast_forward:
             self._check_decode_pricing(getattr(schedulers[0], "config", None))
         self._check_requests_fit(schedulers[0])

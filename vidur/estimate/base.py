@@ -261,3 +261,12 @@ class RuntimeEstimator:
             s = BatchShape(num_decode=num_decode, decode_kv=int(kv))
             out[i] = self.forward_time(s) + self.cpu_overhead(num_decode)
         return out
+
+
+def apply_policy_cuda_graphs(estimator: RuntimeEstimator, scheduler) -> None:
+    """Tell ``estimator`` the batch sizes the replica scheduler's engine runs as CUDA graphs
+    (``cuda_graph_sizes``; ``cuda_graph_decode_only``: decode-only batches only), as ``vidur run``
+    and ``vidur estimate --scheduler`` both price them; a policy without them changes nothing."""
+    sizes = getattr(scheduler, "cuda_graph_sizes", None)
+    if sizes:
+        estimator.use_cuda_graphs(sizes, decode_only=bool(getattr(scheduler, "cuda_graph_decode_only", False)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vidur.errors import VidurError
-from vidur.estimate.base import BatchShape, PricingTarget
+from vidur.estimate.base import BatchShape, PricingTarget, apply_policy_cuda_graphs
 from vidur.model.spec import ModelSpec
 from vidur.resolve.device import resolve_device
 from vidur.resolve.estimator import resolve_estimator
@@ -21,6 +21,8 @@ def estimate_iteration(
     estimator: str = "auto",
     profile: str | None = None,
     engine_mode: str | None = None,
+    engine: str | None = None,
+    policy=None,
     host=None,
 ) -> dict:
     """Price one iteration: ``prefills=[(chunk, context)]``, ``decodes=[(batch, context)]``.
@@ -28,7 +30,11 @@ def estimate_iteration(
     Returns ``{"gpu_ms", "total_ms", "estimator", "ops": {op: ms}, ...}``:
     ``gpu_ms`` is the device time of the forward pass (all layers, embedding,
     LM head, pipeline transfers), ``total_ms`` adds launch stalls and the
-    host overhead of the engine mode.
+    host overhead of the engine mode (the larger of the two when the policy's engine overlaps
+    them). ``engine``: the serving engine priced (a replica scheduler's ``models_engine``: under
+    ``auto`` a profile of other kernels is passed over, as ``vidur run`` does); ``policy``: called
+    with the built estimator, returns the replica scheduler whose engine settings apply, as in a
+    run (its CUDA-graph sizes; ``host_overlap``: a step takes max(device, host)).
     """
     from vidur.model.catalog import check_parallelism, load_model
     from vidur.plugins import get_host
@@ -37,7 +43,9 @@ def estimate_iteration(
     spec = load_model(model, host) if not isinstance(model, ModelSpec) else model
     dev = resolve_device(device, host, node=node, profile=profile)
     check_parallelism(spec, tp, pp, dev.node)
-    target = PricingTarget(spec, dev.spec, dev.node, tp, pp, engine_mode=engine_mode)
+    if dev.from_profile_only:  # a device known only from its profile has nothing else to price it
+        engine = None
+    target = PricingTarget(spec, dev.spec, dev.node, tp, pp, engine_mode=engine_mode, engine=engine)
     config = None if estimator == "auto" else host.get("runtime_estimator", estimator).Config()
     resolved = resolve_estimator(
         estimator, config, target, host, profile=profile, engine_mode_reason="--engine-mode", device_source=dev.source
@@ -45,6 +53,11 @@ def estimate_iteration(
     name, reason = resolved.name, resolved.provenance.reason
     est = resolved.build(target)
     provenance = resolved.completed(est)
+    overlap = False
+    if policy is not None:
+        sched = policy(est)
+        apply_policy_cuda_graphs(est, sched)
+        overlap = bool(getattr(sched, "host_overlap", False))
     dev, node_spec = dev.spec, dev.node
     shape = BatchShape()
     for q, ctx in prefills:
@@ -69,7 +82,7 @@ def estimate_iteration(
     forward = est.forward_time(shape)
     gpu_ms = forward * 1e3 - stall * L * 1e3
     cpu = est.cpu_overhead(shape.num_seqs)
-    total_ms = forward * 1e3 + cpu * 1e3
+    total_ms = max(forward, cpu) * 1e3 if overlap else forward * 1e3 + cpu * 1e3
     return {
         "gpu_ms": gpu_ms,
         "total_ms": total_ms,
@@ -79,6 +92,7 @@ def estimate_iteration(
         "estimator_reason": reason,
         "provenance": provenance.to_dict(),
         "cpu_overhead_ms": cpu * 1e3,
+        "host_overlap": overlap,
         "launch_stall_ms": stall * L * 1e3,
         "model": spec.name,
         "device": dev.name,
