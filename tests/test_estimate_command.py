@@ -184,3 +184,26 @@ def test_estimate_scheduler_unknown_is_one_line(capsys):
     code, out, err = run(capsys, *TINY_ARGS, "--decode", "4:100", "--scheduler", "no_such_policy")
     assert code != 0
     assert "no_such_policy" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_estimate_absurd_decode_batch_is_priced_at_once_with_warnings(capsys):
+    """``--decode BATCH:CONTEXT`` adds the batch in constant time: a trillion decodes do not
+    start a trillion-step loop; the capacity warnings say the iteration cannot run."""
+    code, out, err = run(capsys, "estimate", "--model", "meta-llama/Meta-Llama-3-8B", "--device", "h100",
+                         "--decode", "1000000000000:10", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["batch"]["num_decode"] == 10**12 and d["batch"]["decode_kv"] == 11 * 10**12
+    assert any("has room for" in w for w in d["warnings"])
+
+
+def test_add_decodes_equals_repeated_add_decode():
+    from vidur.estimate.base import BatchShape
+
+    a, b = BatchShape(), BatchShape()
+    a.add_prefill(100, 20)
+    b.add_prefill(100, 20)
+    for _ in range(7):
+        a.add_decode(300)
+    b.add_decodes(7, 300)
+    assert repr(a) == repr(b)

@@ -13,6 +13,8 @@ import pytest
 
 from vidur.cli import main
 
+from vidur.scheduler.prefix_cache import make_kv_manager as _make_kv_manager
+
 Q = "scenarios/quickstart.yaml"
 
 
@@ -53,6 +55,49 @@ def test_the_bound_follows_the_memory_available(capsys, monkeypatch):
     monkeypatch.setattr(B, "available_memory", lambda: None)  # unknown: no bound
     assert main(["run", Q, "--no-progress", "--no-output", "-s", "workload.num_requests", "60"]) == 0
     capsys.readouterr()
+
+
+def test_more_replicas_than_memory_holds_are_refused_before_any_is_built(capsys, tmp_path, monkeypatch):
+    import vidur.engine.budget as B
+
+    def never(*a, **k):
+        raise AssertionError("a replica was built")
+
+    monkeypatch.setattr("vidur.engine.simulation.make_kv_manager", never)
+    out = tmp_path / "out"
+    assert main(["run", Q, "--no-progress", "--out", str(out), "-s", "cluster.num_replicas", "100000000"]) == 2
+    err = capsys.readouterr().err
+    assert "cluster.num_replicas: 100,000,000 needs about 1.2 TB" in err and err.count("\n") == 1, err
+    assert not out.exists()
+    monkeypatch.setattr("vidur.engine.simulation.make_kv_manager", _make_kv_manager)
+    monkeypatch.setattr(B, "available_memory", lambda: 3 * B.BYTES_PER_REPLICA)
+    assert main(["run", Q, "--no-progress", "--no-output", "-s", "cluster.num_replicas", "4"]) == 2
+    assert "simulate at most about 3 replicas" in capsys.readouterr().err
+    main(["run", Q, "--no-progress", "--no-output", "-s", "cluster.num_replicas", "3"])
+    err = capsys.readouterr().err  # 3 replicas pass; then the workload is too big for what is left
+    assert "replicas" not in err and "workload.num_requests" in err, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", Q, "--seeds", "1000000000"], "--seeds 1,000,000,000 makes 1,000,000,000 simulations"),
+    (["sweep", Q, "--seeds", "100000000"], "--seeds 100,000,000 makes 100,000,000 simulations"),
+    (["sweep", Q, "--policy", "sarathi,vllm,orca", "--qps", ",".join(str(q) for q in range(1, 41)), "--seeds", "100"],
+     "3 policies x 1 workloads x 40 loads x 100 seeds makes 12,000 simulations"),
+])
+def test_a_command_of_too_many_simulations_is_refused_before_it_starts(capsys, tmp_path, monkeypatch, argv, needle):
+    import vidur.engine.run_scenario as R
+    import vidur.sweep.driver as D
+
+    def never(*a, **k):
+        raise AssertionError("a simulation started")
+
+    monkeypatch.setattr(R, "run_scenario", never)
+    monkeypatch.setattr(D, "run_sweep", never)
+    out = tmp_path / "out"
+    assert main([*argv, "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "more than the 10,000 one command starts" in err and err.count("\n") == 1, err
+    assert not out.exists()
 
 
 def test_ctrl_c_stops_a_run_in_one_line_and_leaves_nothing(tmp_path):

@@ -123,6 +123,9 @@ def _run_seeds(args, scenario) -> int:
         raise VidurError(f"--seeds must be >= 2 (an interval needs two runs), got {args.seeds}")
     if args.step or args.chrome_trace:
         raise VidurError("--seeds runs many simulations; drop --step / --chrome-trace (run one seed for those)")
+    from vidur.engine.budget import check_simulations
+
+    check_simulations(args.seeds, f"--seeds {args.seeds:,}", "run them in several calls (--seed FIRST --seeds N)")
     seeds = list(range(scenario.seed, scenario.seed + args.seeds))
     out = None if args.no_output else Path(args.out or default_out_dir(args.scenario))
     if out is not None and not args.overwrite:

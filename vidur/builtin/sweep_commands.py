@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from vidur.engine.budget import check_simulations
 from vidur.errors import VidurError
 from vidur.hookspecs import hookimpl
 
@@ -19,6 +20,10 @@ def _floats(text: str, flag: str) -> list[float]:
     return list(dict.fromkeys(vals))
 
 
+#: how to bring a sweep under MAX_SIMULATIONS
+_SPLIT = "split the sweep into several calls (--seed-list, fewer --qps/--load values, policies or workloads)"
+
+
 def _seed_list(args, base_seed: int) -> list[int]:
     if args.seed_list is not None:
         try:
@@ -30,6 +35,7 @@ def _seed_list(args, base_seed: int) -> list[int]:
         return list(dict.fromkeys(seeds))
     if args.seeds < 1:
         raise VidurError(f"--seeds must be >= 1, got {args.seeds}")
+    check_simulations(args.seeds, f"--seeds {args.seeds:,}", _SPLIT)
     return list(range(base_seed, base_seed + args.seeds))
 
 
@@ -93,6 +99,10 @@ def build_spec(args, host=None):
     else:
         loads = [None]
     seeds = _seed_list(args, base.seed)
+    check_simulations(
+        len(policies) * len(workloads) * len(loads) * len(seeds),
+        f"{len(policies)} policies x {len(workloads)} workloads x {len(loads)} loads x {len(seeds)} seeds", _SPLIT,
+    )
     baseline = args.baseline or policies[0].label
     if baseline not in [p.label for p in policies]:
         raise VidurError(f"--baseline {baseline!r} is not one of the policies: {', '.join(p.label for p in policies)}")

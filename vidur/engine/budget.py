@@ -1,4 +1,5 @@
-"""A bound on work: refuse a workload that cannot fit in memory before building it.
+"""Bounds on work: refuse a workload or cluster that cannot fit in memory before building it, and a
+command that would start more simulations than :data:`MAX_SIMULATIONS`.
 
 A run keeps a row per request in several tables (the request table, the
 per-request columns, the batch log, the CSV and summary writers; request
@@ -22,6 +23,17 @@ from vidur.errors import VidurError
 
 #: peak bytes of a run per simulated request (measured, see the module docstring)
 BYTES_PER_REQUEST = 8_000
+
+#: bytes a replica holds however few requests it serves (its scheduler, KV block manager, state and
+#: summary): ``/usr/bin/time -f %M vidur run scenarios/quickstart.yaml -s workload.num_requests 100
+#: -s cluster.num_replicas R``: 93 MB at 1 replica, 341 MB at 20,000, 1.30 GB at 100,000 (2026-12-05),
+#: ~12.1-12.4 kB a replica
+BYTES_PER_REPLICA = 12_500
+
+#: simulations one command starts (``vidur run --seeds``, ``vidur sweep``'s cells); beyond it the call
+#: is refused in one line rather than started: at bench_sweep's 214 simulations a minute of 5,000
+#: requests each on 2 cores (benchmarks/README.md) 10,000 take about 47 minutes
+MAX_SIMULATIONS = 10_000
 
 
 def available_memory() -> int | None:
@@ -66,6 +78,27 @@ def check_workload_fits(num_requests: int | None, duration: float | None, mean_q
         f"{what} needs about {_size(need)} of memory (~{BYTES_PER_REQUEST // 1000} kB per request) but "
         f"{_size(avail)} is available; simulate at most about {fits:,} requests"
     )
+
+
+def check_replicas_fit(num_replicas: int) -> None:
+    """Refuse (one line) more replicas than the memory available holds, before any is built."""
+    avail = available_memory()
+    need = num_replicas * BYTES_PER_REPLICA
+    if avail is None or need <= avail:
+        return
+    raise VidurError(
+        f"cluster.num_replicas: {num_replicas:,} needs about {_size(need)} of memory (~{BYTES_PER_REPLICA / 1000:g} kB "
+        f"per replica) but {_size(avail)} is available; simulate at most about {int(avail // BYTES_PER_REPLICA):,} replicas"
+    )
+
+
+def check_simulations(count: int, what: str, how_to_split: str) -> None:
+    """Refuse (one line: ``what`` asked for, ``how_to_split`` it) a command that would start more
+    than :data:`MAX_SIMULATIONS` simulations."""
+    if count > MAX_SIMULATIONS:
+        raise VidurError(
+            f"{what} makes {count:,} simulations, more than the {MAX_SIMULATIONS:,} one command starts; {how_to_split}"
+        )
 
 
 def _size(b: float) -> str:

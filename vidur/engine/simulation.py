@@ -12,6 +12,7 @@ import attrs
 import numpy as np
 
 from vidur.engine import parallel
+from vidur.engine.budget import check_replicas_fit
 from vidur.engine.log import BatchLog
 from vidur.engine.loop import EventLoop, ReplicaState
 from vidur.engine.request_view import RequestsView
@@ -122,6 +123,7 @@ class Simulation:
         self.host = host = host or get_host()
         self.rng = np.random.default_rng(sc.seed)
         cl = sc.cluster
+        check_replicas_fit(cl.num_replicas)  # before any replica is built
         self.model = deploy(
             load_model(sc.model, host),
             weight_dtype=cl.weight_dtype,

@@ -92,6 +92,13 @@ class BatchShape:
         self.decode_kv += ctx + 1
         self.num_tokens += 1
 
+    def add_decodes(self, count: int, ctx: int) -> None:
+        """``count`` decodes of ``ctx`` cached tokens each: ``add_decode(ctx)`` ``count`` times, in
+        constant time (``vidur estimate --decode BATCH:CONTEXT``)."""
+        self.num_decode += count
+        self.decode_kv += count * (ctx + 1)
+        self.num_tokens += count
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)}" for k in self.__slots__)
         return f"BatchShape({fields})"

@@ -67,8 +67,7 @@ def estimate_iteration(
     for b, ctx in decodes:
         if b < 1 or ctx < 0:
             raise VidurError(f"a decode group needs a batch of at least 1 and a non-negative context, got {b}:{ctx}")
-        for _ in range(int(b)):
-            shape.add_decode(int(ctx))
+        shape.add_decodes(int(b), int(ctx))  # constant time: --decode 10**12:1 must not loop
     if shape.num_tokens == 0:
         raise VidurError("nothing to price: give --prefill CHUNK[:CONTEXT] and/or --decode BATCH:CONTEXT")
     L = spec.num_layers
