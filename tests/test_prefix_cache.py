@@ -379,3 +379,27 @@ def test_search_results_carry_hit_rate_for_caching_configurations(tmp_path):
     on = next(r for r in rows if "prefix_caching=True" in r["config"])
     off = next(r for r in rows if "prefix_caching=False" in r["config"])
     assert float(on["prefix_hit_rate"]) > 0.5 and off["prefix_hit_rate"] == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cuts=st.lists(st.integers(1, 400), max_size=6, unique=True),
+    nodes=st.lists(st.integers(-50, 50), min_size=7, max_size=7),
+    unit=st.sampled_from([1, 2, 3, 16, 32]),
+    first=st.integers(0, 30),
+    count=st.integers(0, 60),
+)
+def test_content_keys_are_the_per_unit_definition(cuts, nodes, unit, first, count):
+    """``_keys`` builds each path segment's keys as one range; they are the per-unit definition:
+    unit u ends at token (u + 1) x unit, and its key is node x KEY_SPAN + (end - start) of the
+    last segment starting before that end."""
+    from vidur.workload.content import KEY_SPAN
+
+    starts = [0, *sorted(cuts)]
+    nodes = nodes[: len(starts)]
+    want = []
+    for u in range(first, first + count):
+        end = (u + 1) * unit
+        i = max(j for j, s in enumerate(starts) if s < end)
+        want.append(nodes[i] * KEY_SPAN + (end - starts[i]))
+    assert PrefixCachingKVManager._keys(starts, nodes, unit, first, first + count) == want

@@ -40,6 +40,7 @@ class Request:
         "group_tight",
         "content",
         "kvc",
+        "ckeys",
         "cached",
     )
 
@@ -65,6 +66,7 @@ class Request:
         self.group_tight = 0
         self.content = None  # (prompt leaf node, output node, table row, session) with a content workload
         self.kvc = None  # prefix-cache state while admitted (vidur.scheduler.prefix_cache)
+        self.ckeys = None  # prefix cache: (unit, content keys of its leading units), computed once
         self.cached = 0  # prompt tokens found in the prefix cache at first admission
 
     @property

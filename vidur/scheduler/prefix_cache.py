@@ -100,27 +100,54 @@ class PrefixCachingKVManager(KVBlockManager):
         return st
 
     @staticmethod
-    def _keys(starts: list[int], nodes: list[int], unit: int, first: int, stop: int):
-        """Content keys of units ``first .. stop - 1`` (unit u ends at token (u + 1) * unit)."""
+    def _keys(starts: list[int], nodes: list[int], unit: int, first: int, stop: int) -> list[int]:
+        """Content keys of units ``first .. stop - 1``: unit u ends at token ``(u + 1) * unit`` and
+        its key is ``node * KEY_SPAN + (end - start)`` of the path segment (node, start) holding
+        that end (a segment holds the ends after its start, up to and including the next one's
+        start). One ``range`` per segment crossed."""
+        out: list[int] = []
         i = 0
         last = len(starts) - 1
-        for u in range(first, stop):
+        u = first
+        while u < stop:
             end = (u + 1) * unit
             while i < last and starts[i + 1] < end:
                 i += 1
-            yield nodes[i] * KEY_SPAN + (end - starts[i])
+            hi = min(stop, starts[i + 1] // unit) if i < last else stop  # units ending in this segment
+            base = nodes[i] * KEY_SPAN - starts[i]
+            out.extend(range(base + end, base + hi * unit + 1, unit))
+            u = hi
+        return out
+
+    def _key_list(self, req: Request, st: list, stop: int) -> list[int]:
+        """The content keys of ``req``'s units ``0 .. stop - 1`` (at least), computed once per request
+        and kept in ``req.ckeys`` until it finishes: a waiting request is looked up by the router on
+        every replica, then by ``can_admit`` and ``admit``, and the keys depend only on its token path
+        (the run's prefix tree, shared by every replica) and the sharing unit."""
+        memo = req.ckeys
+        unit = self.unit
+        if memo is None or memo[0] != unit:
+            memo = req.ckeys = (unit, [])
+        keys = memo[1]
+        if len(keys) < stop:
+            keys.extend(self._keys(st[0], st[1], unit, len(keys), stop))
+        return keys
 
     def _match(self, req: Request) -> list[list]:
         """Cache entries of ``req``'s longest cached run of leading units."""
-        starts, nodes = self._state(req)[:2]
+        st = self._state(req)
         limit = (req.prefill_target - 1) // self.unit
-        table = self.table
-        hits = []
-        for key in self._keys(starts, nodes, self.unit, 0, limit):
-            e = table.get(key)
-            if e is None:
-                break
-            hits.append(e)
+        if st[3] is not None or limit <= 0:  # a private request's units are never in the table
+            return []
+        keys = self._key_list(req, st, limit)
+        get = self.table.get
+        if get(keys[0]) is None:
+            return []
+        hits = list(map(get, keys[:limit]))  # every lookup in C, then cut at the first miss
+        try:
+            del hits[hits.index(None):]
+        except ValueError:
+            pass
         return hits
 
     def cached_prefix(self, req: Request) -> int:
@@ -140,8 +167,7 @@ class PrefixCachingKVManager(KVBlockManager):
         if units < 1 or rest or req.prefill_target < tokens:
             return None
         fresh = req.kvc is None
-        starts, nodes = self._state(req)[:2]
-        key = next(self._keys(starts, nodes, self.unit, units - 1, units))
+        key = self._key_list(req, self._state(req), units)[units - 1]
         if fresh:
             req.kvc = None
         return key
@@ -219,7 +245,7 @@ class PrefixCachingKVManager(KVBlockManager):
             return
         self._trim()  # evictions that decode growth forced come first (same state stepped or lazy)
         table, lru, ub = self.table, self.lru, self.unit_blocks
-        for key in self._keys(st[0], st[1], self.unit, first, full):
+        for key in self._key_list(req, st, full)[first:full]:
             e = table.get(key)
             if e is None:
                 e = table[key] = [1, key]
@@ -248,12 +274,14 @@ class PrefixCachingKVManager(KVBlockManager):
                     lru[key] = [0, key, n]
                 else:  # preempted: it may hit its own units when admitted again
                     table = self.table
-                    for key in reversed(list(self._keys(st[0], st[1], self.unit, 0, n))):
+                    for key in reversed(self._key_list(req, st, n)[:n]):
                         table[key] = lru[key] = [0, key]
                 self.lru_blocks += n * ub
             self.used -= req.blocks
             req.blocks = 0
             req.kvc = None
+            if req.finished:
+                req.ckeys = None
             return
         held = st[2]
         entries = 0
@@ -270,6 +298,8 @@ class PrefixCachingKVManager(KVBlockManager):
         self.used -= req.blocks - entries * ub + released * ub
         req.blocks = 0
         req.kvc = None
+        if req.finished:
+            req.ckeys = None
 
     @property
     def cached_blocks(self) -> int:
