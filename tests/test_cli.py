@@ -131,6 +131,9 @@ def test_bad_input_is_one_line(extra, needle, capsys, tmp_path):
         ("modl: x\n", "did you mean 'model'"),
         ("- a\n- b\n", "expected a mapping"),
         ("model: meta-llama/Meta-Llama-3-8B\nworkload: {arrival: {name: poisson, qps: 1}}\n", "exactly one of"),
+        # a missing key inside a mapping of named entries: the path once, without the quotes cattrs puts on keys
+        ("model: meta-llama/Meta-Llama-3-8B\nworkload: {num_requests: 5}\nmetrics: {slos: {ttft: {quantile: 0.9}}}\n",
+         "missing required key 'metrics.slos.ttft.max_s'"),
     ],
 )
 def test_bad_scenario_files(tmp_path, capsys, text, needle):

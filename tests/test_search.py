@@ -344,6 +344,9 @@ def test_cli_search_and_list(tmp_path, capsys):
         ({"grid.tp": [1]}, "unknown key 'grid.tp'"),
         ({"search.tolerence": 0.1}, "unknown key 'search.tolerence' (did you mean 'tolerance'?)"),
         ({"search.operating_point": 1.5}, "search.operating_point must be in (0, 1]"),
+        ({"slos.ttft": {"quantile": 0.9}}, "missing required key 'slos.ttft.max_s'"),
+        ({"model": None}, "missing required key 'model'"),
+        ({"model": "no-such/model"}, "unknown model 'no-such/model'"),
     ],
 )
 def test_bad_spec_is_one_line(tmp_path, capsys, changes, expect):

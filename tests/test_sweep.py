@@ -263,6 +263,7 @@ def scenario_file(tmp_path):
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--policy", "sarathi:chunk_size=abc"], "chunk_size"),
         (["--trace", "/nonexistent.csv"], "does not exist"),
+        (["-s", "model", "no-such/model"], "unknown model 'no-such/model'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(scenario_file, tmp_path, capsys, extra, message):

@@ -74,8 +74,8 @@ def _path_from_notes(exc: BaseException) -> list[str]:
         note = str(note)
         if "@ attribute " in note:
             out.append(note.rsplit("@ attribute ", 1)[1].strip())
-        elif "@ key " in note:
-            out.append(note.rsplit("@ key ", 1)[1].strip())
+        elif "@ key " in note:  # a mapping's key, as cattrs quotes it ("@ key 'ttft'")
+            out.append(note.rsplit("@ key ", 1)[1].strip().strip("'\""))
         elif "@ index " in note:
             out.append(note.rsplit("@ index ", 1)[1].strip())
     return out
@@ -106,7 +106,10 @@ def explain(exc: BaseException, root: str = "") -> str:
             return f"{where} {msg}"
         return f"{where}: {msg}" if where and not msg.startswith(where) else msg
     if isinstance(leaf, KeyError):
-        return f"missing required key '{where + '.' if where else ''}{leaf.args[0] if leaf.args else ''}'".replace("'.", "'")
+        key = str(leaf.args[0]) if leaf.args else ""
+        if path and path[-1] == key:  # cattrs notes the missing attribute and raises KeyError(it)
+            return f"missing required key '{where}'"
+        return f"missing required key '{where + '.' if where else ''}{key}'".replace("'.", "'")
     return f"invalid value for '{where or root}': {leaf}"
 
 

@@ -67,6 +67,9 @@ def build_spec(args, host=None):
     if args.requests is not None:
         raw["workload"].pop("duration", None)
     base = scenario_from_dict(raw, host)  # the scenario itself must be valid
+    from vidur.model.catalog import load_model
+
+    load_model(base.model, host)  # every cell's model: an unknown one is refused once, not skipped per cell
     replicas = [parse_variant(t, "--policy") for t in split_variants(args.policy)]
     if replicas and replicas[0].name == "all" and len(replicas) == 1:
         replicas = [Variant(n) for n in host.names("replica_scheduler")]

@@ -407,6 +407,15 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
         raise VidurError("missing required key 'grid' (devices, tensor_parallel, replicas or gpu_budget, replica_schedulers)")
     if isinstance(raw.get("search"), dict) is False and raw.get("search") is not None:
         raise VidurError("'search' must be a mapping")
+    # the model is every configuration's: one that is missing or unknown is refused once, here, rather
+    # than skipped by each configuration
+    if raw.get("model") is None:
+        raise VidurError("missing required key 'model' (a Hugging Face id such as meta-llama/Meta-Llama-3-8B, or a path to config.json)")
+    if not isinstance(raw["model"], str) or not raw["model"]:
+        raise VidurError("model must be a Hugging Face id or a path to a config.json")
+    from vidur.model.catalog import load_model
+
+    load_model(raw["model"], host)
     parsed: _SpecRaw = structure(raw, _SpecRaw, "")
     g = parsed.grid
     for key in (
