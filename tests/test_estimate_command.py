@@ -180,6 +180,22 @@ def test_estimate_scheduler_prices_a_decode_step_as_that_run_does(capsys, tmp_pa
         assert json.loads(out)["total_ms"] / 1e3 == pytest.approx(float(b["end"][i] - b["start"][i]), rel=1e-9)
 
 
+def test_estimate_scheduler_overlaps_host_work_on_single_stage_replicas_only(capsys):
+    """The event loop overlaps an engine's host work with the GPU only at pp=1 (a pipelined batch
+    adds it to its first stage), and so does ``--scheduler``'s total."""
+    args = ["estimate", "--model", "meta-llama/Meta-Llama-3-8B", "--device", "h200", "--decode", "8:1024",
+            "--scheduler", "vllm_v1", "--json"]
+    code, out, err = run(capsys, *args, "--pp", "2")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["host_overlap"] is False
+    assert d["total_ms"] == pytest.approx(d["gpu_ms"] + d["launch_stall_ms"] + d["cpu_overhead_ms"], rel=1e-12)
+    code, out, _ = run(capsys, *args)
+    d = json.loads(out)
+    assert d["host_overlap"] is True
+    assert d["total_ms"] == pytest.approx(max(d["gpu_ms"] + d["launch_stall_ms"], d["cpu_overhead_ms"]), rel=1e-12)
+
+
 def test_estimate_scheduler_unknown_is_one_line(capsys):
     code, out, err = run(capsys, *TINY_ARGS, "--decode", "4:100", "--scheduler", "no_such_policy")
     assert code != 0

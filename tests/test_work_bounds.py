@@ -13,8 +13,6 @@ import pytest
 
 from vidur.cli import main
 
-from vidur.scheduler.prefix_cache import make_kv_manager as _make_kv_manager
-
 Q = "scenarios/quickstart.yaml"
 
 
@@ -63,13 +61,19 @@ def test_more_replicas_than_memory_holds_are_refused_before_any_is_built(capsys,
     def never(*a, **k):
         raise AssertionError("a replica was built")
 
+    monkeypatch.setattr(B, "available_memory", lambda: 64 << 30)  # any machine: 1.2 TB does not fit in 64 GiB
+
     monkeypatch.setattr("vidur.engine.simulation.make_kv_manager", never)
     out = tmp_path / "out"
     assert main(["run", Q, "--no-progress", "--out", str(out), "-s", "cluster.num_replicas", "100000000"]) == 2
     err = capsys.readouterr().err
     assert "cluster.num_replicas: 100,000,000 needs about 1.2 TB" in err and err.count("\n") == 1, err
     assert not out.exists()
-    monkeypatch.setattr("vidur.engine.simulation.make_kv_manager", _make_kv_manager)
+
+
+def test_the_replica_bound_follows_the_memory_available(capsys, monkeypatch):
+    import vidur.engine.budget as B
+
     monkeypatch.setattr(B, "available_memory", lambda: 3 * B.BYTES_PER_REPLICA)
     assert main(["run", Q, "--no-progress", "--no-output", "-s", "cluster.num_replicas", "4"]) == 2
     assert "simulate at most about 3 replicas" in capsys.readouterr().err

@@ -253,6 +253,16 @@ def _whole(value: Any, message: str, low: int) -> int:
     return value
 
 
+def model_of(raw: dict) -> str:
+    """The ``model`` key of a scenario or search spec, or one line saying what is wrong with it."""
+    model = raw.get("model")
+    if model is None:
+        raise VidurError("missing required key 'model' (a Hugging Face id such as meta-llama/Meta-Llama-3-8B, or a path to config.json)")
+    if not isinstance(model, str) or not model:
+        raise VidurError("model must be a Hugging Face id or a path to a config.json")
+    return model
+
+
 def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
     """Validate and structure a scenario mapping (after overrides)."""
     host = host or get_host()
@@ -264,8 +274,7 @@ def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
     for key in raw:
         if key not in TOP_KEYS:
             raise VidurError(f"unknown key '{key}'{suggest(key, TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")
-    if "model" not in raw:
-        raise VidurError("missing required key 'model' (a Hugging Face id such as meta-llama/Meta-Llama-3-8B, or a path to config.json)")
+    model = model_of(raw)
     wl = raw.get("workload") or {}
     if not isinstance(wl, dict):
         raise VidurError("'workload' must be a mapping")
@@ -288,9 +297,6 @@ def scenario_from_dict(raw: dict, host: PluginHost | None = None) -> Scenario:
     ):
         raise VidurError(f"workload.duration must be > 0 seconds, got {duration!r}")
     seed = _whole(raw.get("seed", 0), "seed must be an integer >= 0 (numpy's generators take no negative seeds)", low=0)
-    model = raw["model"]
-    if not isinstance(model, str) or not model:
-        raise VidurError("model must be a Hugging Face id or a path to a config.json")
     return Scenario(
         model=model,
         seed=seed,

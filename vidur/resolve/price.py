@@ -57,7 +57,9 @@ def estimate_iteration(
     if policy is not None:
         sched = policy(est)
         apply_policy_cuda_graphs(est, sched)
-        overlap = bool(getattr(sched, "host_overlap", False))
+        # as the event loop: host work overlaps the GPU on single-stage replicas only (a pipelined
+        # batch adds it to its first stage)
+        overlap = bool(getattr(sched, "host_overlap", False)) and pp == 1
     dev, node_spec = dev.spec, dev.node
     shape = BatchShape()
     for q, ctx in prefills:

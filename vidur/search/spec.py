@@ -409,13 +409,10 @@ def spec_from_dict(raw: dict, *, path: str | Path | None = None, host: PluginHos
         raise VidurError("'search' must be a mapping")
     # the model is every configuration's: one that is missing or unknown is refused once, here, rather
     # than skipped by each configuration
-    if raw.get("model") is None:
-        raise VidurError("missing required key 'model' (a Hugging Face id such as meta-llama/Meta-Llama-3-8B, or a path to config.json)")
-    if not isinstance(raw["model"], str) or not raw["model"]:
-        raise VidurError("model must be a Hugging Face id or a path to a config.json")
     from vidur.model.catalog import load_model
+    from vidur.scenario import model_of
 
-    load_model(raw["model"], host)
+    load_model(model_of(raw), host)
     parsed: _SpecRaw = structure(raw, _SpecRaw, "")
     g = parsed.grid
     for key in (
